@@ -1,0 +1,38 @@
+# Quick start: `make demo` and `make test` do all set-up on a fresh machine (see README.md).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# A pinned torch: on the development machines and CI this is a local CPU wheel; an unpinned torch
+# would pull several GB of CUDA packages. Override on machines that already have their own torch.
+TORCH_SPEC ?= torch==2.13.0
+OUT := demo_out
+
+.PHONY: all venv build test demo bench clean
+
+all: build
+
+$(VENV)/.installed: pyproject.toml setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -U pip setuptools wheel "pybind11>=2.12"
+	$(BIN)/pip install -q "$(TORCH_SPEC)"
+	$(BIN)/pip install -q --no-build-isolation -e ".[test]"
+	touch $@
+
+venv: $(VENV)/.installed
+
+# Incremental rebuild of pysparse24._C (CMake keeps its build tree under build/).
+build: venv
+	$(BIN)/python setup.py -q build_ext --inplace
+
+test: build
+	$(BIN)/python -m pytest -q tests
+
+demo: build
+	mkdir -p $(OUT)
+	$(BIN)/python benchmarks/demo_compress.py --out $(OUT)
+
+bench: build
+	$(BIN)/python -m pytest -q benchmarks --benchmark-only
+
+clean:
+	rm -rf build $(OUT) pysparse24/_C*.so

@@ -1,0 +1,1 @@
+"""profiler: per-layer latency lookup tables for hardware-aware architecture search."""

@@ -1,0 +1,163 @@
+// Sparse matmul: problem checks, packing of X, runtime dispatch, and the scalar reference path
+// (the plainest statement of the summation contract in matmul.h).
+#include "cpu/matmul.h"
+
+#include <cmath>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace ps24::cpu::matmul {
+namespace {
+
+void require(bool ok, const std::string& message) {
+  if (!ok) throw std::invalid_argument("pysparse24 matmul: " + message);
+}
+
+void validate(const Problem& p) {
+  require(p.kind == Kind::F32 || p.kind == Kind::BF16 || p.kind == Kind::I8,
+          "supported dtypes are float32, bfloat16 and int8");
+  require(p.M >= 0 && p.N >= 0 && p.K >= 0, "negative dimension");
+  require(p.K % 4 == 0, "K (the reduction dimension) must be a multiple of 4, got " +
+                            std::to_string(p.K));
+  require(p.meta_cols == (p.K + 7) / 8, "meta must have ceil(K/8) = " +
+                                            std::to_string((p.K + 7) / 8) + " columns, got " +
+                                            std::to_string(p.meta_cols));
+  const bool empty = p.M == 0 || p.N == 0;
+  require(empty || p.out != nullptr, "missing output");
+  require(empty || p.K == 0 || (p.values && p.meta && p.x), "missing input");
+}
+
+// Index of each slot's source element within a block (see XLayout).
+// AVX2 float: per 16 elements, [x0..3 | x8..11] and [x4..7 | x12..15] are the two in-lane tables.
+constexpr int kAvx2FloatOrder[16] = {0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 12, 13, 14, 15};
+// AVX2 int8: per 64 bytes, [x0..15 | x32..47] and [x16..31 | x48..63] are the two pshufb tables.
+constexpr int kAvx2Int8Order[64] = {
+    0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15,  //
+    32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47,  //
+    16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31,  //
+    48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63};
+
+// Reads element (k, n) of X as float (F32/BF16) or int8.
+float x_float(const Problem& p, int64_t k, int64_t n) {
+  const int64_t at = k * p.x_stride_k + n * p.x_stride_n;
+  return p.kind == Kind::BF16 ? bf16_to_float(static_cast<const uint16_t*>(p.x)[at])
+                              : static_cast<const float*>(p.x)[at];
+}
+
+// Copies X into one zero-padded row of Kp elements per column, in the ISA's element order.
+std::vector<uint8_t> pack_x(const Problem& p, const XLayout& layout, int64_t& kp) {
+  kp = (p.K + layout.pad - 1) / layout.pad * layout.pad;
+  const bool is_int = p.kind == Kind::I8;
+  const int elem = is_int ? 1 : 4;
+  std::vector<uint8_t> packed(size_t(kp * p.N * elem) + 64, 0);
+  const int threads = p.threads > 0 ? p.threads : omp_get_max_threads();
+#pragma omp parallel for schedule(static) num_threads(threads)
+  for (int64_t n = 0; n < p.N; ++n) {
+    for (int64_t slot = 0; slot < kp; ++slot) {
+      const int64_t within = slot % layout.block;
+      const int64_t k = slot - within + (layout.order ? layout.order[within] : within);
+      if (k >= p.K) continue;
+      if (is_int) {
+        int8_t v = static_cast<const int8_t*>(p.x)[k * p.x_stride_k + n * p.x_stride_n];
+        packed[size_t(n * kp + slot)] = uint8_t(v) ^ (layout.flip_sign ? 0x80 : 0);
+      } else {
+        const float v = x_float(p, k, n);
+        std::memcpy(&packed[size_t((n * kp + slot) * 4)], &v, 4);
+      }
+    }
+  }
+  return packed;
+}
+
+// Scalar path: one row at a time, its value positions decoded once and reused for every column.
+void scalar_float_tile(const Problem& p, const PackedX& x, int64_t r0, int rows, int64_t c0,
+                       int cols) {
+  const int64_t nv = p.K / 2;
+  thread_local std::vector<int64_t> column_of;
+  thread_local std::vector<float> weight;
+  column_of.resize(size_t(nv));
+  weight.resize(size_t(nv));
+  for (int64_t m = r0; m < r0 + rows; ++m) {
+    const uint8_t* meta = p.meta + m * p.meta_cols;
+    for (int64_t v = 0; v < nv; ++v) {
+      const uint32_t field = (meta[v / 4] >> (2 * (v % 4))) & 3u;  // value v's 2-bit index
+      column_of[size_t(v)] = 4 * (v / 2) + field;
+      weight[size_t(v)] = p.kind == Kind::BF16
+                              ? bf16_to_float(static_cast<const uint16_t*>(p.values)[m * nv + v])
+                              : static_cast<const float*>(p.values)[m * nv + v];
+    }
+    for (int64_t n = c0; n < c0 + cols; ++n) {
+      const float* xn = static_cast<const float*>(x.data) + n * x.stride;
+      float lanes[16] = {};
+      for (int64_t v = 0; v < nv; ++v) {
+        lanes[v % 16] = std::fma(weight[size_t(v)], xn[column_of[size_t(v)]], lanes[v % 16]);
+      }
+      store_float(p, m, n, reduce16(lanes));
+    }
+  }
+}
+
+void scalar_int8_tile(const Problem& p, const PackedX& x, int64_t r0, int rows, int64_t c0,
+                      int cols) {
+  const int64_t nv = p.K / 2;
+  const int8_t* values = static_cast<const int8_t*>(p.values);
+  for (int64_t m = r0; m < r0 + rows; ++m) {
+    const uint8_t* meta = p.meta + m * p.meta_cols;
+    for (int64_t n = c0; n < c0 + cols; ++n) {
+      const int8_t* xn = static_cast<const int8_t*>(x.data) + n * x.stride;
+      uint32_t sum = 0;  // unsigned: wraps like the SIMD paths instead of overflowing
+      for (int64_t v = 0; v < nv; ++v) {
+        const uint32_t field = (meta[v / 4] >> (2 * (v % 4))) & 3u;
+        sum += uint32_t(int32_t(values[m * nv + v]) * int32_t(xn[4 * (v / 2) + field]));
+      }
+      store_int(p, m, n, sum);
+    }
+  }
+}
+
+}  // namespace
+
+XLayout x_layout(Isa isa, Kind kind) {
+  XLayout layout;
+  if (kind == Kind::I8) {
+    layout.pad = 128;
+    if (isa == Isa::Avx2) { layout.block = 64; layout.order = kAvx2Int8Order; }
+    layout.flip_sign = isa == Isa::Avx512;
+  } else {
+    layout.pad = 32;
+    if (isa == Isa::Avx2) { layout.block = 16; layout.order = kAvx2FloatOrder; }
+  }
+  return layout;
+}
+
+void run_scalar(const Problem& p, const PackedX& x) {
+  const int64_t column_bytes = x.stride * (p.kind == Kind::I8 ? 1 : 4);
+  if (p.kind == Kind::I8) {
+    for_each_tile(p, 1, 8, column_bytes, [&](int64_t r0, int rows, int64_t c0, int cols) {
+      scalar_int8_tile(p, x, r0, rows, c0, cols);
+    });
+  } else {
+    for_each_tile(p, 1, 8, column_bytes, [&](int64_t r0, int rows, int64_t c0, int cols) {
+      scalar_float_tile(p, x, r0, rows, c0, cols);
+    });
+  }
+}
+
+void run(const Problem& p) {
+  validate(p);
+  if (p.M == 0 || p.N == 0) return;
+  Isa isa = active_isa();
+  if (isa == Isa::Avx512 && p.kind == Kind::I8 && !avx512_int8_supported()) isa = Isa::Avx2;
+  const XLayout layout = x_layout(isa, p.kind);
+  int64_t kp = 0;
+  const std::vector<uint8_t> packed = pack_x(p, layout, kp);
+  const PackedX x{packed.data(), kp};
+  switch (isa) {
+    case Isa::Avx512: run_avx512(p, x); break;
+    case Isa::Avx2: run_avx2(p, x); break;
+    default: run_scalar(p, x); break;
+  }
+}
+
+}  // namespace ps24::cpu::matmul

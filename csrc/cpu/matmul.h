@@ -1,0 +1,156 @@
+// 2:4 sparse matrix product on the CPU, straight from the "packed" layout:
+//   out[m, n] = sum_k W[m, k] * X[k, n]  (+ bias[m])
+// where W (M, K) is given as values (M, K/2) and meta (M, ceil(K/8)) and is never decompressed.
+//
+// Summation order (the contract every SIMD path keeps, so that scalar, AVX2 and AVX-512 give
+// bit-identical float results): the kept values of a row are numbered p = 0 .. K/2-1; value p
+// goes to lane p % 16 of 16 partial sums, each a chain of fused multiply-adds in increasing p.
+// The lanes are then added as a tree: s[j] + s[j+8], then + 4, + 2, + 1; the bias is added last.
+// int8 sums are exact (int32, wrapping), so their order is free.
+//
+// Every kernel reads X from a private copy ("packed X": one row of Kp elements per output column,
+// zero-padded) whose element order within a block may be permuted for the ISA's shuffles; see
+// x_layout(). Packing costs O(K*N), small next to the O(M*K*N) product.
+#pragma once
+#include <cstdint>
+#include <cstring>
+
+#include <omp.h>
+
+#include "common/sparse24.h"
+#include "cpu/isa.h"
+
+namespace ps24::cpu::matmul {
+
+struct Problem {
+  Kind kind = Kind::F32;   // F32, BF16 (float accumulate) or I8 (int32 accumulate)
+  int64_t M = 0, N = 0, K = 0;
+  const void* values = nullptr;  // (M, K/2), C-contiguous, element type of `kind`
+  const uint8_t* meta = nullptr; // (M, meta_cols), C-contiguous
+  int64_t meta_cols = 0;
+  const void* x = nullptr;       // logical (K, N), element type of `kind`, any element strides
+  int64_t x_stride_k = 0, x_stride_n = 0;
+  void* out = nullptr;           // logical (M, N): float for F32, bf16 bits for BF16, int32 for I8
+  int64_t out_stride_m = 0, out_stride_n = 0;
+  const void* bias = nullptr;    // (M,) float for F32/BF16, int32 for I8; or nullptr
+  int threads = 0;               // 0: OpenMP's default
+};
+
+// Validates the problem (throws std::invalid_argument) and runs it on active_isa().
+void run(const Problem& p);
+
+// How the packed copy of X is laid out for one ISA.
+//   block: number of elements permuted together; order[i] = source element of slot i in a block.
+//   pad:   Kp is K rounded up to this.
+//   flip_sign: int8 stored as uint8 x ^ 0x80 (VNNI multiplies unsigned by signed bytes).
+struct XLayout {
+  int block = 1;
+  const int* order = nullptr;  // nullptr: identity
+  int pad = 1;
+  bool flip_sign = false;
+};
+XLayout x_layout(Isa isa, Kind kind);
+
+// Packed X: float for F32/BF16 (bf16 widened once, here), int8 for I8.
+struct PackedX {
+  const void* data;
+  int64_t stride;  // elements between columns (= Kp)
+};
+
+// Per-ISA kernels over a validated problem and its packed X.
+void run_scalar(const Problem& p, const PackedX& x);
+void run_avx2(const Problem& p, const PackedX& x);
+void run_avx512(const Problem& p, const PackedX& x);
+bool avx512_int8_supported();  // AVX-512 VBMI (byte permutes) on top of the dispatch's AVX-512 set
+
+// ---- helpers shared by every path (static: each ISA's translation unit keeps its own copy, so
+// the linker can never hand AVX-512 code to the scalar path) ----------------------------------
+
+static inline float bf16_to_float(uint16_t bits) {
+  const uint32_t u = uint32_t(bits) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+// Round to nearest even, as torch does; NaN stays a (quiet) NaN.
+static inline uint16_t float_to_bf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return uint16_t((u >> 16) | 0x40);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return uint16_t(u >> 16);
+}
+
+// The lane tree of the summation contract.
+static inline float reduce16(const float* s) {
+  float t[8], u[4];
+  for (int j = 0; j < 8; ++j) t[j] = s[j] + s[j + 8];
+  for (int j = 0; j < 4; ++j) u[j] = t[j] + t[j + 4];
+  const float v0 = u[0] + u[2], v1 = u[1] + u[3];
+  return v0 + v1;
+}
+
+// Writes one finished output element (bias last, then the output type's rounding).
+static inline void store_float(const Problem& p, int64_t m, int64_t n, float sum) {
+  if (p.bias) sum += static_cast<const float*>(p.bias)[m];
+  const int64_t at = m * p.out_stride_m + n * p.out_stride_n;
+  if (p.kind == Kind::BF16) static_cast<uint16_t*>(p.out)[at] = float_to_bf16(sum);
+  else static_cast<float*>(p.out)[at] = sum;
+}
+
+static inline void store_int(const Problem& p, int64_t m, int64_t n, uint32_t sum) {
+  if (p.bias) sum += uint32_t(static_cast<const int32_t*>(p.bias)[m]);  // wraps like int32 hardware
+  static_cast<int32_t*>(p.out)[m * p.out_stride_m + n * p.out_stride_n] = int32_t(sum);
+}
+
+// Meta bits of values [first, first + 4*nbytes) of row m: 2 bits per value, value p at bit 2p
+// (the packed nibble is idx0 | idx1 << 2, groups in ascending order). Bytes past the row end
+// read as zero, so a short tail block never reads out of bounds.
+static inline void load_meta_bytes(const Problem& p, int64_t m, int64_t first_value, int nbytes,
+                                   uint8_t* dst) {
+  const int64_t byte0 = first_value / 4;
+  const int64_t avail = p.meta_cols - byte0;
+  const int n = avail < nbytes ? int(avail < 0 ? 0 : avail) : nbytes;
+  std::memset(dst, 0, nbytes);
+  std::memcpy(dst, p.meta + m * p.meta_cols + byte0, n);
+}
+
+// Copies values [first, first + count) of row m into dst, zero-filling past the row end.
+template <typename Value>
+static inline void load_value_block(const Problem& p, int64_t m, int64_t first, int count,
+                                    Value* dst) {
+  const int64_t nv = p.K / 2;
+  const int64_t have = nv - first < count ? nv - first : count;
+  std::memset(dst, 0, size_t(count) * sizeof(Value));
+  std::memcpy(dst, static_cast<const Value*>(p.values) + m * nv + first, size_t(have) * sizeof(Value));
+}
+
+// Runs tile(r0, rows, c0, cols) over the output in row blocks of R and column blocks of C, rows
+// spread over the threads. Columns come in chunks whose packed X fits in L2, so each thread's
+// weight rows are re-read from cache rather than memory for every column block.
+template <class Tile>
+static void for_each_tile(const Problem& p, int R, int C, int64_t x_bytes_per_column,
+                          const Tile& tile) {
+  const int64_t l2_budget = 512 * 1024;
+  int64_t chunk = l2_budget / (x_bytes_per_column > 0 ? x_bytes_per_column : 1);
+  chunk = chunk < C ? C : chunk / C * C;
+  const int64_t row_blocks = (p.M + R - 1) / R;
+  const int threads = p.threads > 0 ? p.threads : omp_get_max_threads();
+#pragma omp parallel num_threads(threads)
+  for (int64_t c_begin = 0; c_begin < p.N; c_begin += chunk) {
+    const int64_t c_end = c_begin + chunk < p.N ? c_begin + chunk : p.N;
+    // Static schedule: a thread keeps the same rows for every chunk; no barrier is needed
+    // because chunks write disjoint outputs.
+#pragma omp for schedule(static) nowait
+    for (int64_t rb = 0; rb < row_blocks; ++rb) {
+      const int64_t r0 = rb * R;
+      const int rows = int(p.M - r0 < R ? p.M - r0 : R);
+      for (int64_t c0 = c_begin; c0 < c_end; c0 += C) {
+        tile(r0, rows, c0, int(c_end - c0 < C ? c_end - c0 : C));
+      }
+    }
+  }
+}
+
+}  // namespace ps24::cpu::matmul

@@ -1,0 +1,229 @@
+// AVX2 sparse matmul: the AVX-512 design (matmul_avx512.cpp) with in-lane shuffles. AVX2 has no
+// two-table permute across 128-bit lanes, so X is packed (x_layout) such that each 128-bit lane of
+// two loaded registers holds exactly the groups its values can name; vpermilps / pshufb pick
+// within the lane and a blend takes each value's element from the right register.
+#include <immintrin.h>
+
+#include <array>
+#include <type_traits>
+#include <utility>
+
+#include "cpu/matmul.h"
+
+namespace ps24::cpu::matmul {
+namespace {
+
+// ---- float32 / bfloat16: 16 values = two halves of 8 lanes (lanes 0-7 and 8-15 of the contract)
+
+// In-lane indices for the 8 values of one half: value p's field is at bit 2p of meta32 (p counted
+// from the block start); vpermilps reads only the low 2 bits, so no masking is needed.
+inline __m256i half_index(uint32_t meta32, int half) {
+  const __m256i shift = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
+  return _mm256_srlv_epi32(_mm256_set1_epi32(int(meta32 >> (16 * half))), shift);
+}
+
+template <bool BF16>
+inline __m256 load_values8(const void* src) {
+  if constexpr (BF16) {
+    const __m128i bits = _mm_loadu_si128(static_cast<const __m128i*>(src));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(bits), 16));
+  } else {
+    return _mm256_loadu_ps(static_cast<const float*>(src));
+  }
+}
+
+// Values 0,1 | 4,5 of a half take their element from table a ([x0..3 | x8..11]); 2,3 | 6,7 from b.
+inline __m256 select_x(__m256 a, __m256 b, __m256i idx) {
+  return _mm256_blend_ps(_mm256_permutevar_ps(a, idx), _mm256_permutevar_ps(b, idx), 0xCC);
+}
+
+inline float reduce_lanes(__m256 lo, __m256 hi) {
+  const __m256 t = _mm256_add_ps(lo, hi);  // s[j] + s[j+8]
+  const __m128 u = _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
+  const __m128 v = _mm_add_ps(u, _mm_movehl_ps(u, u));
+  return _mm_cvtss_f32(_mm_add_ss(v, _mm_shuffle_ps(v, v, 1)));
+}
+
+inline uint32_t load_u32(const uint8_t* src) {
+  uint32_t v;
+  std::memcpy(&v, src, 4);
+  return v;
+}
+
+template <int R, int C, bool BF16>
+void float_tile(const Problem& p, const PackedX& x, int64_t r0, int64_t c0) {
+  using Value = std::conditional_t<BF16, uint16_t, float>;
+  const int64_t nv = p.K / 2, full_blocks = nv / 16;
+  const Value* values = static_cast<const Value*>(p.values) + r0 * nv;
+  const uint8_t* meta = p.meta + r0 * p.meta_cols;
+  const float* xs = static_cast<const float*>(x.data) + c0 * x.stride;
+
+  __m256 acc[R][C][2];
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c) acc[r][c][0] = acc[r][c][1] = _mm256_setzero_ps();
+
+  auto accumulate = [&](const __m256 (&w)[R][2], const __m256i (&idx)[R][2], int64_t block) {
+    for (int c = 0; c < C; ++c) {
+      const float* xb = xs + c * x.stride + 32 * block;
+      for (int h = 0; h < 2; ++h) {
+        const __m256 a = _mm256_loadu_ps(xb + 16 * h), b = _mm256_loadu_ps(xb + 16 * h + 8);
+        for (int r = 0; r < R; ++r)
+          acc[r][c][h] = _mm256_fmadd_ps(w[r][h], select_x(a, b, idx[r][h]), acc[r][c][h]);
+      }
+    }
+  };
+  auto decode = [&](const Value* src, uint32_t meta32, __m256 (&w)[2], __m256i (&idx)[2]) {
+    for (int h = 0; h < 2; ++h) {
+      w[h] = load_values8<BF16>(src + 8 * h);
+      idx[h] = half_index(meta32, h);
+    }
+  };
+
+  for (int64_t b = 0; b < full_blocks; ++b) {
+    __m256 w[R][2];
+    __m256i idx[R][2];
+    for (int r = 0; r < R; ++r)
+      decode(values + r * nv + 16 * b, load_u32(meta + r * p.meta_cols + 4 * b), w[r], idx[r]);
+    accumulate(w, idx, b);
+  }
+  if (nv % 16) {
+    __m256 w[R][2];
+    __m256i idx[R][2];
+    for (int r = 0; r < R; ++r) {
+      Value tail_values[16];
+      uint32_t tail_meta;
+      load_value_block(p, r0 + r, 16 * full_blocks, 16, tail_values);
+      load_meta_bytes(p, r0 + r, 16 * full_blocks, 4, reinterpret_cast<uint8_t*>(&tail_meta));
+      decode(tail_values, tail_meta, w[r], idx[r]);
+    }
+    accumulate(w, idx, full_blocks);
+  }
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c)
+      store_float(p, r0 + r, c0 + c, reduce_lanes(acc[r][c][0], acc[r][c][1]));
+}
+
+// ---- int8: 32 values per block, products widened to int16 and summed with vpmaddwd ----------
+
+// pshufb indices for 32 values (8 meta bytes): byte p = 4*(p/2 mod 4) + field, i.e. the element
+// within its 16-byte table; values 0-7 | 16-23 use table a, 8-15 | 24-31 table b (x_layout).
+inline __m256i int8_index(const uint8_t* meta8) {
+  uint64_t meta64;
+  std::memcpy(&meta64, meta8, 8);
+  const __m256i spread = _mm256_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3,  //
+                                          4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7);
+  const __m256i bytes = _mm256_shuffle_epi8(_mm256_set1_epi64x(int64_t(meta64)), spread);
+  // Byte j of each dword needs its meta byte shifted right by 2j (bits from the neighbouring
+  // byte that 16-bit shifts drag in land above bit 1 and are masked off).
+  const __m256i odd_bytes = _mm256_set1_epi16(int16_t(0xff00));
+  const __m256i low_word = _mm256_blendv_epi8(bytes, _mm256_srli_epi16(bytes, 2), odd_bytes);
+  const __m256i high_word = _mm256_blendv_epi8(_mm256_srli_epi16(bytes, 4),
+                                               _mm256_srli_epi16(bytes, 6), odd_bytes);
+  const __m256i fields = _mm256_and_si256(_mm256_blend_epi16(low_word, high_word, 0xAA),
+                                          _mm256_set1_epi8(3));
+  const __m256i group = _mm256_setr_epi8(0, 0, 4, 4, 8, 8, 12, 12, 0, 0, 4, 4, 8, 8, 12, 12,  //
+                                         0, 0, 4, 4, 8, 8, 12, 12, 0, 0, 4, 4, 8, 8, 12, 12);
+  return _mm256_or_si256(fields, group);
+}
+
+inline __m256i dot_int16(__m256i acc, __m128i w, __m128i x) {
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_cvtepi8_epi16(w), _mm256_cvtepi8_epi16(x)));
+}
+
+template <int R, int C>
+void int8_tile(const Problem& p, const PackedX& x, int64_t r0, int64_t c0) {
+  const int64_t nv = p.K / 2, full_blocks = nv / 32;
+  const int8_t* values = static_cast<const int8_t*>(p.values) + r0 * nv;
+  const uint8_t* meta = p.meta + r0 * p.meta_cols;
+  const int8_t* xs = static_cast<const int8_t*>(x.data) + c0 * x.stride;
+
+  __m256i acc[R][C];
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c) acc[r][c] = _mm256_setzero_si256();
+
+  auto accumulate = [&](const __m256i (&w)[R], const __m256i (&idx)[R], int64_t block) {
+    for (int c = 0; c < C; ++c) {
+      // 32 values span 64 X bytes, i.e. half of a packed 128-byte layout block (x_layout).
+      const int8_t* xb = xs + c * x.stride + 64 * block;
+      const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb));
+      const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb + 32));
+      for (int r = 0; r < R; ++r) {
+        const __m256i sel = _mm256_blend_epi32(_mm256_shuffle_epi8(a, idx[r]),
+                                               _mm256_shuffle_epi8(b, idx[r]), 0xCC);
+        acc[r][c] = dot_int16(acc[r][c], _mm256_castsi256_si128(w[r]), _mm256_castsi256_si128(sel));
+        acc[r][c] = dot_int16(acc[r][c], _mm256_extracti128_si256(w[r], 1),
+                              _mm256_extracti128_si256(sel, 1));
+      }
+    }
+  };
+  for (int64_t b = 0; b < full_blocks; ++b) {
+    __m256i w[R], idx[R];
+    for (int r = 0; r < R; ++r) {
+      w[r] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(values + r * nv + 32 * b));
+      idx[r] = int8_index(meta + r * p.meta_cols + 8 * b);
+    }
+    accumulate(w, idx, b);
+  }
+  if (nv % 32) {
+    __m256i w[R], idx[R];
+    for (int r = 0; r < R; ++r) {
+      int8_t tail_values[32];
+      uint8_t tail_meta[8];
+      load_value_block(p, r0 + r, 32 * full_blocks, 32, tail_values);
+      load_meta_bytes(p, r0 + r, 32 * full_blocks, 8, tail_meta);
+      w[r] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(tail_values));
+      idx[r] = int8_index(tail_meta);
+    }
+    accumulate(w, idx, full_blocks);
+  }
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c) {
+      alignas(32) uint32_t lanes[8];
+      _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), acc[r][c]);
+      uint32_t sum = 0;
+      for (uint32_t lane : lanes) sum += lane;
+      store_int(p, r0 + r, c0 + c, sum);
+    }
+}
+
+// ---- tile tables (as in matmul_avx512.cpp) ----------------------------------------------------
+
+using TileFn = void (*)(const Problem&, const PackedX&, int64_t, int64_t);
+
+template <template <int, int> class Kernel, int R, int... Cs>
+constexpr std::array<TileFn, sizeof...(Cs)> tile_row(std::integer_sequence<int, Cs...>) {
+  return {&Kernel<R, Cs + 1>::run...};
+}
+template <template <int, int> class Kernel, int MaxC, int... Rs>
+constexpr auto tile_table(std::integer_sequence<int, Rs...>) {
+  return std::array<std::array<TileFn, MaxC>, sizeof...(Rs)>{
+      tile_row<Kernel, Rs + 1>(std::make_integer_sequence<int, MaxC>{})...};
+}
+
+template <int R, int C> struct F32Tile { static void run(const Problem& p, const PackedX& x, int64_t r0, int64_t c0) { float_tile<R, C, false>(p, x, r0, c0); } };
+template <int R, int C> struct BF16Tile { static void run(const Problem& p, const PackedX& x, int64_t r0, int64_t c0) { float_tile<R, C, true>(p, x, r0, c0); } };
+template <int R, int C> struct I8Tile { static void run(const Problem& p, const PackedX& x, int64_t r0, int64_t c0) { int8_tile<R, C>(p, x, r0, c0); } };
+
+// 16 ymm registers: 2 rows x 2 columns of split accumulators (8) plus weights and indices.
+constexpr int kRows = 2, kCols = 2;
+
+template <template <int, int> class Kernel>
+void run_tiles(const Problem& p, const PackedX& x, int64_t column_bytes) {
+  static constexpr auto table =
+      tile_table<Kernel, kCols>(std::make_integer_sequence<int, kRows>{});
+  for_each_tile(p, kRows, kCols, column_bytes, [&](int64_t r0, int rows, int64_t c0, int cols) {
+    table[rows - 1][cols - 1](p, x, r0, c0);
+  });
+}
+
+}  // namespace
+
+void run_avx2(const Problem& p, const PackedX& x) {
+  switch (p.kind) {
+    case Kind::BF16: run_tiles<BF16Tile>(p, x, x.stride * 4); break;
+    case Kind::I8: run_tiles<I8Tile>(p, x, x.stride); break;
+    default: run_tiles<F32Tile>(p, x, x.stride * 4); break;
+  }
+}
+
+}  // namespace ps24::cpu::matmul

@@ -1,0 +1,103 @@
+// Python entry of the CPU sparse matmul: numpy arrays in (bfloat16 as uint16 bit views, which is
+// how the Python layer hands over torch.bfloat16 and ml_dtypes arrays), result written into `out`.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <stdexcept>
+#include <string>
+
+#include "cpu/matmul.h"
+
+namespace py = pybind11;
+using ps24::Kind;
+
+namespace {
+
+void require(bool ok, const std::string& message) {
+  if (!ok) throw std::invalid_argument("pysparse24 matmul: " + message);
+}
+
+Kind parse_kind(const std::string& dtype) {
+  if (dtype == "float32") return Kind::F32;
+  if (dtype == "bfloat16") return Kind::BF16;
+  if (dtype == "int8") return Kind::I8;
+  throw std::invalid_argument("pysparse24 matmul: unsupported dtype '" + dtype +
+                              "' (float32, bfloat16 or int8)");
+}
+
+// numpy dtype the kernel expects for the inputs ('f4', bf16 bits as 'u2'/'i2', 'i1').
+void require_elements(const py::array& a, Kind kind, const char* name) {
+  const char k = a.dtype().kind();
+  const auto size = a.itemsize();
+  const bool ok = kind == Kind::F32    ? (k == 'f' && size == 4)
+                  : kind == Kind::BF16 ? ((k == 'u' || k == 'i' || k == 'V') && size == 2)
+                                       : (k == 'i' && size == 1);
+  require(ok, std::string(name) + " has the wrong element type for this dtype");
+}
+
+int64_t element_stride(const py::array& a, int dim) {
+  require(a.strides(dim) % a.itemsize() == 0, "unaligned strides");
+  return a.strides(dim) / a.itemsize();
+}
+
+void sparse_matmul(const py::array& values, const py::array& meta, const py::array& x,
+                   py::array& out, const std::string& dtype, const py::object& bias, int threads) {
+  ps24::cpu::matmul::Problem p;
+  p.kind = parse_kind(dtype);
+  require(values.ndim() == 2 && meta.ndim() == 2, "values and meta must be 2-D");
+  require(x.ndim() == 2, "x must be 2-D (K, N)");
+  require(out.ndim() == 2, "out must be 2-D (M, N)");
+  require_elements(values, p.kind, "values");
+  require_elements(x, p.kind, "x");
+  require(meta.dtype().kind() == 'u' && meta.itemsize() == 1, "meta must be uint8");
+  require(values.flags() & py::array::c_style, "values must be C-contiguous");
+  require(meta.flags() & py::array::c_style, "meta must be C-contiguous");
+  p.M = values.shape(0);
+  p.K = x.shape(0);
+  p.N = x.shape(1);
+  require(values.shape(1) * 2 == p.K, "x has " + std::to_string(p.K) +
+                                          " rows but the weight has K = " +
+                                          std::to_string(values.shape(1) * 2) + " columns");
+  require(meta.shape(0) == p.M, "meta has " + std::to_string(meta.shape(0)) +
+                                    " rows, values " + std::to_string(p.M));
+  require(out.shape(0) == p.M && out.shape(1) == p.N,
+          "out must have shape (" + std::to_string(p.M) + ", " + std::to_string(p.N) + ")");
+  const char out_kind = out.dtype().kind();
+  const bool out_ok = p.kind == Kind::F32    ? (out_kind == 'f' && out.itemsize() == 4)
+                      : p.kind == Kind::BF16 ? out.itemsize() == 2 && out_kind != 'f'
+                                             : (out_kind == 'i' && out.itemsize() == 4);
+  require(out_ok, "out has the wrong element type (float32, bfloat16 bits or int32)");
+  require(out.writeable(), "out is read-only");
+  p.values = values.data();
+  p.meta = static_cast<const uint8_t*>(meta.data());
+  p.meta_cols = meta.shape(1);
+  p.x = x.data();
+  p.x_stride_k = element_stride(x, 0);
+  p.x_stride_n = element_stride(x, 1);
+  p.out = out.mutable_data();
+  p.out_stride_m = element_stride(out, 0);
+  p.out_stride_n = element_stride(out, 1);
+  p.threads = threads;
+  py::array bias_array;
+  if (!bias.is_none()) {
+    bias_array = py::array::ensure(bias, py::array::c_style);
+    require(bias_array && bias_array.ndim() == 1 && bias_array.shape(0) == p.M,
+            "bias must have shape (" + std::to_string(p.M) + ",)");
+    const bool bias_ok = p.kind == Kind::I8 ? (bias_array.dtype().kind() == 'i' && bias_array.itemsize() == 4)
+                                            : (bias_array.dtype().kind() == 'f' && bias_array.itemsize() == 4);
+    require(bias_ok, "bias must be int32 for int8, float32 otherwise");
+    p.bias = bias_array.data();
+  }
+  py::gil_scoped_release release;
+  ps24::cpu::matmul::run(p);
+}
+
+}  // namespace
+
+void bind_matmul(py::module_& m) {
+  m.def("sparse_matmul", &sparse_matmul, py::arg("values"), py::arg("meta"), py::arg("x"),
+        py::arg("out"), py::arg("dtype"), py::arg("bias") = py::none(), py::arg("threads") = 0,
+        "out[M, N] = W @ x (+ bias[:, None]) for a 2:4 weight W in the packed layout "
+        "(values (M, K/2), meta uint8 (M, ceil(K/8))); x (K, N) with any strides. "
+        "bfloat16 arrays are passed as 16-bit integer views. threads=0: OpenMP default.");
+}

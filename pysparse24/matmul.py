@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from pysparse24 import _C
+from pysparse24 import _arrays
+from pysparse24._ext import C
+from pysparse24.formats import Compressed
 
 # Weight dtype -> result dtype.
 _RESULT_DTYPE = {"float32": "float32", "bfloat16": "bfloat16", "int8": "int32"}
@@ -67,64 +69,52 @@ def linear(x, c, bias=None, *, threads: int | None = None):
 
 # ---- helpers ---------------------------------------------------------------------------------
 
-def _is_torch(a) -> bool:
-    return type(a).__module__.startswith("torch")
-
-
-def dtype_name(a) -> str:
-    """'float32', 'bfloat16', 'int8', ... for a numpy array (ml_dtypes included) or torch tensor."""
-    return str(a.dtype).removeprefix("torch.") if _is_torch(a) else np.dtype(a.dtype).name
-
-
 def _check_weight(c) -> str:
-    for field in ("values", "meta", "shape", "dtype", "format"):
-        if not hasattr(c, field):
-            raise TypeError(f"expected a pysparse24.Compressed weight, got {type(c).__name__}")
+    if not isinstance(c, Compressed):
+        raise TypeError(f"expected a pysparse24.Compressed weight, got {type(c).__name__}")
     if c.format != "packed":
         raise ValueError(f"matmul needs format='packed', got '{c.format}' "
                          "(compress with pysparse24.compress(w, format='packed'))")
     if c.dtype not in _RESULT_DTYPE:
         raise ValueError(f"CPU sparse matmul supports {', '.join(_RESULT_DTYPE)}; got {c.dtype}")
-    if len(c.shape) != 2:
-        raise ValueError(f"weight must be 2-D, got shape {tuple(c.shape)}")
+    if _arrays.is_cuda_array(c.values):
+        raise ValueError("the weight is on a GPU; pysparse24.matmul runs on the CPU")
     return c.dtype
 
 
 def _check_same_dtype(a, dtype: str, name: str) -> None:
-    if not (isinstance(a, np.ndarray) or _is_torch(a)):
+    if not (isinstance(a, np.ndarray) or _arrays.is_torch(a)):
         raise TypeError(f"{name} must be a numpy array or torch tensor, got {type(a).__name__}")
-    if _is_torch(a) and a.device.type != "cpu":
-        raise ValueError(f"{name} is on {a.device}; pysparse24.matmul runs on the CPU")
-    if dtype_name(a) != dtype:
-        raise TypeError(f"{name} has dtype {dtype_name(a)} but the weight is {dtype}")
+    if _arrays.is_cuda_array(a):
+        raise ValueError(f"{name} is on a GPU; pysparse24.matmul runs on the CPU")
+    if _arrays.dtype_name(a) != dtype:
+        raise TypeError(f"{name} has dtype {_arrays.dtype_name(a)} but the weight is {dtype}")
 
 
 def _check_out(out, x, shape, dtype: str) -> None:
-    if _is_torch(out) != _is_torch(x) or not (isinstance(out, np.ndarray) or _is_torch(out)):
+    if _arrays.is_torch(out) != _arrays.is_torch(x) or not (
+            isinstance(out, np.ndarray) or _arrays.is_torch(out)):
         raise TypeError("out must be the same kind of array as x (numpy or torch)")
     if tuple(out.shape) != shape:
         raise ValueError(f"out must have shape {shape}, got {tuple(out.shape)}")
-    if dtype_name(out) != dtype:
-        raise TypeError(f"out must have dtype {dtype}, got {dtype_name(out)}")
+    if _arrays.dtype_name(out) != dtype:
+        raise TypeError(f"out must have dtype {dtype}, got {_arrays.dtype_name(out)}")
 
 
 def _output_like(x, shape, dtype: str):
-    if _is_torch(x):
-        import torch
+    """An uninitialised result of x's kind (numpy or torch)."""
+    if dtype == "int32":
+        result = np.empty(shape, dtype=np.int32)
+        return _arrays.Raw(result, dtype, -1, _arrays.is_torch(x)).wrap_plain(result)
+    bits = np.empty(shape, dtype=np.uint32 if dtype == "float32" else np.uint16)
+    return _arrays.wrap_bits(bits, dtype, _arrays.is_torch(x))
 
-        return torch.empty(shape, dtype=getattr(torch, dtype))
-    return np.empty(shape, dtype=x.dtype if dtype == "bfloat16" else np.dtype(dtype))
 
-
-def kernel_view(a) -> np.ndarray:
-    """A numpy view of a numpy array or CPU tensor that the C++ kernel accepts (no copy):
-    bfloat16 becomes its 16-bit pattern."""
-    if _is_torch(a):
-        import torch
-
-        a = a.detach()
-        return a.view(torch.int16).numpy() if a.dtype == torch.bfloat16 else a.numpy()
-    return a.view(np.uint16) if a.dtype.name == "bfloat16" else a
+def _bits(a) -> np.ndarray:
+    """The raw-bits numpy view of a numpy array or CPU tensor (no copy)."""
+    if _arrays.dtype_name(a) == "int32":  # int8 results and biases; not a weight dtype
+        return a.detach().numpy() if _arrays.is_torch(a) else a
+    return _arrays.to_raw(a).bits
 
 
 def _bias_array(bias, M: int, dtype: str):
@@ -134,19 +124,16 @@ def _bias_array(bias, M: int, dtype: str):
     if tuple(bias.shape) != (M,):
         raise ValueError(f"bias must have shape ({M},), got {tuple(bias.shape)}")
     wanted = "int32" if dtype == "int8" else dtype
-    if dtype_name(bias) != wanted:
-        raise TypeError(f"bias must have dtype {wanted}, got {dtype_name(bias)}")
-    view = kernel_view(bias)
-    if dtype == "bfloat16":  # bit pattern -> float32 (exact)
-        return (view.astype(np.uint32) << 16).view(np.float32)
-    return np.ascontiguousarray(view)
+    if _arrays.dtype_name(bias) != wanted:
+        raise TypeError(f"bias must have dtype {wanted}, got {_arrays.dtype_name(bias)}")
+    bits = np.ascontiguousarray(_bits(bias))
+    if dtype == "bfloat16":  # bfloat16 bits are the top half of the float32 bits (exact)
+        return (bits.astype(np.uint32) << 16).view(np.float32)
+    return bits.view(np.float32) if dtype == "float32" else bits
 
 
 def _run(c, dtype: str, x, out, bias, threads) -> None:
-    values = np.ascontiguousarray(kernel_view(c.values))
-    meta = np.ascontiguousarray(kernel_view(c.meta))
-    M, K = c.shape
-    if values.shape != (M, K // 2):
-        raise ValueError(f"values must have shape ({M}, {K // 2}), got {values.shape}")
-    _C.sparse_matmul(values, meta, kernel_view(x), kernel_view(out), dtype, bias,
-                     0 if threads is None else int(threads))
+    values = np.ascontiguousarray(_bits(c.values))
+    meta = np.ascontiguousarray(c.meta.numpy() if _arrays.is_torch(c.meta) else c.meta)
+    C.sparse_matmul(values, meta, _bits(x), _bits(out), dtype, bias,
+                    0 if threads is None else int(threads))

@@ -25,14 +25,11 @@ Kind parse_kind(const std::string& dtype) {
                               "' (float32, bfloat16 or int8)");
 }
 
-// numpy dtype the kernel expects for the inputs ('f4', bf16 bits as 'u2'/'i2', 'i1').
+// The kernel reads raw element bits, so only the element size is checked (the Python layer
+// passes float32 as uint32, bfloat16 as uint16 and int8 as uint8 bit views, or as themselves).
 void require_elements(const py::array& a, Kind kind, const char* name) {
-  const char k = a.dtype().kind();
-  const auto size = a.itemsize();
-  const bool ok = kind == Kind::F32    ? (k == 'f' && size == 4)
-                  : kind == Kind::BF16 ? ((k == 'u' || k == 'i' || k == 'V') && size == 2)
-                                       : (k == 'i' && size == 1);
-  require(ok, std::string(name) + " has the wrong element type for this dtype");
+  require(a.itemsize() == ps24::kind_bytes(kind),
+          std::string(name) + " has the wrong element size for this dtype");
 }
 
 int64_t element_stride(const py::array& a, int dim) {
@@ -49,7 +46,7 @@ void sparse_matmul(const py::array& values, const py::array& meta, const py::arr
   require(out.ndim() == 2, "out must be 2-D (M, N)");
   require_elements(values, p.kind, "values");
   require_elements(x, p.kind, "x");
-  require(meta.dtype().kind() == 'u' && meta.itemsize() == 1, "meta must be uint8");
+  require(meta.itemsize() == 1, "meta must be uint8");
   require(values.flags() & py::array::c_style, "values must be C-contiguous");
   require(meta.flags() & py::array::c_style, "meta must be C-contiguous");
   p.M = values.shape(0);
@@ -62,11 +59,8 @@ void sparse_matmul(const py::array& values, const py::array& meta, const py::arr
                                     " rows, values " + std::to_string(p.M));
   require(out.shape(0) == p.M && out.shape(1) == p.N,
           "out must have shape (" + std::to_string(p.M) + ", " + std::to_string(p.N) + ")");
-  const char out_kind = out.dtype().kind();
-  const bool out_ok = p.kind == Kind::F32    ? (out_kind == 'f' && out.itemsize() == 4)
-                      : p.kind == Kind::BF16 ? out.itemsize() == 2 && out_kind != 'f'
-                                             : (out_kind == 'i' && out.itemsize() == 4);
-  require(out_ok, "out has the wrong element type (float32, bfloat16 bits or int32)");
+  require(out.itemsize() == (p.kind == Kind::BF16 ? 2 : 4),
+          "out has the wrong element size (float32, bfloat16 or int32 results)");
   require(out.writeable(), "out is read-only");
   p.values = values.data();
   p.meta = static_cast<const uint8_t*>(meta.data());
@@ -83,9 +77,7 @@ void sparse_matmul(const py::array& values, const py::array& meta, const py::arr
     bias_array = py::array::ensure(bias, py::array::c_style);
     require(bias_array && bias_array.ndim() == 1 && bias_array.shape(0) == p.M,
             "bias must have shape (" + std::to_string(p.M) + ",)");
-    const bool bias_ok = p.kind == Kind::I8 ? (bias_array.dtype().kind() == 'i' && bias_array.itemsize() == 4)
-                                            : (bias_array.dtype().kind() == 'f' && bias_array.itemsize() == 4);
-    require(bias_ok, "bias must be int32 for int8, float32 otherwise");
+    require(bias_array.itemsize() == 4, "bias must be int32 for int8, float32 otherwise");
     p.bias = bias_array.data();
   }
   py::gil_scoped_release release;

@@ -1,0 +1,230 @@
+"""pysparse24.matmul / linear: against float64 references, on every SIMD path, with poisoned outputs."""
+import ml_dtypes
+import numpy as np
+import pytest
+import torch
+
+import pysparse24
+from pysparse24 import _C
+
+PATHS = [isa for isa in ("scalar", "avx2", "avx512")
+         if ["scalar", "avx2", "avx512"].index(isa) <= ["scalar", "avx2", "avx512"].index(_C.best_isa())]
+# (M, K, N): GEMV, odd N, K with short tail blocks for every ISA (K/2 not a multiple of 16 / 64),
+# non-square, and enough rows for several row tiles and both threads.
+SHAPES = [(1, 8, 1), (7, 40, 3), (33, 136, 9), (64, 1032, 17), (13, 4104, 1), (130, 256, 70)]
+
+
+@pytest.fixture(autouse=True)
+def restore_isa():
+    yield
+    _C.set_isa("auto")
+
+
+def random_sparse(rng, M, K, dtype):
+    if dtype == "int8":
+        dense = rng.integers(-128, 128, (M, K)).astype(np.int8)
+    else:
+        dense = rng.standard_normal((M, K)).astype(np.float32)
+        if dtype == "bfloat16":
+            dense = dense.astype(ml_dtypes.bfloat16)
+    return pysparse24.prune(dense)
+
+
+def random_x(rng, shape, dtype):
+    if dtype == "int8":
+        return rng.integers(-128, 128, shape).astype(np.int8)
+    x = rng.standard_normal(shape).astype(np.float32)
+    return x.astype(ml_dtypes.bfloat16) if dtype == "bfloat16" else x
+
+
+def poisoned(shape, dtype):
+    if dtype == "int8":  # int32 results
+        return np.full(shape, 0x7F7F7F7F, dtype=np.int32)
+    return np.full(shape, np.nan, dtype=ml_dtypes.bfloat16 if dtype == "bfloat16" else np.float32)
+
+
+def assert_close_to_reference(y, w, x, dtype):
+    """float32: within accumulation error of the float64 product; bfloat16: plus one rounding of
+    the result to bfloat16; int8: exact."""
+    w64, x64 = w.astype(np.float64), x.astype(np.float64)
+    ref = w64 @ x64
+    got = np.asarray(y).astype(np.float64)
+    assert np.all(np.isfinite(got))
+    if dtype == "int8":
+        np.testing.assert_array_equal(got, ref)
+        return
+    scale = np.abs(w64) @ np.abs(x64)  # bound on the size of rounding errors in any order
+    tolerance = 1e-6 * scale * np.sqrt(w.shape[1]) + 1e-30
+    if dtype == "bfloat16":
+        tolerance = tolerance + np.abs(ref) * 2.0**-8
+    assert np.all(np.abs(got - ref) <= tolerance), np.max(np.abs(got - ref) / tolerance)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "int8"])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_every_path_matches_reference_and_each_other(dtype, shape):
+    M, K, N = shape
+    rng = np.random.default_rng(abs(hash((dtype, shape))) % 2**32)
+    w = random_sparse(rng, M, K, dtype)
+    c = pysparse24.compress(w)
+    x = random_x(rng, (K, N), dtype)
+    results = {}
+    for isa in PATHS:
+        _C.set_isa(isa)
+        out = poisoned((M, N), dtype)
+        assert pysparse24.matmul(c, x, out=out) is out
+        assert_close_to_reference(out, w, x, dtype)
+        results[isa] = out
+    for isa in PATHS:  # one summation order for all paths: bit-identical results
+        np.testing.assert_array_equal(results[isa].view(np.uint8), results["scalar"].view(np.uint8))
+
+
+@pytest.mark.parametrize("isa", PATHS)
+def test_int8_sum_wraps_like_int32_on_every_path(isa):
+    # K/2 * 128 * 128 > 2**31: the int32 sum overflows; every path wraps it the same way.
+    K = 2 * 140_000
+    w = np.zeros((1, K), dtype=np.int8)
+    w[0, 0::4] = -128
+    w[0, 1::4] = -128
+    x = np.full((K, 1), -128, dtype=np.int8)
+    _C.set_isa(isa)
+    y = pysparse24.matmul(pysparse24.compress(w), x)
+    expected = np.int64(K // 2) * 128 * 128
+    assert y[0, 0] == np.int64(expected).astype(np.int32)  # the low 32 bits
+
+
+def test_gemv_with_1d_x_and_default_output():
+    rng = np.random.default_rng(1)
+    w = random_sparse(rng, 40, 96, "float32")
+    x = random_x(rng, (96,), "float32")
+    y = pysparse24.matmul(pysparse24.compress(w), x)
+    assert y.shape == (40,) and y.dtype == np.float32
+    assert_close_to_reference(y[:, None], w, x[:, None], "float32")
+
+
+def test_torch_tensors_in_torch_out_float32_and_bfloat16():
+    torch.manual_seed(0)
+    for dtype in (torch.float32, torch.bfloat16):
+        w = pysparse24.prune(torch.randn(48, 160).to(dtype))
+        x = torch.randn(160, 5).to(dtype)
+        y = pysparse24.matmul(pysparse24.compress(w), x)
+        assert isinstance(y, torch.Tensor) and y.dtype == dtype and y.shape == (48, 5)
+        ref = w.double() @ x.double()
+        torch.testing.assert_close(y.double(), ref, rtol=2**-7, atol=1e-4)
+
+
+def test_strided_x_and_out_views():
+    rng = np.random.default_rng(2)
+    w = random_sparse(rng, 24, 64, "float32")
+    c = pysparse24.compress(w)
+    x_big = random_x(rng, (N := 7, 64), "float32")
+    x = x_big.T  # (64, 7), not contiguous
+    out_big = np.full((24, 2 * N), np.nan, dtype=np.float32)
+    out = out_big[:, ::2]
+    pysparse24.matmul(c, x, out=out)
+    np.testing.assert_array_equal(out, pysparse24.matmul(c, np.ascontiguousarray(x)))
+    assert np.all(np.isnan(out_big[:, 1::2]))  # the gaps are untouched
+
+
+def test_threads_do_not_change_results():
+    rng = np.random.default_rng(3)
+    w = random_sparse(rng, 101, 512, "float32")
+    c = pysparse24.compress(w)
+    x = random_x(rng, (512, 11), "float32")
+    np.testing.assert_array_equal(pysparse24.matmul(c, x, threads=1), pysparse24.matmul(c, x, threads=2))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "int8"])
+def test_linear_matches_torch_linear(dtype):
+    torch.manual_seed(4)
+    tdtype = getattr(torch, dtype)
+    if dtype == "int8":
+        w = pysparse24.prune(torch.randint(-128, 128, (36, 72), dtype=torch.int8))
+        x = torch.randint(-128, 128, (2, 3, 72), dtype=torch.int8)
+        bias = torch.randint(-1000, 1000, (36,), dtype=torch.int32)
+    else:
+        w = pysparse24.prune(torch.randn(36, 72).to(tdtype))
+        x = torch.randn(2, 3, 72).to(tdtype)
+        bias = torch.randn(36).to(tdtype)
+    y = pysparse24.linear(x, pysparse24.compress(w), bias)
+    assert y.shape == (2, 3, 36)
+    ref = torch.nn.functional.linear(x.double(), w.double(), bias.double())
+    if dtype == "int8":
+        assert y.dtype == torch.int32
+        torch.testing.assert_close(y.double(), ref, rtol=0, atol=0)
+    else:
+        assert y.dtype == tdtype
+        torch.testing.assert_close(y.double(), ref, rtol=2**-7 if dtype == "bfloat16" else 1e-5, atol=1e-4)
+
+
+def test_linear_without_bias_numpy():
+    rng = np.random.default_rng(5)
+    w = random_sparse(rng, 20, 32, "float32")
+    x = random_x(rng, (6, 32), "float32")
+    y = pysparse24.linear(x, pysparse24.compress(w))
+    assert_close_to_reference(y.T, w, x.T, "float32")
+
+
+# ---- errors ----------------------------------------------------------------------------------
+
+@pytest.fixture
+def weight():
+    rng = np.random.default_rng(6)
+    return pysparse24.compress(random_sparse(rng, 16, 32, "float32"))
+
+
+def test_wrong_inner_dimension_is_a_clear_error(weight):
+    with pytest.raises(ValueError, match="needs K=32"):
+        pysparse24.matmul(weight, np.ones((24, 3), np.float32))
+    with pytest.raises(ValueError, match=r"\(\.\.\., 32\)"):
+        pysparse24.linear(np.ones((3, 24), np.float32), weight)
+
+
+def test_dtype_mismatch_is_a_type_error(weight):
+    with pytest.raises(TypeError, match="dtype float64 but the weight is float32"):
+        pysparse24.matmul(weight, np.ones((32, 3)))
+
+
+def test_bad_out_is_rejected(weight):
+    x = np.ones((32, 3), np.float32)
+    with pytest.raises(ValueError, match="out must have shape"):
+        pysparse24.matmul(weight, x, out=np.empty((16, 4), np.float32))
+    with pytest.raises(TypeError, match="out must have dtype float32"):
+        pysparse24.matmul(weight, x, out=np.empty((16, 3), np.float64))
+    with pytest.raises(TypeError, match="same kind"):
+        pysparse24.matmul(weight, x, out=torch.empty(16, 3))
+
+
+def test_bad_bias_is_rejected(weight):
+    x = np.ones((2, 32), np.float32)
+    with pytest.raises(ValueError, match="bias must have shape"):
+        pysparse24.linear(x, weight, np.ones(15, np.float32))
+
+
+def test_other_formats_and_objects_are_rejected(weight):
+    rng = np.random.default_rng(7)
+    cutlass = pysparse24.compress(random_sparse(rng, 32, 32, "bfloat16"), format="cutlass")
+    with pytest.raises(ValueError, match="format='packed'"):
+        pysparse24.matmul(cutlass, np.ones((32, 1), ml_dtypes.bfloat16))
+    with pytest.raises(TypeError, match="Compressed"):
+        pysparse24.matmul(np.ones((16, 32), np.float32), np.ones((32, 1), np.float32))
+    with pytest.raises(ValueError, match="2-D"):
+        pysparse24.matmul(weight, np.ones((32, 1, 1), np.float32))
+
+
+def test_unsupported_weight_dtype_is_rejected():
+    w = pysparse24.prune(np.random.default_rng(8).standard_normal((8, 16)).astype(np.float16))
+    with pytest.raises(ValueError, match="supports float32, bfloat16, int8"):
+        pysparse24.matmul(pysparse24.compress(w), np.ones((16, 1), np.float16))
+
+
+def test_low_level_binding_checks_shapes():
+    values = np.ones((4, 8), np.float32)
+    meta = np.zeros((4, 2), np.uint8)
+    with pytest.raises(ValueError, match="x has 8 rows but the weight has K = 16"):
+        _C.sparse_matmul(values, meta, np.ones((8, 1), np.float32), np.empty((4, 1), np.float32), "float32")
+    with pytest.raises(ValueError, match="meta must have ceil"):
+        _C.sparse_matmul(values, np.zeros((4, 3), np.uint8), np.ones((16, 1), np.float32),
+                         np.empty((4, 1), np.float32), "float32")
+    with pytest.raises(ValueError, match="unsupported dtype"):
+        _C.sparse_matmul(values, meta, np.ones((16, 1), np.float32), np.empty((4, 1), np.float32), "float16")

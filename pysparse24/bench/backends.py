@@ -1,0 +1,123 @@
+"""Timing backends: each times one (M, N, K, dtype) GEMM, sparse and dense, side by side.
+
+A backend is a function (M, N, K, dtype, warmup, repeats, threads) -> {"sparse_ms": [...],
+"dense_ms": [...]}; the harness (gemm.py) turns the lists into statistics. Register new ones with
+register_backend; the GPU one is imported only when asked for.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import numpy as np
+
+TimePair = Callable[[int, int, int, str, int, int, int], dict]
+BACKENDS: dict[str, TimePair] = {}
+
+
+class BackendUnavailable(RuntimeError):
+    """The backend cannot run here (no GPU, library missing); the message says why."""
+
+
+def register_backend(name: str, time_pair: TimePair) -> None:
+    BACKENDS[name] = time_pair
+
+
+def get_backend(name: str) -> TimePair:
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; available: {', '.join(sorted(BACKENDS))}")
+    return BACKENDS[name]
+
+
+def _timed(fn, warmup: int, repeats: int) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - start) * 1e3)
+    return samples
+
+
+def random_sparse_weight(M: int, K: int, dtype: str, seed: int = 0):
+    """A fresh random torch weight (M, K) pruned to 2:4 (never zeros: timing on zeros can flatter)."""
+    import torch
+
+    import pysparse24
+
+    gen = torch.Generator().manual_seed(seed)
+    if dtype == "int8":
+        dense = torch.randint(-128, 128, (M, K), dtype=torch.int8, generator=gen)
+    else:
+        dense = torch.randn(M, K, generator=gen).to(getattr(torch, dtype))
+    return pysparse24.prune(dense)
+
+
+def time_cpu_pair(M: int, N: int, K: int, dtype: str, warmup: int, repeats: int, threads: int) -> dict:
+    """pysparse24.matmul on the packed weight vs torch on the dense one, same dtype and threads.
+
+    Dense baseline: torch.matmul (float32, bfloat16) or torch._int_mm (int8 -> int32, the same
+    accumulation as the sparse kernel). Both write into preallocated outputs."""
+    import torch
+
+    import pysparse24
+
+    torch.set_num_threads(threads)
+    w = random_sparse_weight(M, K, dtype)
+    c = pysparse24.compress(w)
+    gen = torch.Generator().manual_seed(1)
+    if dtype == "int8":
+        x = torch.randint(-128, 128, (K, N), dtype=torch.int8, generator=gen)
+        dense_out = torch.empty(M, N, dtype=torch.int32)
+        sparse_out = torch.empty(M, N, dtype=torch.int32)
+
+        def dense():
+            torch._int_mm(w, x, out=dense_out)
+    else:
+        x = torch.randn(K, N, generator=gen).to(w.dtype)
+        dense_out = torch.empty(M, N, dtype=w.dtype)
+        sparse_out = torch.empty(M, N, dtype=w.dtype)
+
+        def dense():
+            torch.matmul(w, x, out=dense_out)
+
+    def sparse():
+        pysparse24.matmul(c, x, out=sparse_out, threads=threads)
+
+    # One block per kind: alternating calls would let each library's idle worker threads spin
+    # against the other's.
+    dense_ms = _timed(dense, warmup, repeats)
+    sparse_ms = _timed(sparse, warmup, repeats)
+    _check_agreement(sparse_out, dense_out, dtype, K)
+    return {"sparse_ms": sparse_ms, "dense_ms": dense_ms}
+
+
+def _check_agreement(sparse_out, dense_out, dtype: str, K: int) -> None:
+    """A benchmark of a wrong kernel is worthless: the two results must agree."""
+    s, d = sparse_out.double().numpy(), dense_out.double().numpy()
+    scale = np.abs(d).max() + 1e-30
+    tolerance = 0.0 if dtype == "int8" else (2.0**-6 if dtype == "bfloat16" else 1e-4)
+    if np.abs(s - d).max() > tolerance * scale:
+        raise RuntimeError(f"sparse and dense results disagree for {dtype} (max error "
+                           f"{np.abs(s - d).max():.3g} vs scale {scale:.3g})")
+
+
+def time_cuda_pair(M: int, N: int, K: int, dtype: str, warmup: int, repeats: int, threads: int) -> dict:
+    """cuSPARSELt vs cuBLAS through pysparse24.cuda (threads does not apply)."""
+    try:
+        from pysparse24.cuda.gemm_bench import time_gemm_pair
+    except ImportError as exc:
+        raise BackendUnavailable(
+            f"the cuda backend needs pysparse24's CUDA build and cuSPARSELt "
+            f"(pip install 'pysparse24[cuda]' on a machine with an NVIDIA GPU): {exc}") from exc
+    import torch
+
+    if not torch.cuda.is_available():
+        raise BackendUnavailable("the cuda backend needs an NVIDIA GPU; none is visible here "
+                                 "(torch.cuda.is_available() is False)")
+    return time_gemm_pair(M, N, K, dtype, warmup, repeats)
+
+
+register_backend("cpu", time_cpu_pair)
+register_backend("cuda", time_cuda_pair)

@@ -1,0 +1,118 @@
+"""Command line of the GEMM microbenchmark: `pysparse24 bench gemm` / `python -m pysparse24.bench gemm`.
+
+    pysparse24 bench gemm                                  # 4096x4096 and 11008x4096, N = 1 8 128 512
+    pysparse24 bench gemm --shapes 4096x8x4096 --dtype float32 bfloat16 --json r.json --plot r.png
+    pysparse24 bench gemm --model resnet.onnx --n 1 16     # the Linear/Conv shapes of a model
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from pysparse24.bench import report, shapes
+from pysparse24.bench.backends import BACKENDS, BackendUnavailable
+from pysparse24.bench.gemm import run_cases
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Registers `bench gemm` on the main CLI's subparsers."""
+    bench = subparsers.add_parser("bench", help="microbenchmarks (gemm: 2:4 sparse vs dense)")
+    add_gemm_parser(bench.add_subparsers(dest="bench_command", required=True))
+    return bench
+
+
+def add_gemm_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "gemm", help="time 2:4 sparse vs dense GEMM on your shapes",
+        description="Times out(M,N) = W(M,K) @ X(K,N) with W 2:4 sparse (pysparse24.matmul on CPU, "
+                    "cuSPARSELt on GPU) against the dense GEMM (torch / cuBLAS), same dtype and threads.")
+    src = p.add_argument_group("shapes (default: M,K in {4096x4096, 11008x4096}, N in 1 8 128 512)")
+    src.add_argument("--m", type=int, nargs="+", help="rows of the sparse weight (sweep)")
+    src.add_argument("--k", type=int, nargs="+", help="reduction dimension (sweep; multiple of 8)")
+    src.add_argument("--n", type=int, nargs="+", default=shapes.DEFAULT_N,
+                     help="columns of X: batch x tokens (sweep, and for --model)")
+    src.add_argument("--shapes", help="explicit MxNxK list, e.g. 4096x1x4096,11008x8x4096")
+    src.add_argument("--model", help="take M,K from the Linear/Conv layers of an .onnx file or a "
+                                     "torch model given as 'package.module:attribute'")
+    p.add_argument("--dtype", nargs="+", default=["float32"], choices=["float32", "bfloat16", "int8"])
+    p.add_argument("--backend", default="cpu", choices=sorted(BACKENDS))
+    p.add_argument("--threads", type=int, default=2, help="CPU threads for both sparse and dense")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--json", help="write results here after every case (see --resume)")
+    p.add_argument("--resume", action="store_true", help="keep cases already in --json")
+    p.add_argument("--csv", help="write a CSV table")
+    p.add_argument("--markdown", help="write a Markdown table")
+    p.add_argument("--plot", help="PNG of speedup vs N per shape")
+    p.set_defaults(func=run_gemm)
+    return p
+
+
+def _cases(args):
+    if args.model:
+        cases, skipped = shapes.model_cases(args.model, args.n, args.dtype)
+        for layer in skipped:
+            print(f"skipped {layer}", file=sys.stderr)
+        return cases
+    if args.shapes:
+        return shapes.parse_shapes(args.shapes, args.dtype)
+    if args.m is None and args.k is None:
+        return [c for d in args.dtype for m, k in shapes.DEFAULT_MK
+                for c in shapes.sweep([m], args.n, [k], [d])]
+    return shapes.sweep(args.m or [4096], args.n, args.k or [4096], args.dtype)
+
+
+def run_gemm(args) -> int:
+    from rich.console import Console
+    from rich.progress import Progress
+
+    console = Console(stderr=True)
+    try:
+        cases = _cases(args)
+    except (ValueError, TypeError, FileNotFoundError, ImportError, AttributeError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        return 2
+    bad = [c for c in cases if c.K % 8 or min(c.M, c.N, c.K) < 1]
+    if bad:
+        console.print(f"[red]error:[/] K must be a positive multiple of 8 and M, N positive: {bad[0]}")
+        return 2
+    if not cases:
+        console.print("[red]error:[/] no shapes to run")
+        return 2
+    if args.resume and not args.json:
+        console.print("[red]error:[/] --resume needs --json (the file to resume from)")
+        return 2
+    if args.backend == "cpu" and "OMP_WAIT_POLICY" not in os.environ:
+        console.print("[yellow]note:[/] OMP_WAIT_POLICY is unset: OpenMP workers left spinning by one "
+                      "library can stall the other's threads on a busy machine. For steady figures run "
+                      "with OMP_WAIT_POLICY=PASSIVE (it must be set before Python starts).")
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("gemm", total=len(cases))
+
+        def advance(done, total, case):
+            progress.update(task, completed=done, description=f"{case.dtype} {case.M}x{case.N}x{case.K}")
+
+        try:
+            results = run_cases(cases, args.backend, args.threads, args.warmup, args.repeats,
+                                json_path=args.json, resume=args.resume, progress=advance)
+        except BackendUnavailable as exc:
+            console.print(f"[red]error:[/] {exc}")
+            return 2
+    report.print_table(results)
+    if args.csv:
+        report.write_csv(results, args.csv)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(report.markdown(results))
+    if args.plot:
+        report.plot_speedup(results, args.plot)
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pysparse24.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_gemm_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)

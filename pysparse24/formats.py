@@ -34,12 +34,13 @@ def geometry(format: str, dtype: str) -> Geometry:
         raise TypeError(f"unsupported dtype {dtype!r}; supported: {', '.join(_arrays.KINDS)}")
     if format == "packed":
         return Geometry(1, 8, "uint8", 8, "2:4")
+    # Meta words are swizzled in 2x2 blocks, so each row holds an even number of them.
     nbytes = _arrays.KINDS[dtype][1]
     if dtype == "float32":
         return Geometry(32, 16, "int16", 8, "1:2")
     if nbytes == 2:
-        return Geometry(32, 16, "int16", 16, "2:4")
-    return Geometry(16, 32, "int32", 32, "2:4")
+        return Geometry(32, 32, "int16", 16, "2:4")
+    return Geometry(16, 64, "int32", 32, "2:4")
 
 
 def check_dense_shape(shape, format: str, dtype: str) -> Geometry:

@@ -5,6 +5,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <cstring>
 #include <stdexcept>
 #include <string>
 
@@ -15,6 +16,16 @@ using ps24::Kind;
 using namespace ps24::cpu;
 
 namespace {
+
+// Tests turn this on so that every freshly allocated output starts as garbage (0xA5 bytes): an
+// element a kernel forgets to write then shows up as a mismatch instead of hiding behind a zero.
+bool g_poison_outputs = false;
+
+template <typename Array>
+Array fresh(Array a) {
+  if (g_poison_outputs) std::memset(a.mutable_data(), 0xA5, static_cast<size_t>(a.nbytes()));
+  return a;
+}
 
 Kind to_kind(int kind) {
   if (kind < 0 || kind > 5) throw std::invalid_argument("unknown element kind " + std::to_string(kind));
@@ -45,7 +56,7 @@ py::tuple mask_nm(const py::array& x, int kind_id, int n, int m) {
   auto [rows, cols] = matrix_shape(x, kind_bytes(kind), "input");
   check_groups(cols, m);
   if (n < 0 || n > m) throw std::invalid_argument("n must be in 0..m");
-  py::array_t<bool> mask({rows, cols});
+  py::array_t<bool> mask = fresh(py::array_t<bool>({rows, cols}));
   Findings f;
   {
     py::gil_scoped_release release;
@@ -58,7 +69,7 @@ py::tuple mask_4x4(const py::array& x, int kind_id, bool exhaustive) {
   const Kind kind = to_kind(kind_id);
   auto [rows, cols] = matrix_shape(x, kind_bytes(kind), "input");
   if (rows % 4 || cols % 4) throw std::invalid_argument("4x4 block masks need both dimensions divisible by 4");
-  py::array_t<bool> mask({rows, cols});
+  py::array_t<bool> mask = fresh(py::array_t<bool>({rows, cols}));
   Findings f;
   {
     py::gil_scoped_release release;
@@ -82,11 +93,11 @@ py::tuple compress(const py::array& x, int kind_id, const std::string& format, b
   const Kind kind = to_kind(kind_id);
   auto [rows, cols] = matrix_shape(x, kind_bytes(kind), "input");
   const int bytes = kind_bytes(kind);
-  py::array values(bits_dtype(bytes), {rows, cols / 2});
+  py::array values = fresh(py::array(bits_dtype(bytes), {rows, cols / 2}));
   Findings f;
   if (format == "packed") {
     if (cols % 8) throw std::invalid_argument("packed format needs the number of columns divisible by 8");
-    py::array_t<uint8_t> meta({rows, cols / 8});
+    py::array_t<uint8_t> meta = fresh(py::array_t<uint8_t>({rows, cols / 8}));
     {
       py::gil_scoped_release release;
       f = compress_packed(x.data(), rows, cols, kind, prune, values.mutable_data(), meta.mutable_data());
@@ -95,12 +106,14 @@ py::tuple compress(const py::array& x, int kind_id, const std::string& format, b
   }
   if (format == "cutlass") {
     const int word = cutlass_meta_bytes(kind);
-    const int row_multiple = word == 2 ? 32 : 16, col_multiple = word == 2 ? 16 : 32;
+    // Meta words are swizzled in 2x2 blocks, so a row needs an even number of them.
+    const int row_multiple = word == 2 ? 32 : 16;
+    const int col_multiple = kind == Kind::F32 ? 16 : word == 2 ? 32 : 64;
     if (rows % row_multiple || cols % col_multiple)
       throw std::invalid_argument("cutlass format needs rows divisible by " + std::to_string(row_multiple) +
                                   " and columns divisible by " + std::to_string(col_multiple));
     const int64_t meta_cols = cols / (kind == Kind::F32 ? 8 : word == 2 ? 16 : 32);
-    py::array meta(word == 2 ? py::dtype::of<int16_t>() : py::dtype::of<int32_t>(), {rows, meta_cols});
+    py::array meta = fresh(py::array(word == 2 ? py::dtype::of<int16_t>() : py::dtype::of<int32_t>(), {rows, meta_cols}));
     {
       py::gil_scoped_release release;
       f = compress_cutlass(x.data(), rows, cols, kind, prune, values.mutable_data(), meta.mutable_data());
@@ -116,7 +129,7 @@ py::tuple decompress(const py::array& values, const py::array& meta, int kind_id
   const int bytes = kind_bytes(kind);
   auto [vr, vc] = matrix_shape(values, bytes, "values");
   if (vr != rows || vc * 2 != cols) throw std::invalid_argument("values shape does not match the dense shape");
-  py::array out(bits_dtype(bytes), {rows, cols});
+  py::array out = fresh(py::array(bits_dtype(bytes), {rows, cols}));
   int64_t bad;
   if (format == "packed") {
     auto [mr, mc] = matrix_shape(meta, 1, "meta");
@@ -128,7 +141,7 @@ py::tuple decompress(const py::array& values, const py::array& meta, int kind_id
     auto [mr, mc] = matrix_shape(meta, word, "meta");
     const int64_t per_word = kind == Kind::F32 ? 8 : word == 2 ? 16 : 32;
     const int row_multiple = word == 2 ? 32 : 16;
-    if (rows % row_multiple || cols % per_word || mr != rows || mc * per_word != cols)
+    if (rows % row_multiple || cols % (2 * per_word) || mr != rows || mc * per_word != cols)
       throw std::invalid_argument("meta shape does not match the dense shape for the cutlass format");
     py::gil_scoped_release release;
     bad = decompress_cutlass(values.data(), meta.data(), rows, cols, kind, out.mutable_data());
@@ -141,6 +154,8 @@ py::tuple decompress(const py::array& values, const py::array& meta, int kind_id
 }  // namespace
 
 void bind_compress(py::module_& m) {
+  m.def("set_poison_outputs", [](bool on) { g_poison_outputs = on; }, py::arg("on"),
+        "Fill every new output array with 0xA5 bytes before the kernel writes it (for tests).");
   m.def("mask_nm", &mask_nm, py::arg("x"), py::arg("kind"), py::arg("n"), py::arg("m"),
         "n:m keep mask along the last dim of a raw-bits matrix -> (mask, first_nonfinite)");
   m.def("mask_4x4", &mask_4x4, py::arg("x"), py::arg("kind"), py::arg("exhaustive"),

@@ -54,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="directory written by `pysparse24 compress`")
     p.add_argument("output", help="output file (.safetensors or .npy)")
     p.set_defaults(func=_cmd_decompress)
+
+    from pysparse24.bench.cli import add_parser as add_bench_parser
+
+    add_bench_parser(sub)  # `pysparse24 bench gemm`
     return parser
 
 

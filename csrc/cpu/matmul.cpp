@@ -3,6 +3,7 @@
 #include "cpu/matmul.h"
 
 #include <cmath>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -46,23 +47,22 @@ float x_float(const Problem& p, int64_t k, int64_t n) {
 }
 
 // Copies X into one zero-padded row of Kp elements per column, in the ISA's element order.
-std::vector<uint8_t> pack_x(const Problem& p, const XLayout& layout, int64_t& kp) {
+std::unique_ptr<uint8_t[]> pack_x(const Problem& p, const XLayout& layout, int64_t& kp) {
   kp = (p.K + layout.pad - 1) / layout.pad * layout.pad;
   const bool is_int = p.kind == Kind::I8;
   const int elem = is_int ? 1 : 4;
-  std::vector<uint8_t> packed(size_t(kp * p.N * elem) + 64, 0);
+  std::unique_ptr<uint8_t[]> packed(new uint8_t[size_t(kp * p.N * elem) + 64]);
   const int threads = p.threads > 0 ? p.threads : omp_get_max_threads();
-#pragma omp parallel for schedule(static) num_threads(threads)
+#pragma omp parallel for schedule(static) num_threads(threads) if (kp * p.N > (1 << 16))
   for (int64_t n = 0; n < p.N; ++n) {
     for (int64_t slot = 0; slot < kp; ++slot) {
       const int64_t within = slot % layout.block;
       const int64_t k = slot - within + (layout.order ? layout.order[within] : within);
-      if (k >= p.K) continue;
       if (is_int) {
-        int8_t v = static_cast<const int8_t*>(p.x)[k * p.x_stride_k + n * p.x_stride_n];
+        const int8_t v = k < p.K ? static_cast<const int8_t*>(p.x)[k * p.x_stride_k + n * p.x_stride_n] : 0;
         packed[size_t(n * kp + slot)] = uint8_t(v) ^ (layout.flip_sign ? 0x80 : 0);
       } else {
-        const float v = x_float(p, k, n);
+        const float v = k < p.K ? x_float(p, k, n) : 0.0f;
         std::memcpy(&packed[size_t((n * kp + slot) * 4)], &v, 4);
       }
     }
@@ -151,8 +151,8 @@ void run(const Problem& p) {
   if (isa == Isa::Avx512 && p.kind == Kind::I8 && !avx512_int8_supported()) isa = Isa::Avx2;
   const XLayout layout = x_layout(isa, p.kind);
   int64_t kp = 0;
-  const std::vector<uint8_t> packed = pack_x(p, layout, kp);
-  const PackedX x{packed.data(), kp};
+  const auto packed = pack_x(p, layout, kp);
+  const PackedX x{packed.get(), kp};
   switch (isa) {
     case Isa::Avx512: run_avx512(p, x); break;
     case Isa::Avx2: run_avx2(p, x); break;

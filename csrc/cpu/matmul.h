@@ -137,7 +137,9 @@ static void for_each_tile(const Problem& p, int R, int C, int64_t x_bytes_per_co
   chunk = chunk < C ? C : chunk / C * C;
   const int64_t row_blocks = (p.M + R - 1) / R;
   const int threads = p.threads > 0 ? p.threads : omp_get_max_threads();
-#pragma omp parallel num_threads(threads)
+  // Small products finish before a second thread would have woken up.
+  const bool worth_threads = p.M * p.N * p.K > (int64_t(1) << 20);
+#pragma omp parallel num_threads(threads) if (worth_threads)
   for (int64_t c_begin = 0; c_begin < p.N; c_begin += chunk) {
     const int64_t c_end = c_begin + chunk < p.N ? c_begin + chunk : p.N;
     // Static schedule: a thread keeps the same rows for every chunk; no barrier is needed

@@ -12,8 +12,10 @@
 // zero-padded) whose element order within a block may be permuted for the ISA's shuffles; see
 // x_layout(). Packing costs O(K*N), small next to the O(M*K*N) product.
 #pragma once
+#include <array>
 #include <cstdint>
 #include <cstring>
+#include <utility>
 
 #include <omp.h>
 
@@ -153,6 +155,30 @@ static void for_each_tile(const Problem& p, int R, int C, int64_t x_bytes_per_co
       }
     }
   }
+}
+
+// Tile kernels come as Kernel<rows, cols>::run(p, x, r0, c0) for every remainder up to R x C
+// (templates, so that accumulators live in registers); run_tiles builds the table of them once and
+// walks the output with for_each_tile. Each ISA's Kernel types are local to its translation unit.
+using TileFn = void (*)(const Problem&, const PackedX&, int64_t, int64_t);
+
+template <template <int, int> class Kernel, int Rows, int... Cs>
+constexpr std::array<TileFn, sizeof...(Cs)> tile_row(std::integer_sequence<int, Cs...>) {
+  return {&Kernel<Rows, Cs + 1>::run...};
+}
+
+template <template <int, int> class Kernel, int MaxC, int... Rs>
+constexpr auto tile_table(std::integer_sequence<int, Rs...>) {
+  return std::array<std::array<TileFn, MaxC>, sizeof...(Rs)>{
+      tile_row<Kernel, Rs + 1>(std::make_integer_sequence<int, MaxC>{})...};
+}
+
+template <template <int, int> class Kernel, int R, int C>
+static void run_tiles(const Problem& p, const PackedX& x, int64_t column_bytes) {
+  static constexpr auto table = tile_table<Kernel, C>(std::make_integer_sequence<int, R>{});
+  for_each_tile(p, R, C, column_bytes, [&](int64_t r0, int rows, int64_t c0, int cols) {
+    table[rows - 1][cols - 1](p, x, r0, c0);
+  });
 }
 
 }  // namespace ps24::cpu::matmul

@@ -4,9 +4,7 @@
 // within the lane and a blend takes each value's element from the right register.
 #include <immintrin.h>
 
-#include <array>
 #include <type_traits>
-#include <utility>
 
 #include "cpu/matmul.h"
 
@@ -186,19 +184,7 @@ void int8_tile(const Problem& p, const PackedX& x, int64_t r0, int64_t c0) {
     }
 }
 
-// ---- tile tables (as in matmul_avx512.cpp) ----------------------------------------------------
-
-using TileFn = void (*)(const Problem&, const PackedX&, int64_t, int64_t);
-
-template <template <int, int> class Kernel, int R, int... Cs>
-constexpr std::array<TileFn, sizeof...(Cs)> tile_row(std::integer_sequence<int, Cs...>) {
-  return {&Kernel<R, Cs + 1>::run...};
-}
-template <template <int, int> class Kernel, int MaxC, int... Rs>
-constexpr auto tile_table(std::integer_sequence<int, Rs...>) {
-  return std::array<std::array<TileFn, MaxC>, sizeof...(Rs)>{
-      tile_row<Kernel, Rs + 1>(std::make_integer_sequence<int, MaxC>{})...};
-}
+// ---- the tile kernels by dtype -------------------------------------------------------------
 
 template <int R, int C> struct F32Tile { static void run(const Problem& p, const PackedX& x, int64_t r0, int64_t c0) { float_tile<R, C, false>(p, x, r0, c0); } };
 template <int R, int C> struct BF16Tile { static void run(const Problem& p, const PackedX& x, int64_t r0, int64_t c0) { float_tile<R, C, true>(p, x, r0, c0); } };
@@ -207,22 +193,13 @@ template <int R, int C> struct I8Tile { static void run(const Problem& p, const 
 // 16 ymm registers: 2 rows x 2 columns of split accumulators (8) plus weights and indices.
 constexpr int kRows = 2, kCols = 2;
 
-template <template <int, int> class Kernel>
-void run_tiles(const Problem& p, const PackedX& x, int64_t column_bytes) {
-  static constexpr auto table =
-      tile_table<Kernel, kCols>(std::make_integer_sequence<int, kRows>{});
-  for_each_tile(p, kRows, kCols, column_bytes, [&](int64_t r0, int rows, int64_t c0, int cols) {
-    table[rows - 1][cols - 1](p, x, r0, c0);
-  });
-}
-
 }  // namespace
 
 void run_avx2(const Problem& p, const PackedX& x) {
   switch (p.kind) {
-    case Kind::BF16: run_tiles<BF16Tile>(p, x, x.stride * 4); break;
-    case Kind::I8: run_tiles<I8Tile>(p, x, x.stride); break;
-    default: run_tiles<F32Tile>(p, x, x.stride * 4); break;
+    case Kind::BF16: run_tiles<BF16Tile, kRows, kCols>(p, x, x.stride * 4); break;
+    case Kind::I8: run_tiles<I8Tile, kRows, kCols>(p, x, x.stride); break;
+    default: run_tiles<F32Tile, kRows, kCols>(p, x, x.stride * 4); break;
   }
 }
 

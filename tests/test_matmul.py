@@ -228,3 +228,23 @@ def test_low_level_binding_checks_shapes():
                          np.empty((4, 1), np.float32), "float32")
     with pytest.raises(ValueError, match="unsupported dtype"):
         _C.sparse_matmul(values, meta, np.ones((16, 1), np.float32), np.empty((4, 1), np.float32), "float16")
+
+
+def test_bfloat16_denormals_follow_one_rule_on_every_path():
+    # Products and partial sums in the float32 denormal range, and denormal bfloat16 inputs: every
+    # path reads denormal inputs as zero and flushes denormal partial sums (the vdpbf16ps rule).
+    rng = np.random.default_rng(9)
+    w = (rng.standard_normal((21, 264)) * 1e-19).astype(np.float32)
+    w[:, ::7] = 3e-39  # a denormal bfloat16 after rounding
+    x = (rng.standard_normal((264, 5)) * 1e-19).astype(np.float32)
+    x[::5] = -2e-39
+    w = pysparse24.prune(w.astype(ml_dtypes.bfloat16))
+    x = x.astype(ml_dtypes.bfloat16)
+    c = pysparse24.compress(w)
+    results = []
+    for isa in PATHS:
+        _C.set_isa(isa)
+        results.append(pysparse24.matmul(c, x).view(np.uint16))
+    for r in results[1:]:
+        np.testing.assert_array_equal(r, results[0])
+    assert np.any(results[0] & 0x7FFF)  # not everything flushed: the test exercises real sums

@@ -32,6 +32,10 @@ void validate(const Problem& p) {
 // Index of each slot's source element within a block (see XLayout).
 // AVX2 float: per 16 elements, [x0..3 | x8..11] and [x4..7 | x12..15] are the two in-lane tables.
 constexpr int kAvx2FloatOrder[16] = {0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 12, 13, 14, 15};
+// AVX2 bfloat16: per 32 elements (8 groups of 4), element j of every group together: slot 8j + i
+// holds element 4i + j, so a 2-bit index selects among four registers lane by lane.
+constexpr int kAvx2Bf16Order[32] = {0, 4, 8,  12, 16, 20, 24, 28, 1, 5, 9,  13, 17, 21, 25, 29,
+                                    2, 6, 10, 14, 18, 22, 26, 30, 3, 7, 11, 15, 19, 23, 27, 31};
 // AVX2 int8: per 64 bytes, [x0..15 | x32..47] and [x16..31 | x48..63] are the two pshufb tables.
 constexpr int kAvx2Int8Order[64] = {
     0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15,  //
@@ -39,10 +43,10 @@ constexpr int kAvx2Int8Order[64] = {
     16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31,  //
     48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63};
 
-// Reads element (k, n) of X as float (F32/BF16) or int8.
+// Element (k, n) of X as float; bfloat16 with denormals flushed (the bfloat16 contract).
 float x_float(const Problem& p, int64_t k, int64_t n) {
   const int64_t at = k * p.x_stride_k + n * p.x_stride_n;
-  return p.kind == Kind::BF16 ? bf16_to_float(static_cast<const uint16_t*>(p.x)[at])
+  return p.kind == Kind::BF16 ? bf16_daz_to_float(static_cast<const uint16_t*>(p.x)[at])
                               : static_cast<const float*>(p.x)[at];
 }
 
@@ -50,7 +54,7 @@ float x_float(const Problem& p, int64_t k, int64_t n) {
 std::unique_ptr<uint8_t[]> pack_x(const Problem& p, const XLayout& layout, int64_t& kp) {
   kp = (p.K + layout.pad - 1) / layout.pad * layout.pad;
   const bool is_int = p.kind == Kind::I8;
-  const int elem = is_int ? 1 : 4;
+  const int elem = is_int ? 1 : layout.bf16_bits ? 2 : 4;
   std::unique_ptr<uint8_t[]> packed(new uint8_t[size_t(kp * p.N * elem) + 64]);
   const int threads = p.threads > 0 ? p.threads : omp_get_max_threads();
 #pragma omp parallel for schedule(static) num_threads(threads) if (kp * p.N > (1 << 16))
@@ -58,12 +62,13 @@ std::unique_ptr<uint8_t[]> pack_x(const Problem& p, const XLayout& layout, int64
     for (int64_t slot = 0; slot < kp; ++slot) {
       const int64_t within = slot % layout.block;
       const int64_t k = slot - within + (layout.order ? layout.order[within] : within);
+      uint8_t* dst = &packed[size_t((n * kp + slot) * elem)];
       if (is_int) {
         const int8_t v = k < p.K ? static_cast<const int8_t*>(p.x)[k * p.x_stride_k + n * p.x_stride_n] : 0;
-        packed[size_t(n * kp + slot)] = uint8_t(v) ^ (layout.flip_sign ? 0x80 : 0);
+        *dst = uint8_t(v) ^ (layout.flip_sign ? 0x80 : 0);
       } else {
         const float v = k < p.K ? x_float(p, k, n) : 0.0f;
-        std::memcpy(&packed[size_t((n * kp + slot) * 4)], &v, 4);
+        std::memcpy(dst, reinterpret_cast<const uint8_t*>(&v) + (elem == 2 ? 2 : 0), elem);  // bf16: top half
       }
     }
   }
@@ -71,27 +76,40 @@ std::unique_ptr<uint8_t[]> pack_x(const Problem& p, const XLayout& layout, int64
 }
 
 // Scalar path: one row at a time, its value positions decoded once and reused for every column.
+// Rows are padded with zero weights to whole blocks, as the SIMD paths see them.
 void scalar_float_tile(const Problem& p, const PackedX& x, int64_t r0, int rows, int64_t c0,
                        int cols) {
-  const int64_t nv = p.K / 2;
+  const bool bf16 = p.kind == Kind::BF16;
+  const int64_t nv = p.K / 2, block = bf16 ? 32 : 16;
+  const int64_t padded = (nv + block - 1) / block * block;
   thread_local std::vector<int64_t> column_of;
   thread_local std::vector<float> weight;
-  column_of.resize(size_t(nv));
-  weight.resize(size_t(nv));
+  column_of.resize(size_t(padded));
+  weight.resize(size_t(padded));
   for (int64_t m = r0; m < r0 + rows; ++m) {
     const uint8_t* meta = p.meta + m * p.meta_cols;
-    for (int64_t v = 0; v < nv; ++v) {
-      const uint32_t field = (meta[v / 4] >> (2 * (v % 4))) & 3u;  // value v's 2-bit index
+    for (int64_t v = 0; v < padded; ++v) {
+      const uint32_t field = v < nv ? (meta[v / 4] >> (2 * (v % 4))) & 3u : 0;  // v's 2-bit index
       column_of[size_t(v)] = 4 * (v / 2) + field;
-      weight[size_t(v)] = p.kind == Kind::BF16
-                              ? bf16_to_float(static_cast<const uint16_t*>(p.values)[m * nv + v])
-                              : static_cast<const float*>(p.values)[m * nv + v];
+      weight[size_t(v)] = v >= nv ? 0.0f
+                          : bf16  ? bf16_daz_to_float(static_cast<const uint16_t*>(p.values)[m * nv + v])
+                                  : static_cast<const float*>(p.values)[m * nv + v];
     }
     for (int64_t n = c0; n < c0 + cols; ++n) {
       const float* xn = static_cast<const float*>(x.data) + n * x.stride;
       float lanes[16] = {};
-      for (int64_t v = 0; v < nv; ++v) {
-        lanes[v % 16] = std::fma(weight[size_t(v)], xn[column_of[size_t(v)]], lanes[v % 16]);
+      if (bf16) {
+        for (int64_t b = 0; b < padded; b += 32) {
+          for (int i = 0; i < 16; ++i) {
+            for (const int64_t v : {b + 2 * i + 1, b + 2 * i}) {
+              lanes[i] = flush_denormal(std::fma(weight[size_t(v)], xn[column_of[size_t(v)]], lanes[i]));
+            }
+          }
+        }
+      } else {
+        for (int64_t v = 0; v < padded; ++v) {
+          lanes[v % 16] = std::fma(weight[size_t(v)], xn[column_of[size_t(v)]], lanes[v % 16]);
+        }
       }
       store_float(p, m, n, reduce16(lanes));
     }
@@ -124,6 +142,10 @@ XLayout x_layout(Isa isa, Kind kind) {
     layout.pad = 128;
     if (isa == Isa::Avx2) { layout.block = 64; layout.order = kAvx2Int8Order; }
     layout.flip_sign = isa == Isa::Avx512;
+  } else if (kind == Kind::BF16) {
+    layout.pad = 64;
+    if (isa == Isa::Avx2) { layout.block = 32; layout.order = kAvx2Bf16Order; }
+    layout.bf16_bits = isa == Isa::Avx512;
   } else {
     layout.pad = 32;
     if (isa == Isa::Avx2) { layout.block = 16; layout.order = kAvx2FloatOrder; }
@@ -148,7 +170,8 @@ void run(const Problem& p) {
   validate(p);
   if (p.M == 0 || p.N == 0) return;
   Isa isa = active_isa();
-  if (isa == Isa::Avx512 && p.kind == Kind::I8 && !avx512_int8_supported()) isa = Isa::Avx2;
+  // The AVX-512 kernels also use byte permutes (VBMI; every CPU with the dispatch's VBMI2 has it).
+  if (isa == Isa::Avx512 && !avx512_vbmi_supported()) isa = Isa::Avx2;
   const XLayout layout = x_layout(isa, p.kind);
   int64_t kp = 0;
   const auto packed = pack_x(p, layout, kp);

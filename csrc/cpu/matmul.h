@@ -3,9 +3,13 @@
 // where W (M, K) is given as values (M, K/2) and meta (M, ceil(K/8)) and is never decompressed.
 //
 // Summation order (the contract every SIMD path keeps, so that scalar, AVX2 and AVX-512 give
-// bit-identical float results): the kept values of a row are numbered p = 0 .. K/2-1; value p
-// goes to lane p % 16 of 16 partial sums, each a chain of fused multiply-adds in increasing p.
-// The lanes are then added as a tree: s[j] + s[j+8], then + 4, + 2, + 1; the bias is added last.
+// bit-identical float results): the kept values of a row are numbered p = 0 .. K/2-1 and padded
+// with zero weights to whole blocks; 16 partial sums ("lanes") each run a chain of fused
+// multiply-adds, and the lanes are added as a tree: s[j] + s[j+8], then + 4, + 2, + 1; the bias
+// is added last.
+//   float32:  value p goes to lane p % 16, in increasing p.
+//   bfloat16: blocks of 32 values; lane i takes value 2i+1 then 2i of each block (the order of
+//             AVX-512 vdpbf16ps), with its denormals-are-zero inputs and flush-to-zero results.
 // int8 sums are exact (int32, wrapping), so their order is free.
 //
 // Every kernel reads X from a private copy ("packed X": one row of Kp elements per output column,
@@ -21,6 +25,9 @@
 
 #include "common/sparse24.h"
 #include "cpu/isa.h"
+
+// Kernel helpers and the lambdas handed to them must inline, or the accumulators leave registers.
+#define PS24_INLINE __attribute__((always_inline))
 
 namespace ps24::cpu::matmul {
 
@@ -45,15 +52,18 @@ void run(const Problem& p);
 //   block: number of elements permuted together; order[i] = source element of slot i in a block.
 //   pad:   Kp is K rounded up to this.
 //   flip_sign: int8 stored as uint8 x ^ 0x80 (VNNI multiplies unsigned by signed bytes).
+//   bf16_bits: bfloat16 X kept as 16-bit patterns (else widened to float).
 struct XLayout {
   int block = 1;
   const int* order = nullptr;  // nullptr: identity
   int pad = 1;
   bool flip_sign = false;
+  bool bf16_bits = false;
 };
 XLayout x_layout(Isa isa, Kind kind);
 
-// Packed X: float for F32/BF16 (bf16 widened once, here), int8 for I8.
+// Packed X: float (F32, BF16 widened) or bf16 bits (XLayout::bf16_bits), int8 for I8; bfloat16
+// denormals are flushed to zero when packing (the bfloat16 contract).
 struct PackedX {
   const void* data;
   int64_t stride;  // elements between columns (= Kp)
@@ -63,7 +73,7 @@ struct PackedX {
 void run_scalar(const Problem& p, const PackedX& x);
 void run_avx2(const Problem& p, const PackedX& x);
 void run_avx512(const Problem& p, const PackedX& x);
-bool avx512_int8_supported();  // AVX-512 VBMI (byte permutes) on top of the dispatch's AVX-512 set
+bool avx512_vbmi_supported();  // byte permutes, on top of the dispatch's AVX-512 set
 
 // ---- helpers shared by every path (static: each ISA's translation unit keeps its own copy, so
 // the linker can never hand AVX-512 code to the scalar path) ----------------------------------
@@ -71,6 +81,20 @@ bool avx512_int8_supported();  // AVX-512 VBMI (byte permutes) on top of the dis
 static inline float bf16_to_float(uint16_t bits) {
   const uint32_t u = uint32_t(bits) << 16;
   float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+// bfloat16 with denormals read as zero (vdpbf16ps's "DAZ"), as float.
+static inline float bf16_daz_to_float(uint16_t bits) {
+  return bf16_to_float((bits & 0x7f80u) ? bits : uint16_t(bits & 0x8000u));
+}
+
+// Flush-to-zero of a float result, keeping its sign (vdpbf16ps's "FTZ").
+static inline float flush_denormal(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7f800000u) == 0) u &= 0x80000000u;
   std::memcpy(&f, &u, 4);
   return f;
 }
@@ -155,6 +179,45 @@ static void for_each_tile(const Problem& p, int R, int C, int64_t x_bytes_per_co
       }
     }
   }
+}
+
+// Walks the kept values of rows r0 .. r0+R-1 in blocks of BlockValues: decode(r, values, meta)
+// for each row, then accumulate(block). The short last block is read from zero-padded copies
+// (zero weights add nothing), so no kernel reads past a row.
+template <typename Value, int R, int BlockValues, class Decode, class Accumulate>
+PS24_INLINE static inline void for_each_block(const Problem& p, int64_t r0, Decode&& decode,
+                                  Accumulate&& accumulate) {
+  constexpr int kMetaBytes = BlockValues / 4;
+  const int64_t nv = p.K / 2, full_blocks = nv / BlockValues;
+  const Value* values = static_cast<const Value*>(p.values) + r0 * nv;
+  const uint8_t* meta = p.meta + r0 * p.meta_cols;
+  for (int64_t b = 0; b < full_blocks; ++b) {
+    for (int r = 0; r < R; ++r)
+      decode(r, values + r * nv + BlockValues * b, meta + r * p.meta_cols + kMetaBytes * b);
+    accumulate(b);
+  }
+  if (nv % BlockValues) {
+    for (int r = 0; r < R; ++r) {
+      alignas(64) Value tail_values[BlockValues];
+      alignas(8) uint8_t tail_meta[kMetaBytes];
+      load_value_block(p, r0 + r, BlockValues * full_blocks, BlockValues, tail_values);
+      load_meta_bytes(p, r0 + r, BlockValues * full_blocks, kMetaBytes, tail_meta);
+      decode(r, tail_values, tail_meta);
+    }
+    accumulate(full_blocks);
+  }
+}
+
+static inline uint32_t load_u32(const uint8_t* src) {
+  uint32_t v;
+  std::memcpy(&v, src, 4);
+  return v;
+}
+
+static inline uint64_t load_u64(const uint8_t* src) {
+  uint64_t v;
+  std::memcpy(&v, src, 8);
+  return v;
 }
 
 // Tile kernels come as Kernel<rows, cols>::run(p, x, r0, c0) for every remainder up to R x C

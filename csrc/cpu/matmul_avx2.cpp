@@ -4,8 +4,6 @@
 // within the lane and a blend takes each value's element from the right register.
 #include <immintrin.h>
 
-#include <type_traits>
-
 #include "cpu/matmul.h"
 
 namespace ps24::cpu::matmul {
@@ -20,16 +18,6 @@ inline __m256i half_index(uint32_t meta32, int half) {
   return _mm256_srlv_epi32(_mm256_set1_epi32(int(meta32 >> (16 * half))), shift);
 }
 
-template <bool BF16>
-inline __m256 load_values8(const void* src) {
-  if constexpr (BF16) {
-    const __m128i bits = _mm_loadu_si128(static_cast<const __m128i*>(src));
-    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(bits), 16));
-  } else {
-    return _mm256_loadu_ps(static_cast<const float*>(src));
-  }
-}
-
 // Values 0,1 | 4,5 of a half take their element from table a ([x0..3 | x8..11]); 2,3 | 6,7 from b.
 inline __m256 select_x(__m256 a, __m256 b, __m256i idx) {
   return _mm256_blend_ps(_mm256_permutevar_ps(a, idx), _mm256_permutevar_ps(b, idx), 0xCC);
@@ -42,60 +30,102 @@ inline float reduce_lanes(__m256 lo, __m256 hi) {
   return _mm_cvtss_f32(_mm_add_ss(v, _mm_shuffle_ps(v, v, 1)));
 }
 
-inline uint32_t load_u32(const uint8_t* src) {
-  uint32_t v;
-  std::memcpy(&v, src, 4);
-  return v;
-}
-
-template <int R, int C, bool BF16>
-void float_tile(const Problem& p, const PackedX& x, int64_t r0, int64_t c0) {
-  using Value = std::conditional_t<BF16, uint16_t, float>;
-  const int64_t nv = p.K / 2, full_blocks = nv / 16;
-  const Value* values = static_cast<const Value*>(p.values) + r0 * nv;
-  const uint8_t* meta = p.meta + r0 * p.meta_cols;
+template <int R, int C>
+void f32_tile(const Problem& p, const PackedX& x, int64_t r0, int64_t c0) {
   const float* xs = static_cast<const float*>(x.data) + c0 * x.stride;
-
-  __m256 acc[R][C][2];
+  __m256 acc[R][C][2], w[R][2];
+  __m256i idx[R][2];
   for (int r = 0; r < R; ++r)
     for (int c = 0; c < C; ++c) acc[r][c][0] = acc[r][c][1] = _mm256_setzero_ps();
+  for_each_block<float, R, 16>(
+      p, r0,
+      [&](int r, const float* values, const uint8_t* meta) PS24_INLINE {
+        for (int h = 0; h < 2; ++h) {
+          w[r][h] = _mm256_loadu_ps(values + 8 * h);
+          idx[r][h] = half_index(load_u32(meta), h);
+        }
+      },
+      [&](int64_t block) PS24_INLINE {
+        for (int c = 0; c < C; ++c) {
+          const float* xb = xs + c * x.stride + 32 * block;
+          for (int h = 0; h < 2; ++h) {
+            const __m256 a = _mm256_loadu_ps(xb + 16 * h), b = _mm256_loadu_ps(xb + 16 * h + 8);
+            for (int r = 0; r < R; ++r)
+              acc[r][c][h] = _mm256_fmadd_ps(w[r][h], select_x(a, b, idx[r][h]), acc[r][c][h]);
+          }
+        }
+      });
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c)
+      store_float(p, r0 + r, c0 + c, reduce_lanes(acc[r][c][0], acc[r][c][1]));
+}
 
-  auto accumulate = [&](const __m256 (&w)[R][2], const __m256i (&idx)[R][2], int64_t block) {
-    for (int c = 0; c < C; ++c) {
-      const float* xb = xs + c * x.stride + 32 * block;
-      for (int h = 0; h < 2; ++h) {
-        const __m256 a = _mm256_loadu_ps(xb + 16 * h), b = _mm256_loadu_ps(xb + 16 * h + 8);
-        for (int r = 0; r < R; ++r)
-          acc[r][c][h] = _mm256_fmadd_ps(w[r][h], select_x(a, b, idx[r][h]), acc[r][c][h]);
-      }
-    }
-  };
-  auto decode = [&](const Value* src, uint32_t meta32, __m256 (&w)[2], __m256i (&idx)[2]) {
-    for (int h = 0; h < 2; ++h) {
-      w[h] = load_values8<BF16>(src + 8 * h);
-      idx[h] = half_index(meta32, h);
-    }
-  };
+// ---- bfloat16: the vdpbf16ps order emulated (matmul.h), 32 values per block ------------------
+// Lane i of a half is group i: its odd value (idx1) then its even value (idx0), each a fused
+// multiply-add whose result is flushed to zero if denormal. X is packed (x_layout) as four
+// registers per 8 groups, register j holding element j of every group, so a lane picks its element
+// with two blends on the bits of its 2-bit index.
 
-  for (int64_t b = 0; b < full_blocks; ++b) {
-    __m256 w[R][2];
-    __m256i idx[R][2];
-    for (int r = 0; r < R; ++r)
-      decode(values + r * nv + 16 * b, load_u32(meta + r * p.meta_cols + 4 * b), w[r], idx[r]);
-    accumulate(w, idx, b);
-  }
-  if (nv % 16) {
-    __m256 w[R][2];
-    __m256i idx[R][2];
-    for (int r = 0; r < R; ++r) {
-      Value tail_values[16];
-      uint32_t tail_meta;
-      load_value_block(p, r0 + r, 16 * full_blocks, 16, tail_values);
-      load_meta_bytes(p, r0 + r, 16 * full_blocks, 4, reinterpret_cast<uint8_t*>(&tail_meta));
-      decode(tail_values, tail_meta, w[r], idx[r]);
-    }
-    accumulate(w, idx, full_blocks);
-  }
+// Clears the magnitude of lanes whose exponent is zero (denormals -> signed zero).
+inline __m256 flush_denormals(__m256 v) {
+  const __m256i bits = _mm256_castps_si256(v);
+  const __m256i zero_exponent = _mm256_cmpeq_epi32(_mm256_and_si256(bits, _mm256_set1_epi32(0x7f800000)),
+                                                   _mm256_setzero_si256());
+  return _mm256_castsi256_ps(_mm256_andnot_si256(_mm256_and_si256(zero_exponent, _mm256_set1_epi32(0x7fffffff)), bits));
+}
+
+struct Bf16Half {
+  __m256 even, odd;         // weights of values 2i and 2i+1, as float (denormals zeroed)
+  __m256i pick[2][2];       // [even/odd][index bit]: that bit moved to each lane's sign bit
+};
+
+inline Bf16Half decode_bf16_half(const uint16_t* values, uint32_t meta32) {
+  Bf16Half d;
+  const __m256i pairs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(values));
+  d.even = flush_denormals(_mm256_castsi256_ps(_mm256_slli_epi32(pairs, 16)));
+  d.odd = flush_denormals(_mm256_castsi256_ps(_mm256_and_si256(pairs, _mm256_set1_epi32(int(0xffff0000u)))));
+  const __m256i m = _mm256_set1_epi32(int(meta32));  // group i's nibble at bit 4i
+  const __m256i to_sign = _mm256_setr_epi32(31, 27, 23, 19, 15, 11, 7, 3);
+  for (int v = 0; v < 2; ++v)
+    for (int bit = 0; bit < 2; ++bit)
+      d.pick[v][bit] = _mm256_sllv_epi32(m, _mm256_sub_epi32(to_sign, _mm256_set1_epi32(2 * v + bit)));
+  return d;
+}
+
+inline __m256 pick_x(const __m256 (&t)[4], const __m256i (&bits)[2]) {
+  const __m256 low = _mm256_blendv_ps(t[0], t[1], _mm256_castsi256_ps(bits[0]));
+  const __m256 high = _mm256_blendv_ps(t[2], t[3], _mm256_castsi256_ps(bits[0]));
+  return _mm256_blendv_ps(low, high, _mm256_castsi256_ps(bits[1]));
+}
+
+template <int R, int C>
+void bf16_tile(const Problem& p, const PackedX& x, int64_t r0, int64_t c0) {
+  const float* xs = static_cast<const float*>(x.data) + c0 * x.stride;
+  __m256 acc[R][C][2];
+  Bf16Half d[R][2];
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c) acc[r][c][0] = acc[r][c][1] = _mm256_setzero_ps();
+  for_each_block<uint16_t, R, 32>(
+      p, r0,
+      [&](int r, const uint16_t* values, const uint8_t* meta) PS24_INLINE {
+        const uint64_t meta64 = load_u64(meta);
+        for (int h = 0; h < 2; ++h) d[r][h] = decode_bf16_half(values + 16 * h, uint32_t(meta64 >> (32 * h)));
+      },
+      [&](int64_t block) PS24_INLINE {
+        for (int c = 0; c < C; ++c) {
+          for (int h = 0; h < 2; ++h) {
+            const float* xb = xs + c * x.stride + 64 * block + 32 * h;
+            const __m256 t[4] = {_mm256_loadu_ps(xb), _mm256_loadu_ps(xb + 8), _mm256_loadu_ps(xb + 16),
+                                 _mm256_loadu_ps(xb + 24)};
+            for (int r = 0; r < R; ++r) {
+              __m256 s = acc[r][c][h];
+              s = flush_denormals(_mm256_fmadd_ps(d[r][h].odd, pick_x(t, d[r][h].pick[1]), s));
+              s = flush_denormals(_mm256_fmadd_ps(d[r][h].even, pick_x(t, d[r][h].pick[0]), s));
+              acc[r][c][h] = s;
+            }
+          }
+        }
+      });
   for (int r = 0; r < R; ++r)
     for (int c = 0; c < C; ++c)
       store_float(p, r0 + r, c0 + c, reduce_lanes(acc[r][c][0], acc[r][c][1]));
@@ -106,8 +136,7 @@ void float_tile(const Problem& p, const PackedX& x, int64_t r0, int64_t c0) {
 // pshufb indices for 32 values (8 meta bytes): byte p = 4*(p/2 mod 4) + field, i.e. the element
 // within its 16-byte table; values 0-7 | 16-23 use table a, 8-15 | 24-31 table b (x_layout).
 inline __m256i int8_index(const uint8_t* meta8) {
-  uint64_t meta64;
-  std::memcpy(&meta64, meta8, 8);
+  const uint64_t meta64 = load_u64(meta8);
   const __m256i spread = _mm256_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3,  //
                                           4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7);
   const __m256i bytes = _mm256_shuffle_epi8(_mm256_set1_epi64x(int64_t(meta64)), spread);
@@ -130,50 +159,31 @@ inline __m256i dot_int16(__m256i acc, __m128i w, __m128i x) {
 
 template <int R, int C>
 void int8_tile(const Problem& p, const PackedX& x, int64_t r0, int64_t c0) {
-  const int64_t nv = p.K / 2, full_blocks = nv / 32;
-  const int8_t* values = static_cast<const int8_t*>(p.values) + r0 * nv;
-  const uint8_t* meta = p.meta + r0 * p.meta_cols;
   const int8_t* xs = static_cast<const int8_t*>(x.data) + c0 * x.stride;
-
-  __m256i acc[R][C];
+  __m256i acc[R][C], w[R], idx[R];
   for (int r = 0; r < R; ++r)
     for (int c = 0; c < C; ++c) acc[r][c] = _mm256_setzero_si256();
-
-  auto accumulate = [&](const __m256i (&w)[R], const __m256i (&idx)[R], int64_t block) {
-    for (int c = 0; c < C; ++c) {
-      // 32 values span 64 X bytes, i.e. half of a packed 128-byte layout block (x_layout).
-      const int8_t* xb = xs + c * x.stride + 64 * block;
-      const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb));
-      const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb + 32));
-      for (int r = 0; r < R; ++r) {
-        const __m256i sel = _mm256_blend_epi32(_mm256_shuffle_epi8(a, idx[r]),
-                                               _mm256_shuffle_epi8(b, idx[r]), 0xCC);
-        acc[r][c] = dot_int16(acc[r][c], _mm256_castsi256_si128(w[r]), _mm256_castsi256_si128(sel));
-        acc[r][c] = dot_int16(acc[r][c], _mm256_extracti128_si256(w[r], 1),
-                              _mm256_extracti128_si256(sel, 1));
-      }
-    }
-  };
-  for (int64_t b = 0; b < full_blocks; ++b) {
-    __m256i w[R], idx[R];
-    for (int r = 0; r < R; ++r) {
-      w[r] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(values + r * nv + 32 * b));
-      idx[r] = int8_index(meta + r * p.meta_cols + 8 * b);
-    }
-    accumulate(w, idx, b);
-  }
-  if (nv % 32) {
-    __m256i w[R], idx[R];
-    for (int r = 0; r < R; ++r) {
-      int8_t tail_values[32];
-      uint8_t tail_meta[8];
-      load_value_block(p, r0 + r, 32 * full_blocks, 32, tail_values);
-      load_meta_bytes(p, r0 + r, 32 * full_blocks, 8, tail_meta);
-      w[r] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(tail_values));
-      idx[r] = int8_index(tail_meta);
-    }
-    accumulate(w, idx, full_blocks);
-  }
+  for_each_block<int8_t, R, 32>(
+      p, r0,
+      [&](int r, const int8_t* values, const uint8_t* meta) PS24_INLINE {
+        w[r] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(values));
+        idx[r] = int8_index(meta);
+      },
+      [&](int64_t block) PS24_INLINE {
+        for (int c = 0; c < C; ++c) {
+          // 32 values span 64 X bytes, i.e. half of a packed 128-byte layout block (x_layout).
+          const int8_t* xb = xs + c * x.stride + 64 * block;
+          const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb));
+          const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb + 32));
+          for (int r = 0; r < R; ++r) {
+            const __m256i sel = _mm256_blend_epi32(_mm256_shuffle_epi8(a, idx[r]),
+                                                   _mm256_shuffle_epi8(b, idx[r]), 0xCC);
+            acc[r][c] = dot_int16(acc[r][c], _mm256_castsi256_si128(w[r]), _mm256_castsi256_si128(sel));
+            acc[r][c] = dot_int16(acc[r][c], _mm256_extracti128_si256(w[r], 1),
+                                  _mm256_extracti128_si256(sel, 1));
+          }
+        }
+      });
   for (int r = 0; r < R; ++r)
     for (int c = 0; c < C; ++c) {
       alignas(32) uint32_t lanes[8];
@@ -186,8 +196,8 @@ void int8_tile(const Problem& p, const PackedX& x, int64_t r0, int64_t c0) {
 
 // ---- the tile kernels by dtype -------------------------------------------------------------
 
-template <int R, int C> struct F32Tile { static void run(const Problem& p, const PackedX& x, int64_t r0, int64_t c0) { float_tile<R, C, false>(p, x, r0, c0); } };
-template <int R, int C> struct BF16Tile { static void run(const Problem& p, const PackedX& x, int64_t r0, int64_t c0) { float_tile<R, C, true>(p, x, r0, c0); } };
+template <int R, int C> struct F32Tile { static void run(const Problem& p, const PackedX& x, int64_t r0, int64_t c0) { f32_tile<R, C>(p, x, r0, c0); } };
+template <int R, int C> struct BF16Tile { static void run(const Problem& p, const PackedX& x, int64_t r0, int64_t c0) { bf16_tile<R, C>(p, x, r0, c0); } };
 template <int R, int C> struct I8Tile { static void run(const Problem& p, const PackedX& x, int64_t r0, int64_t c0) { int8_tile<R, C>(p, x, r0, c0); } };
 
 // 16 ymm registers: 2 rows x 2 columns of split accumulators (8) plus weights and indices.

@@ -1,12 +1,13 @@
-// AVX-512 sparse matmul. Per row, each block of 16 kept values (float) or 64 (int8) names its
-// columns with 2-bit indices; we turn them into a register of permute indices and pick the
-// matching X elements out of registers (permutex2var) instead of gathering from memory. A tile of
-// R rows x C columns keeps R*C accumulators in registers, so each decoded block is used C times
-// and each X block R times.
+// AVX-512 sparse matmul. Per row, each block of 16 kept values (float32), 32 (bfloat16) or 64
+// (int8) names its columns with 2-bit indices; we turn them into a register of permute indices and
+// pick the matching X elements out of registers (permutex2var) instead of gathering from memory.
+// A tile of R rows x C columns keeps R*C accumulators in registers, so each decoded block is used
+// C times and each X block R times.
 #include <immintrin.h>
 
-#include <type_traits>
-
+// This file, the shared helpers it inlines included, may also use AVX-512 VBMI (byte permutes);
+// run() sends work here only when the CPU has it (avx512_vbmi_supported()).
+#pragma GCC target("avx512vbmi")
 #include "cpu/matmul.h"
 
 namespace ps24::cpu::matmul {
@@ -14,33 +15,6 @@ namespace {
 
 // Note: no namespace-scope vector constants; their initialisers would run AVX-512 code at import
 // on CPUs without it.
-
-// ---- float32 / bfloat16 --------------------------------------------------------------------
-
-// Permute indices for 16 values whose 2-bit fields are packed in meta32 (value p at bit 2p):
-// value p sits in group p/2, i.e. X element 4*(p/2) + field of the 32-element block.
-inline __m512i float_index(uint32_t meta32) {
-  const __m512i shift = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-  const __m512i group = _mm512_setr_epi32(0, 0, 4, 4, 8, 8, 12, 12, 16, 16, 20, 20, 24, 24, 28, 28);
-  const __m512i fields = _mm512_srlv_epi32(_mm512_set1_epi32(int(meta32)), shift);
-  return _mm512_ternarylogic_epi32(fields, _mm512_set1_epi32(3), group, 0xEA);  // (f & 3) | group
-}
-
-template <bool BF16>
-inline __m512 load_values16(const void* src) {
-  if constexpr (BF16) {
-    const __m256i bits = _mm256_loadu_si256(static_cast<const __m256i*>(src));
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16));
-  } else {
-    return _mm512_loadu_ps(src);
-  }
-}
-
-inline uint32_t load_u32(const uint8_t* src) {
-  uint32_t v;
-  std::memcpy(&v, src, 4);
-  return v;
-}
 
 // The lane tree of the summation contract (matmul.h: reduce16), in registers.
 inline float reduce_lanes(__m512 s) {
@@ -50,60 +24,96 @@ inline float reduce_lanes(__m512 s) {
   return _mm_cvtss_f32(_mm_add_ss(v, _mm_shuffle_ps(v, v, 1)));
 }
 
-template <int R, int C, bool BF16>
-void float_tile(const Problem& p, const PackedX& x, int64_t r0, int64_t c0) {
-  using Value = std::conditional_t<BF16, uint16_t, float>;
-  const int64_t nv = p.K / 2, full_blocks = nv / 16;
-  const Value* values = static_cast<const Value*>(p.values) + r0 * nv;
-  const uint8_t* meta = p.meta + r0 * p.meta_cols;
-  const float* xs = static_cast<const float*>(x.data) + c0 * x.stride;
+// ---- float32: one FMA per 16 values ----------------------------------------------------------
 
-  __m512 acc[R][C];
+// Permute indices for 16 values whose 2-bit fields are packed in meta32 (value p at bit 2p):
+// value p sits in group p/2, i.e. X element 4*(p/2) + field of the 32-element block.
+inline __m512i f32_index(uint32_t meta32) {
+  const __m512i shift = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i group = _mm512_setr_epi32(0, 0, 4, 4, 8, 8, 12, 12, 16, 16, 20, 20, 24, 24, 28, 28);
+  const __m512i fields = _mm512_srlv_epi32(_mm512_set1_epi32(int(meta32)), shift);
+  return _mm512_ternarylogic_epi32(fields, _mm512_set1_epi32(3), group, 0xEA);  // (f & 3) | group
+}
+
+template <int R, int C>
+void f32_tile(const Problem& p, const PackedX& x, int64_t r0, int64_t c0) {
+  const float* xs = static_cast<const float*>(x.data) + c0 * x.stride;
+  __m512 acc[R][C], w[R];
+  __m512i idx[R];
   for (int r = 0; r < R; ++r)
     for (int c = 0; c < C; ++c) acc[r][c] = _mm512_setzero_ps();
-
-  auto accumulate = [&](const __m512 (&w)[R], const __m512i (&idx)[R], int64_t block) {
-    for (int c = 0; c < C; ++c) {
-      const float* xb = xs + c * x.stride + 32 * block;
-      const __m512 lo = _mm512_loadu_ps(xb), hi = _mm512_loadu_ps(xb + 16);
-      for (int r = 0; r < R; ++r)
-        acc[r][c] = _mm512_fmadd_ps(w[r], _mm512_permutex2var_ps(lo, idx[r], hi), acc[r][c]);
-    }
-  };
-
-  for (int64_t b = 0; b < full_blocks; ++b) {
-    __m512 w[R];
-    __m512i idx[R];
-    for (int r = 0; r < R; ++r) {
-      w[r] = load_values16<BF16>(values + r * nv + 16 * b);
-      idx[r] = float_index(load_u32(meta + r * p.meta_cols + 4 * b));
-    }
-    accumulate(w, idx, b);
-  }
-  if (nv % 16) {  // short last block: zero-padded copies (zero weights add nothing)
-    __m512 w[R];
-    __m512i idx[R];
-    for (int r = 0; r < R; ++r) {
-      Value tail_values[16];
-      uint32_t tail_meta;
-      load_value_block(p, r0 + r, 16 * full_blocks, 16, tail_values);
-      load_meta_bytes(p, r0 + r, 16 * full_blocks, 4, reinterpret_cast<uint8_t*>(&tail_meta));
-      w[r] = load_values16<BF16>(tail_values);
-      idx[r] = float_index(tail_meta);
-    }
-    accumulate(w, idx, full_blocks);
-  }
+  for_each_block<float, R, 16>(
+      p, r0,
+      [&](int r, const float* values, const uint8_t* meta) PS24_INLINE {
+        w[r] = _mm512_loadu_ps(values);
+        idx[r] = f32_index(load_u32(meta));
+      },
+      [&](int64_t block) PS24_INLINE {
+        for (int c = 0; c < C; ++c) {
+          const float* xb = xs + c * x.stride + 32 * block;
+          const __m512 lo = _mm512_loadu_ps(xb), hi = _mm512_loadu_ps(xb + 16);
+          for (int r = 0; r < R; ++r)
+            acc[r][c] = _mm512_fmadd_ps(w[r], _mm512_permutex2var_ps(lo, idx[r], hi), acc[r][c]);
+        }
+      });
   for (int r = 0; r < R; ++r)
     for (int c = 0; c < C; ++c) store_float(p, r0 + r, c0 + c, reduce_lanes(acc[r][c]));
 }
 
-// ---- int8 (VNNI) ---------------------------------------------------------------------------
-// X is packed as u8 = x + 128, so vpdpbusd (u8 * s8) gives sum(w * x) + 128 * sum(w); a second
-// vpdpbusd against ones accumulates sum(w) for the correction. Byte permutes need AVX-512 VBMI
-// (checked at run time by avx512_int8_supported()).
-#pragma GCC push_options
-#pragma GCC target("avx512vbmi")
+// ---- bfloat16 ---------------------------------------------------------------------------------
 
+// Byte permute indices for the 32 bfloat16 values of 8 meta bytes: value p = byte pair (2p, 2p+1)
+// picks X element e = 4*(p/2) + field, i.e. bytes 2e and 2e+1. (A byte permute, because word
+// permutes are slow on Zen 4.) Shifting by 2p-1 (the shift wraps within the qword) lands the
+// field at bits 1-2, i.e. already doubled.
+inline __m512i bf16_index(uint64_t meta64) {
+  alignas(64) static constexpr uint8_t kShift[64] = {
+      63, 63, 1,  1,  3,  3,  5,  5,  7,  7,  9,  9,  11, 11, 13, 13,
+      15, 15, 17, 17, 19, 19, 21, 21, 23, 23, 25, 25, 27, 27, 29, 29,
+      31, 31, 33, 33, 35, 35, 37, 37, 39, 39, 41, 41, 43, 43, 45, 45,
+      47, 47, 49, 49, 51, 51, 53, 53, 55, 55, 57, 57, 59, 59, 61, 61};
+  alignas(64) static constexpr uint8_t kBase[64] = {  // 8*(byte/4) + (byte & 1)
+      0,  1,  0,  1,  8,  9,  8,  9,  16, 17, 16, 17, 24, 25, 24, 25,
+      32, 33, 32, 33, 40, 41, 40, 41, 48, 49, 48, 49, 56, 57, 56, 57,
+      64, 65, 64, 65, 72, 73, 72, 73, 80, 81, 80, 81, 88, 89, 88, 89,
+      96, 97, 96, 97, 104, 105, 104, 105, 112, 113, 112, 113, 120, 121, 120, 121};
+  const __m512i fields = _mm512_multishift_epi64_epi8(_mm512_load_si512(kShift),
+                                                      _mm512_set1_epi64(int64_t(meta64)));
+  return _mm512_ternarylogic_epi32(fields, _mm512_set1_epi8(6), _mm512_load_si512(kBase), 0xEA);
+}
+
+// bfloat16: one vdpbf16ps per 32 values; its lane i is group i (values 2i and 2i+1). Weights stay
+// bfloat16, X is packed as bfloat16 bits.
+template <int R, int C>
+void bf16_tile(const Problem& p, const PackedX& x, int64_t r0, int64_t c0) {
+  const uint16_t* xs = static_cast<const uint16_t*>(x.data) + c0 * x.stride;
+  __m512 acc[R][C];
+  __m512i w[R], idx[R];
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c) acc[r][c] = _mm512_setzero_ps();
+  for_each_block<uint16_t, R, 32>(
+      p, r0,
+      [&](int r, const uint16_t* values, const uint8_t* meta) PS24_INLINE {
+        w[r] = _mm512_loadu_si512(values);
+        idx[r] = bf16_index(load_u64(meta));
+      },
+      [&](int64_t block) PS24_INLINE {
+        for (int c = 0; c < C; ++c) {
+          const uint16_t* xb = xs + c * x.stride + 64 * block;
+          const __m512i lo = _mm512_loadu_si512(xb), hi = _mm512_loadu_si512(xb + 32);
+          for (int r = 0; r < R; ++r) {
+            const __m512i picked = _mm512_permutex2var_epi8(lo, idx[r], hi);
+            acc[r][c] = _mm512_dpbf16_ps(acc[r][c], (__m512bh)w[r], (__m512bh)picked);
+          }
+        }
+      });
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c) store_float(p, r0 + r, c0 + c, reduce_lanes(acc[r][c]));
+}
+
+// ---- int8 ----------------------------------------------------------------------------------
+
+// Byte permute indices for 64 values (16 meta bytes).
 inline __m512i int8_index(const uint8_t* meta16) {
   // Qword q gets the 16 meta bits of values 8q .. 8q+7; byte j of it then takes bits 2j.. of q.
   const __m512i words = _mm512_cvtepu16_epi64(_mm_loadu_si128(reinterpret_cast<const __m128i*>(meta16)));
@@ -117,48 +127,32 @@ inline __m512i int8_index(const uint8_t* meta16) {
   return _mm512_ternarylogic_epi32(fields, _mm512_set1_epi8(3), _mm512_load_si512(kGroup), 0xEA);
 }
 
+// int8: X is packed as u8 = x + 128, so vpdpbusd (u8 * s8) gives sum(w * x) + 128 * sum(w); a
+// second vpdpbusd against ones accumulates sum(w) for the correction.
 template <int R, int C>
 void int8_tile(const Problem& p, const PackedX& x, int64_t r0, int64_t c0) {
-  const int64_t nv = p.K / 2, full_blocks = nv / 64;
-  const int8_t* values = static_cast<const int8_t*>(p.values) + r0 * nv;
-  const uint8_t* meta = p.meta + r0 * p.meta_cols;
   const uint8_t* xs = static_cast<const uint8_t*>(x.data) + c0 * x.stride;
   const __m512i ones = _mm512_set1_epi8(1);
-
-  __m512i acc[R][C], weight_sum[R];
+  __m512i acc[R][C], weight_sum[R], w[R], idx[R];
   for (int r = 0; r < R; ++r) {
     weight_sum[r] = _mm512_setzero_si512();
     for (int c = 0; c < C; ++c) acc[r][c] = _mm512_setzero_si512();
   }
-  auto accumulate = [&](const __m512i (&w)[R], const __m512i (&idx)[R], int64_t block) {
-    for (int r = 0; r < R; ++r) weight_sum[r] = _mm512_dpbusd_epi32(weight_sum[r], ones, w[r]);
-    for (int c = 0; c < C; ++c) {
-      const uint8_t* xb = xs + c * x.stride + 128 * block;
-      const __m512i lo = _mm512_loadu_si512(xb), hi = _mm512_loadu_si512(xb + 64);
-      for (int r = 0; r < R; ++r)
-        acc[r][c] = _mm512_dpbusd_epi32(acc[r][c], _mm512_permutex2var_epi8(lo, idx[r], hi), w[r]);
-    }
-  };
-  for (int64_t b = 0; b < full_blocks; ++b) {
-    __m512i w[R], idx[R];
-    for (int r = 0; r < R; ++r) {
-      w[r] = _mm512_loadu_si512(values + r * nv + 64 * b);
-      idx[r] = int8_index(meta + r * p.meta_cols + 16 * b);
-    }
-    accumulate(w, idx, b);
-  }
-  if (nv % 64) {
-    __m512i w[R], idx[R];
-    for (int r = 0; r < R; ++r) {
-      alignas(64) int8_t tail_values[64];
-      uint8_t tail_meta[16];
-      load_value_block(p, r0 + r, 64 * full_blocks, 64, tail_values);
-      load_meta_bytes(p, r0 + r, 64 * full_blocks, 16, tail_meta);
-      w[r] = _mm512_load_si512(tail_values);
-      idx[r] = int8_index(tail_meta);
-    }
-    accumulate(w, idx, full_blocks);
-  }
+  for_each_block<int8_t, R, 64>(
+      p, r0,
+      [&](int r, const int8_t* values, const uint8_t* meta) PS24_INLINE {
+        w[r] = _mm512_loadu_si512(values);
+        idx[r] = int8_index(meta);
+        weight_sum[r] = _mm512_dpbusd_epi32(weight_sum[r], ones, w[r]);
+      },
+      [&](int64_t block) PS24_INLINE {
+        for (int c = 0; c < C; ++c) {
+          const uint8_t* xb = xs + c * x.stride + 128 * block;
+          const __m512i lo = _mm512_loadu_si512(xb), hi = _mm512_loadu_si512(xb + 64);
+          for (int r = 0; r < R; ++r)
+            acc[r][c] = _mm512_dpbusd_epi32(acc[r][c], _mm512_permutex2var_epi8(lo, idx[r], hi), w[r]);
+        }
+      });
   for (int r = 0; r < R; ++r) {
     const uint32_t correction = 128u * uint32_t(_mm512_reduce_add_epi32(weight_sum[r]));
     for (int c = 0; c < C; ++c)
@@ -166,12 +160,10 @@ void int8_tile(const Problem& p, const PackedX& x, int64_t r0, int64_t c0) {
   }
 }
 
-#pragma GCC pop_options
-
 // ---- the tile kernels by dtype -------------------------------------------------------------
 
-template <int R, int C> struct F32Tile { static void run(const Problem& p, const PackedX& x, int64_t r0, int64_t c0) { float_tile<R, C, false>(p, x, r0, c0); } };
-template <int R, int C> struct BF16Tile { static void run(const Problem& p, const PackedX& x, int64_t r0, int64_t c0) { float_tile<R, C, true>(p, x, r0, c0); } };
+template <int R, int C> struct F32Tile { static void run(const Problem& p, const PackedX& x, int64_t r0, int64_t c0) { f32_tile<R, C>(p, x, r0, c0); } };
+template <int R, int C> struct BF16Tile { static void run(const Problem& p, const PackedX& x, int64_t r0, int64_t c0) { bf16_tile<R, C>(p, x, r0, c0); } };
 template <int R, int C> struct I8Tile { static void run(const Problem& p, const PackedX& x, int64_t r0, int64_t c0) { int8_tile<R, C>(p, x, r0, c0); } };
 
 // 4 rows x 4 columns: 16 accumulators + 4 weights + 4 indices + 2 X registers fit in 32.
@@ -179,11 +171,11 @@ constexpr int kRows = 4, kCols = 4;
 
 }  // namespace
 
-bool avx512_int8_supported() { return __builtin_cpu_supports("avx512vbmi"); }
+bool avx512_vbmi_supported() { return __builtin_cpu_supports("avx512vbmi"); }
 
 void run_avx512(const Problem& p, const PackedX& x) {
   switch (p.kind) {
-    case Kind::BF16: run_tiles<BF16Tile, kRows, kCols>(p, x, x.stride * 4); break;
+    case Kind::BF16: run_tiles<BF16Tile, kRows, kCols>(p, x, x.stride * 2); break;
     case Kind::I8: run_tiles<I8Tile, kRows, kCols>(p, x, x.stride); break;
     default: run_tiles<F32Tile, kRows, kCols>(p, x, x.stride * 4); break;
   }

@@ -16,7 +16,7 @@ def fake_backend():
     """A backend with known timings (sparse 1..5 ms, dense twice that), recording its calls."""
     calls = []
 
-    def time_pair(M, N, K, dtype, warmup, repeats, threads):
+    def time_pair(M, N, K, dtype, warmup, repeats, threads, cold):
         calls.append((M, N, K, dtype))
         sparse = [float(i + 1) for i in range(repeats)]
         return {"sparse_ms": sparse, "dense_ms": [2 * t for t in sparse]}
@@ -56,9 +56,11 @@ def test_killed_sweep_resumes_without_losing_finished_cases(fake_backend, tmp_pa
     assert len(json.loads(path.read_text())["results"]) == 3
 
 
-def test_real_cpu_backend_times_sparse_and_dense():
-    (r,) = run_cases([GemmCase(64, 3, 128, "float32")], backend="cpu", threads=1, warmup=1, repeats=3)
-    assert r.sparse["n"] == 3 and r.dense["n"] == 3
+@pytest.mark.parametrize("cold", [True, False])
+def test_real_cpu_backend_times_sparse_and_dense(cold):
+    (r,) = run_cases([GemmCase(64, 3, 128, "float32")], backend="cpu", threads=1, warmup=1, repeats=3,
+                     cold=cold)
+    assert r.sparse["n"] == 3 and r.dense["n"] == 3 and r.cold == cold
     assert r.sparse["median_ms"] > 0 and r.dense["median_ms"] > 0
 
 

@@ -1,8 +1,12 @@
 """Timing backends: each times one (M, N, K, dtype) GEMM, sparse and dense, side by side.
 
-A backend is a function (M, N, K, dtype, warmup, repeats, threads) -> {"sparse_ms": [...],
+A backend is a function (M, N, K, dtype, warmup, repeats, threads, cold) -> {"sparse_ms": [...],
 "dense_ms": [...]}; the harness (gemm.py) turns the lists into statistics. Register new ones with
 register_backend; the GPU one is imported only when asked for.
+
+cold=True evicts the CPU caches before every timed call: a layer's weight is then read from memory,
+as in a real model whose weights do not all fit in cache. (A 4096x4096 bfloat16 2:4 weight, 19 MB,
+fits this machine's 32 MB L3, so warm repeats would time a cache, not memory.)
 """
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 
-TimePair = Callable[[int, int, int, str, int, int, int], dict]
+TimePair = Callable[[int, int, int, str, int, int, int, bool], dict]
 BACKENDS: dict[str, TimePair] = {}
 
 
@@ -29,11 +33,31 @@ def get_backend(name: str) -> TimePair:
     return BACKENDS[name]
 
 
-def _timed(fn, warmup: int, repeats: int) -> list[float]:
+def _last_level_cache_bytes() -> int:
+    try:
+        text = open("/sys/devices/system/cpu/cpu0/cache/index3/size").read().strip()
+        return int(text.rstrip("KMG")) * {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1], 1)
+    except (OSError, ValueError):
+        return 32 << 20
+
+
+class CacheEvictor:
+    """Writes a buffer twice the size of the last-level cache, pushing everything else out."""
+
+    def __init__(self) -> None:
+        self.buffer = np.zeros(max(2 * _last_level_cache_bytes(), 64 << 20), dtype=np.uint8)
+
+    def __call__(self) -> None:
+        np.add(self.buffer, 1, out=self.buffer)
+
+
+def _timed(fn, warmup: int, repeats: int, before=None) -> list[float]:
     for _ in range(warmup):
         fn()
     samples = []
     for _ in range(repeats):
+        if before is not None:
+            before()
         start = time.perf_counter()
         fn()
         samples.append((time.perf_counter() - start) * 1e3)
@@ -54,7 +78,8 @@ def random_sparse_weight(M: int, K: int, dtype: str, seed: int = 0):
     return pysparse24.prune(dense)
 
 
-def time_cpu_pair(M: int, N: int, K: int, dtype: str, warmup: int, repeats: int, threads: int) -> dict:
+def time_cpu_pair(M: int, N: int, K: int, dtype: str, warmup: int, repeats: int, threads: int,
+                  cold: bool = True) -> dict:
     """pysparse24.matmul on the packed weight vs torch on the dense one, same dtype and threads.
 
     Dense baseline: torch.matmul (float32, bfloat16) or torch._int_mm (int8 -> int32, the same
@@ -87,8 +112,9 @@ def time_cpu_pair(M: int, N: int, K: int, dtype: str, warmup: int, repeats: int,
 
     # One block per kind: alternating calls would let each library's idle worker threads spin
     # against the other's.
-    dense_ms = _timed(dense, warmup, repeats)
-    sparse_ms = _timed(sparse, warmup, repeats)
+    evict = CacheEvictor() if cold else None
+    dense_ms = _timed(dense, warmup, repeats, evict)
+    sparse_ms = _timed(sparse, warmup, repeats, evict)
     _check_agreement(sparse_out, dense_out, dtype, K)
     return {"sparse_ms": sparse_ms, "dense_ms": dense_ms}
 
@@ -103,8 +129,10 @@ def _check_agreement(sparse_out, dense_out, dtype: str, K: int) -> None:
                            f"{np.abs(s - d).max():.3g} vs scale {scale:.3g})")
 
 
-def time_cuda_pair(M: int, N: int, K: int, dtype: str, warmup: int, repeats: int, threads: int) -> dict:
-    """cuSPARSELt vs cuBLAS through pysparse24.cuda (threads does not apply)."""
+def time_cuda_pair(M: int, N: int, K: int, dtype: str, warmup: int, repeats: int, threads: int,
+                   cold: bool = True) -> dict:
+    """cuSPARSELt vs cuBLAS through pysparse24.cuda (threads and cold do not apply: GPU timing and
+    its caches are pysparse24.cuda.gemm_bench's)."""
     try:
         from pysparse24.cuda.gemm_bench import time_gemm_pair
     except ImportError as exc:

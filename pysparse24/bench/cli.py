@@ -38,6 +38,9 @@ def add_gemm_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--dtype", nargs="+", default=["float32"], choices=["float32", "bfloat16", "int8"])
     p.add_argument("--backend", default="cpu", choices=sorted(BACKENDS))
     p.add_argument("--threads", type=int, default=2, help="CPU threads for both sparse and dense")
+    p.add_argument("--cache", choices=["cold", "warm"], default="cold",
+                   help="cold (default): evict CPU caches before every timed call, so weights come "
+                        "from memory as in a real model; warm: back-to-back calls")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--json", help="write results here after every case (see --resume)")
@@ -95,7 +98,8 @@ def run_gemm(args) -> int:
 
         try:
             results = run_cases(cases, args.backend, args.threads, args.warmup, args.repeats,
-                                json_path=args.json, resume=args.resume, progress=advance)
+                                cold=args.cache == "cold", json_path=args.json, resume=args.resume,
+                                progress=advance)
         except BackendUnavailable as exc:
             console.print(f"[red]error:[/] {exc}")
             return 2

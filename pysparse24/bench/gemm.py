@@ -40,8 +40,8 @@ class GemmCase:
         sparse_weight = self.M * (self.K // 2) * e + self.M * (self.K // 8)
         return sparse_weight + io, self.M * self.K * e + io
 
-    def key(self, backend: str, threads: int) -> str:
-        return f"{backend}:{self.dtype}:{self.M}x{self.N}x{self.K}:t{threads}"
+    def key(self, backend: str, threads: int, cold: bool) -> str:
+        return f"{backend}:{self.dtype}:{self.M}x{self.N}x{self.K}:t{threads}:{'cold' if cold else 'warm'}"
 
 
 def _summary(samples_ms: list[float]) -> dict:
@@ -57,6 +57,7 @@ class GemmResult:
     case: GemmCase
     backend: str
     threads: int
+    cold: bool  # caches evicted before every timed call
     sparse: dict  # median_ms, p10_ms, p90_ms, n
     dense: dict
     speedup: float  # dense median / sparse median
@@ -67,11 +68,12 @@ class GemmResult:
     extra: dict = field(default_factory=dict)
 
     @classmethod
-    def from_samples(cls, case: GemmCase, backend: str, threads: int, timings: dict) -> "GemmResult":
+    def from_samples(cls, case: GemmCase, backend: str, threads: int, cold: bool,
+                     timings: dict) -> "GemmResult":
         sparse, dense = _summary(timings["sparse_ms"]), _summary(timings["dense_ms"])
         sparse_bytes, dense_bytes = case.bytes_moved()
         gflops = lambda ms: case.flops() / (ms * 1e-3) / 1e9  # noqa: E731
-        return cls(case, backend, threads, sparse, dense, dense["median_ms"] / sparse["median_ms"],
+        return cls(case, backend, threads, cold, sparse, dense, dense["median_ms"] / sparse["median_ms"],
                    gflops(sparse["median_ms"]), gflops(dense["median_ms"]), sparse_bytes, dense_bytes,
                    {k: v for k, v in timings.items() if k not in ("sparse_ms", "dense_ms")})
 
@@ -97,25 +99,26 @@ def save_results(results: list[GemmResult], path: Path) -> None:
 
 
 def run_cases(cases: list[GemmCase], backend: str = "cpu", threads: int = 2, warmup: int = 3,
-              repeats: int = 20, json_path: str | Path | None = None, resume: bool = False,
-              progress=None) -> list[GemmResult]:
+              repeats: int = 20, cold: bool = True, json_path: str | Path | None = None,
+              resume: bool = False, progress=None) -> list[GemmResult]:
     """Times every case (sparse and dense side by side) and returns the results in case order.
 
     json_path: results are saved there after every case; with resume=True the cases already in it
-    (same backend, dtype, shape, threads) are kept instead of re-measured.
+    (same backend, dtype, shape, threads, cache state) are kept instead of re-measured.
+    cold: evict the caches before every timed call (see backends.py).
     progress: optional callable(done, total, case) for a progress display."""
     if warmup < 0 or repeats < 1:
         raise ValueError("warmup must be >= 0 and repeats >= 1")
     time_pair = get_backend(backend)
     done: dict[str, GemmResult] = {}
     if json_path is not None and resume and Path(json_path).exists():
-        done = {r.case.key(r.backend, r.threads): r for r in load_results(Path(json_path))}
+        done = {r.case.key(r.backend, r.threads, r.cold): r for r in load_results(Path(json_path))}
     results = []
     for i, case in enumerate(cases):
-        key = case.key(backend, threads)
+        key = case.key(backend, threads, cold)
         if key not in done:
-            timings = time_pair(case.M, case.N, case.K, case.dtype, warmup, repeats, threads)
-            done[key] = GemmResult.from_samples(case, backend, threads, timings)
+            timings = time_pair(case.M, case.N, case.K, case.dtype, warmup, repeats, threads, cold)
+            done[key] = GemmResult.from_samples(case, backend, threads, cold, timings)
         results.append(done[key])
         if json_path is not None:
             save_results(list(done.values()), Path(json_path))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pysparse24.bench.gemm import GemmResult
 
-COLUMNS = ["backend", "dtype", "M", "N", "K", "layer", "threads",
+COLUMNS = ["backend", "dtype", "M", "N", "K", "layer", "threads", "cache",
            "dense_ms", "dense_p10_ms", "dense_p90_ms", "sparse_ms", "sparse_p10_ms", "sparse_p90_ms",
            "speedup", "dense_gflops", "sparse_gflops", "dense_MB", "sparse_MB"]
 
@@ -18,7 +18,7 @@ def rows(results: list[GemmResult]) -> list[dict]:
         c = r.case
         out.append({
             "backend": r.backend, "dtype": c.dtype, "M": c.M, "N": c.N, "K": c.K, "layer": c.layer,
-            "threads": r.threads,
+            "threads": r.threads, "cache": "cold" if r.cold else "warm",
             "dense_ms": r.dense["median_ms"], "dense_p10_ms": r.dense["p10_ms"], "dense_p90_ms": r.dense["p90_ms"],
             "sparse_ms": r.sparse["median_ms"], "sparse_p10_ms": r.sparse["p10_ms"],
             "sparse_p90_ms": r.sparse["p90_ms"], "speedup": r.speedup,
@@ -54,7 +54,10 @@ def print_table(results: list[GemmResult], console=None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="2:4 sparse vs dense GEMM  (* dense-equivalent: 2*M*N*K / time)")
+    cache = {"cold" if r.cold else "warm" for r in results}
+    threads = {r.threads for r in results}
+    table = Table(title=f"2:4 sparse vs dense GEMM, threads {'/'.join(map(str, sorted(threads)))}, "
+                        f"{'/'.join(sorted(cache))} cache  (* dense-equivalent: 2*M*N*K / time)")
     for h in HEADERS:
         table.add_column(h, justify="left" if h in ("backend", "dtype", "layer") else "right")
     for r in results:

@@ -133,7 +133,9 @@ def _bias_array(bias, M: int, dtype: str):
 
 
 def _run(c, dtype: str, x, out, bias, threads) -> None:
+    if threads is not None and (not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
     values = np.ascontiguousarray(_bits(c.values))
     meta = np.ascontiguousarray(c.meta.numpy() if _arrays.is_torch(c.meta) else c.meta)
     C.sparse_matmul(values, meta, _bits(x), _bits(out), dtype, bias,
-                    0 if threads is None else int(threads))
+                    0 if threads is None else threads)

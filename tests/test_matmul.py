@@ -132,6 +132,19 @@ def test_threads_do_not_change_results():
     c = pysparse24.compress(w)
     x = random_x(rng, (512, 11), "float32")
     np.testing.assert_array_equal(pysparse24.matmul(c, x, threads=1), pysparse24.matmul(c, x, threads=2))
+    with pytest.raises(ValueError, match="threads must be a positive integer"):
+        pysparse24.matmul(c, x, threads=0)
+
+
+def test_out_may_alias_x():
+    # X is copied before the product, so writing the result over x is safe.
+    rng = np.random.default_rng(10)
+    w = random_sparse(rng, 64, 64, "float32")
+    c = pysparse24.compress(w)
+    x = random_x(rng, (64, 5), "float32")
+    expected = pysparse24.matmul(c, x)
+    pysparse24.matmul(c, x, out=x)
+    np.testing.assert_array_equal(x, expected)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16", "int8"])

@@ -168,9 +168,9 @@ static void for_each_tile(const Problem& p, int R, int C, int64_t x_bytes_per_co
 #pragma omp parallel num_threads(threads) if (worth_threads)
   for (int64_t c_begin = 0; c_begin < p.N; c_begin += chunk) {
     const int64_t c_end = c_begin + chunk < p.N ? c_begin + chunk : p.N;
-    // Static schedule: a thread keeps the same rows for every chunk; no barrier is needed
-    // because chunks write disjoint outputs.
-#pragma omp for schedule(static) nowait
+    // Dynamic schedule: a thread that the OS parks (busy machine) does not hold up half of the
+    // work. No barrier between chunks: they write disjoint outputs.
+#pragma omp for schedule(dynamic, 8) nowait
     for (int64_t rb = 0; rb < row_blocks; ++rb) {
       const int64_t r0 = rb * R;
       const int rows = int(p.M - r0 < R ? p.M - r0 : R);

@@ -2,7 +2,8 @@
 
 Sparse (pysparse24.matmul on the packed weight) and dense (torch.matmul on the same weight, same
 dtype) are grouped per shape, so the comparison table shows them side by side. Threads: 2, or
-PYSPARSE24_BENCH_THREADS. Run with OMP_WAIT_POLICY=PASSIVE (see `pysparse24 bench gemm`).
+PYSPARSE24_BENCH_THREADS. Calls run back to back (warm caches); `pysparse24 bench gemm` also times
+cold-cache calls, its default. Run with OMP_WAIT_POLICY=PASSIVE (see README).
 """
 import os
 

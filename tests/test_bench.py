@@ -147,6 +147,8 @@ def test_cli_errors_are_messages_not_tracebacks(capsys):
     assert cli.main(["gemm", "--shapes", "bad"]) == 2
     assert "expected MxNxK" in capsys.readouterr().err
     assert cli.main(["gemm", "--shapes", "32x1x64", "--resume"]) == 2
+    assert cli.main(["gemm", "--shapes", "32x1x64", "--dtype", "float16"]) == 2
+    assert "cpu backend times float32, bfloat16 and int8" in capsys.readouterr().err
 
 
 def test_add_parser_plugs_into_a_parent_cli():

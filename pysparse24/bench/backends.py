@@ -91,6 +91,8 @@ def time_cpu_pair(M: int, N: int, K: int, dtype: str, warmup: int, repeats: int,
 
     import pysparse24
 
+    if dtype not in ("float32", "bfloat16", "int8"):
+        raise ValueError(f"the cpu backend times float32, bfloat16 and int8, not {dtype}")
     torch.set_num_threads(threads)
     w = random_sparse_weight(M, K, dtype)
     c = pysparse24.compress(w)
@@ -137,13 +139,13 @@ def time_cuda_pair(M: int, N: int, K: int, dtype: str, warmup: int, repeats: int
     """cuSPARSELt vs cuBLAS through pysparse24.cuda (threads and cold do not apply: GPU timing and
     its caches are pysparse24.cuda.gemm_bench's)."""
     try:
+        import torch
+
         from pysparse24.cuda.gemm_bench import time_gemm_pair
     except ImportError as exc:
         raise BackendUnavailable(
             f"the cuda backend needs pysparse24's CUDA build and cuSPARSELt "
             f"(pip install 'pysparse24[cuda]' on a machine with an NVIDIA GPU): {exc}") from exc
-    import torch
-
     if not torch.cuda.is_available():
         raise BackendUnavailable("the cuda backend needs an NVIDIA GPU; none is visible here "
                                  "(torch.cuda.is_available() is False)")

@@ -35,7 +35,9 @@ def add_gemm_parser(subparsers) -> argparse.ArgumentParser:
     src.add_argument("--shapes", help="explicit MxNxK list, e.g. 4096x1x4096,11008x8x4096")
     src.add_argument("--model", help="take M,K from the Linear/Conv layers of an .onnx file or a "
                                      "torch model given as 'package.module:attribute'")
-    p.add_argument("--dtype", nargs="+", default=["float32"], choices=["float32", "bfloat16", "int8"])
+    p.add_argument("--dtype", nargs="+", default=["float32"],
+                   choices=["float32", "bfloat16", "float16", "int8"],
+                   help="float16: GPU backends only (torch's CPU float16 GEMM is not a fair baseline)")
     p.add_argument("--backend", default="cpu", choices=sorted(BACKENDS))
     p.add_argument("--threads", type=int, default=2, help="CPU threads for both sparse and dense")
     p.add_argument("--cache", choices=["cold", "warm"], default="cold",
@@ -100,7 +102,7 @@ def run_gemm(args) -> int:
             results = run_cases(cases, args.backend, args.threads, args.warmup, args.repeats,
                                 cold=args.cache == "cold", json_path=args.json, resume=args.resume,
                                 progress=advance)
-        except BackendUnavailable as exc:
+        except (BackendUnavailable, ValueError) as exc:
             console.print(f"[red]error:[/] {exc}")
             return 2
     report.print_table(results)

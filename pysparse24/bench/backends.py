@@ -4,12 +4,13 @@ A backend is a function (M, N, K, dtype, warmup, repeats, threads, cold) -> {"sp
 "dense_ms": [...]}; the harness (gemm.py) turns the lists into statistics. Register new ones with
 register_backend; the GPU one is imported only when asked for.
 
-cold=True evicts the CPU caches before every timed call: a layer's weight is then read from memory,
-as in a real model whose weights do not all fit in cache. (A 4096x4096 bfloat16 2:4 weight, 19 MB,
-fits this machine's 32 MB L3, so warm repeats would time a cache, not memory.)
+cold=True cycles through copies of the weight (more than 2.5x the last-level cache in all), so each
+timed call reads its weight from memory, as the layers of a real model do. (A 4096x4096 bfloat16
+2:4 weight, 19 MB, fits this machine's 32 MB L3: warm repeats would time a cache, not memory.)
 """
 from __future__ import annotations
 
+import math
 import time
 from typing import Callable
 
@@ -41,26 +42,33 @@ def _last_level_cache_bytes() -> int:
         return 32 << 20
 
 
-class CacheEvictor:
-    """Reads a buffer twice the size of the last-level cache, pushing everything else out. Reading,
-    not writing: dirty lines left behind would cost the timed call their write-back, which weighs
-    more on a kernel that moves fewer bytes and so would shrink the sparse speedup unfairly."""
-
-    def __init__(self) -> None:
-        self.buffer = np.ones(max(2 * _last_level_cache_bytes(), 64 << 20), dtype=np.uint8)
-        self()  # the first pass writes back the lines that initialising dirtied
-
-    def __call__(self) -> None:
-        self.buffer.max()
+def _copies(make, nbytes: int, cold: bool) -> list:
+    """[make(0)] when warm; when cold, enough distinct copies that cycling through them streams 2.5x
+    the last-level cache between two uses of the same one, so every call reads its weight from
+    memory, as consecutive layers of a model do. (Copies rather than a cache-flushing sweep: a
+    sweep leaves dirty lines or, against a scan-resistant cache, leaves hot weights in place.)"""
+    if not cold:
+        return [make(0)]
+    count = min(256, max(2, math.ceil(2.5 * _last_level_cache_bytes() / max(nbytes, 1))))
+    return [make(i) for i in range(count)]
 
 
-def _timed(fn, warmup: int, repeats: int, before=None) -> list[float]:
+def _cycling(fn, items: list):
+    """A no-argument call of fn on the next item, round robin."""
+    state = {"i": 0}
+
+    def call():
+        fn(items[state["i"] % len(items)])
+        state["i"] += 1
+
+    return call
+
+
+def _timed(fn, warmup: int, repeats: int) -> list[float]:
     for _ in range(warmup):
         fn()
     samples = []
     for _ in range(repeats):
-        if before is not None:
-            before()
         start = time.perf_counter()
         fn()
         samples.append((time.perf_counter() - start) * 1e3)
@@ -95,31 +103,29 @@ def time_cpu_pair(M: int, N: int, K: int, dtype: str, warmup: int, repeats: int,
         raise ValueError(f"the cpu backend times float32, bfloat16 and int8, not {dtype}")
     torch.set_num_threads(threads)
     w = random_sparse_weight(M, K, dtype)
-    c = pysparse24.compress(w)
     gen = torch.Generator().manual_seed(1)
     if dtype == "int8":
         x = torch.randint(-128, 128, (K, N), dtype=torch.int8, generator=gen)
-        dense_out = torch.empty(M, N, dtype=torch.int32)
-        sparse_out = torch.empty(M, N, dtype=torch.int32)
-
-        def dense():
-            torch._int_mm(w, x, out=dense_out)
+        out_dtype = torch.int32
     else:
         x = torch.randn(K, N, generator=gen).to(w.dtype)
-        dense_out = torch.empty(M, N, dtype=w.dtype)
-        sparse_out = torch.empty(M, N, dtype=w.dtype)
-
-        def dense():
-            torch.matmul(w, x, out=dense_out)
-
-    def sparse():
-        pysparse24.matmul(c, x, out=sparse_out, threads=threads)
+        out_dtype = w.dtype
+    dense_out = torch.empty(M, N, dtype=out_dtype)
+    sparse_out = torch.empty(M, N, dtype=out_dtype)
+    c = pysparse24.compress(w)
+    dense_weights = _copies(lambda i: w if i == 0 else w.clone(), w.numel() * w.element_size(), cold)
+    sparse_weights = _copies(lambda i: c if i == 0 else pysparse24.Compressed(
+        c.values.clone(), c.meta.clone(), c.shape, c.dtype, c.format), c.nbytes, cold)
+    if dtype == "int8":
+        dense = _cycling(lambda wi: torch._int_mm(wi, x, out=dense_out), dense_weights)
+    else:
+        dense = _cycling(lambda wi: torch.matmul(wi, x, out=dense_out), dense_weights)
+    sparse = _cycling(lambda ci: pysparse24.matmul(ci, x, out=sparse_out, threads=threads), sparse_weights)
 
     # One block per kind: alternating calls would let each library's idle worker threads spin
     # against the other's.
-    evict = CacheEvictor() if cold else None
-    dense_ms = _timed(dense, warmup, repeats, evict)
-    sparse_ms = _timed(sparse, warmup, repeats, evict)
+    dense_ms = _timed(dense, warmup, repeats)
+    sparse_ms = _timed(sparse, warmup, repeats)
     _check_agreement(sparse_out, dense_out, dtype, K)
     return {"sparse_ms": sparse_ms, "dense_ms": dense_ms}
 

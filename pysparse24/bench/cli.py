@@ -41,8 +41,9 @@ def add_gemm_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--backend", default="cpu", choices=sorted(BACKENDS))
     p.add_argument("--threads", type=int, default=2, help="CPU threads for both sparse and dense")
     p.add_argument("--cache", choices=["cold", "warm"], default="cold",
-                   help="cold (default): evict CPU caches before every timed call, so weights come "
-                        "from memory as in a real model; warm: back-to-back calls")
+                   help="cold (default): every timed call reads its weight from memory (the "
+                        "harness cycles through copies larger than the cache), as in a real model; "
+                        "warm: the same weight back to back")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--json", help="write results here after every case (see --resume)")

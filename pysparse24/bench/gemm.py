@@ -57,7 +57,7 @@ class GemmResult:
     case: GemmCase
     backend: str
     threads: int
-    cold: bool  # caches evicted before every timed call
+    cold: bool  # every timed call read its weight from memory (backends.py)
     sparse: dict  # median_ms, p10_ms, p90_ms, n
     dense: dict
     speedup: float  # dense median / sparse median
@@ -105,7 +105,7 @@ def run_cases(cases: list[GemmCase], backend: str = "cpu", threads: int = 2, war
 
     json_path: results are saved there after every case; with resume=True the cases already in it
     (same backend, dtype, shape, threads, cache state) are kept instead of re-measured.
-    cold: evict the caches before every timed call (see backends.py).
+    cold: every timed call reads its weight from memory, not cache (see backends.py).
     progress: optional callable(done, total, case) for a progress display."""
     if warmup < 0 or repeats < 1:
         raise ValueError("warmup must be >= 0 and repeats >= 1")

@@ -32,6 +32,18 @@ def test_search_keeps_more_and_reports_it_truthfully(rng):
     assert 0.1 < r.gap_recovered < 1
 
 
+def test_wide_weights_are_searched_in_blocks(rng):
+    w = rng.standard_normal((8, 48)).astype(np.float32)
+    r = find_permutation(w, block_channels=16, escape_attempts=5)
+    for start in (0, 16, 32):  # every block keeps its own channels
+        assert sorted(r.permutation[start:start + 16].tolist()) == list(range(start, start + 16))
+    assert r.kept_before == pytest.approx(kept_2to4(w), rel=1e-5)
+    assert r.kept_after == pytest.approx(kept_2to4(w[:, r.permutation]), rel=1e-5)
+    assert r.kept_after > r.kept_before
+    with pytest.raises(ValueError, match="block_channels"):
+        find_permutation(w, block_channels=6)
+
+
 def test_search_is_deterministic_for_a_seed(rng):
     w = rng.standard_normal((32, 64)).astype(np.float32)
     a, b = find_permutation(w, seed=7), find_permutation(w, seed=7)

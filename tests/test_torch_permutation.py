@@ -146,6 +146,20 @@ def test_changed_output_is_rolled_back(rng):
         assert torch.equal(value, state[key]), key
 
 
+class TupleOutput(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(8, 8), nn.Linear(8, 8)
+
+    def forward(self, x):
+        return self.fc2(self.fc1(x)), x
+
+
+def test_non_tensor_output_is_refused():
+    with pytest.raises(TypeError, match="must be one tensor, got tuple"):
+        permute_channels(TupleOutput(), torch.randn(2, 8))
+
+
 def test_permute_after_sparsify_is_refused(rng):
     seeded(rng)
     model = ConvNet().eval()

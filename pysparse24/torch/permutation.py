@@ -137,7 +137,7 @@ def _follow_channels(model: nn.Module, producer: fx.Node):
 
 def _permute_(tensor: torch.Tensor | None, permutation: torch.Tensor, dim: int) -> None:
     if tensor is not None:
-        tensor.data = tensor.data.index_select(dim, permutation).contiguous()
+        tensor.data = tensor.data.index_select(dim, permutation.to(tensor.device)).contiguous()
 
 
 def permute_channels(model: nn.Module, example_input, seed: int = 0,
@@ -166,6 +166,10 @@ def permute_channels(model: nn.Module, example_input, seed: int = 0,
     backup = copy.deepcopy(model.state_dict())
     with torch.no_grad():
         expected = model(example_input)
+        if not isinstance(expected, torch.Tensor):
+            model.train(was_training)
+            raise TypeError(f"permute_channels checks the model's output before and after; it must be one "
+                            f"tensor, got {type(expected).__name__}")
         report = []
         for node in graph.nodes:
             producer = _module(model, node)

@@ -87,7 +87,7 @@ def _cutlass_case(rng, dtype, zero_fraction):
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16", "int8", "float32"])
 @pytest.mark.parametrize("zero_fraction", [0.0, 0.5, 0.9])
-def test_cutlass_is_bit_identical_to_pytorch(rng, dtype, zero_fraction):
+def test_cutlass_is_bit_identical_to_pytorch(rng, isa, dtype, zero_fraction):
     for _ in range(3):  # several random shapes per case
         w = _cutlass_case(rng, dtype, zero_fraction)
         c = pysparse24.compress(w, format="cutlass")
@@ -98,7 +98,7 @@ def test_cutlass_is_bit_identical_to_pytorch(rng, dtype, zero_fraction):
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16", "int8", "float32"])
-def test_cutlass_decompress_is_bit_exact(rng, dtype):
+def test_cutlass_decompress_is_bit_exact(rng, isa, dtype):
     w = _cutlass_case(rng, dtype, 0.3)
     c = pysparse24.compress(w, format="cutlass")
     assert torch.equal(pysparse24.decompress(c).view(torch.uint8), w.view(torch.uint8))
@@ -128,3 +128,22 @@ def test_sizes():
     c = pysparse24.compress(w)
     assert c.nbytes == 64 * 64 * 2 + 64 * 16 and c.dense_nbytes == 64 * 128 * 2
     assert c.nbytes / c.dense_nbytes == pytest.approx(0.5625)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_cutlass_keeps_negative_zeros_like_pytorch(rng, isa, dtype):
+    w = _cutlass_case(rng, dtype, 0.8)
+    w[w == 0] = -0.0  # many groups with fewer than two non-zeros, their zeros negative
+    for pruned_first in (True, False):
+        dense = pysparse24.prune(w) if pruned_first else w
+        ref_values, ref_meta = sparse_semi_structured_from_dense_cutlass(dense)
+        c = pysparse24.compress(w, format="cutlass", prune=pruned_first)
+        assert torch.equal(c.values.view(torch.int16), ref_values.view(torch.int16))
+        assert torch.equal(c.meta, ref_meta)
+
+
+def test_torch_float8_round_trip(rng):
+    w = torch.from_numpy(rng.standard_normal((32, 128)).astype(np.float32)).to(torch.float8_e4m3fn)
+    c = pysparse24.compress(w, prune=True)
+    assert c.values.dtype == torch.float8_e4m3fn
+    assert torch.equal(pysparse24.decompress(c).view(torch.uint8), pysparse24.prune(w).view(torch.uint8))

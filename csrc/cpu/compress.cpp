@@ -11,6 +11,7 @@
 #include <limits>
 #include <stdexcept>
 #include <type_traits>
+#include <vector>
 
 #include "cpu/isa.h"
 
@@ -347,6 +348,41 @@ int64_t decompress_cutlass_scalar(const Bits<K>* values, const void* meta, int64
   return bad.get();
 }
 
+// Turns the output of the packed kernel into the cutlass layout (2:4 kinds). The packed codes name the
+// two largest magnitudes; where a group has fewer than two non-zeros, PyTorch names other zero
+// positions, so those groups are re-encoded from their non-zero flags and re-gathered (a position
+// pruned away reads as +0, one that was not pruned keeps its own bits, e.g. -0.0).
+template <Kind K>
+void packed_to_cutlass(const Bits<K>* x, int64_t rows, int64_t cols, bool prune, Bits<K>* values,
+                       uint8_t* packed_meta, void* meta) {
+  const CutlassGeometry geo = cutlass_geometry(K);
+  const int bytes_per_word = geo.nibbles_per_word / 2;
+  for_each_row(rows, cols, [&](int64_t r) {
+    Bits<K>* vrow = values + r * (cols / 2);
+    uint8_t* mrow = packed_meta + r * (cols / 8);
+    for (int64_t g = 0; g < cols / 4; ++g) {
+      const uint32_t nz0 = key_of<K>(vrow[2 * g]) != 0, nz1 = key_of<K>(vrow[2 * g + 1]) != 0;
+      if (nz0 && nz1) continue;
+      const uint32_t old_code = (mrow[g / 2] >> (4 * (g % 2))) & 15u;
+      const uint32_t i0 = code_idx0(old_code), i1 = code_idx1(old_code);
+      const uint32_t code = cutlass_code_from_nonzeros(nz0 << i0 | nz1 << i1);
+      const Bits<K>* grp = x + r * cols + 4 * g;
+      for (int k = 0; k < 2; ++k) {
+        const uint32_t j = k == 0 ? code_idx0(code) : code_idx1(code);
+        vrow[2 * g + k] = (prune && j != i0 && j != i1) ? Bits<K>(0) : grp[j];
+      }
+      mrow[g / 2] = static_cast<uint8_t>((mrow[g / 2] & (g % 2 ? 0x0Fu : 0xF0u)) | code << (4 * (g % 2)));
+    }
+    for (int64_t w = 0; w < cols / geo.cols_per_word; ++w) {
+      uint32_t word = 0;
+      std::memcpy(&word, mrow + w * bytes_per_word, bytes_per_word);  // nibble order is the same
+      const int64_t at = cutlass_meta_offset(r, w, rows, geo.word_bytes);
+      if (geo.word_bytes == 2) static_cast<uint16_t*>(meta)[at] = static_cast<uint16_t>(word);
+      else static_cast<uint32_t*>(meta)[at] = word;
+    }
+  });
+}
+
 // Locates the first NaN/Inf (the SIMD paths only say whether there is one).
 Findings locate_nonfinite(const void* x, int64_t rows, int64_t cols, Kind kind) {
   return with_kind(kind, [&](auto tag) {
@@ -438,6 +474,19 @@ int64_t decompress_packed(const void* values, const uint8_t* meta, int64_t rows,
 }
 
 Findings compress_cutlass(const void* x, int64_t rows, int64_t cols, Kind kind, bool prune, void* values, void* meta) {
+  if (kind != Kind::F32 && active_isa() != Isa::Scalar) {
+    // 2:4 kinds: the SIMD packed kernel does the heavy lifting (its codes are CUTLASS's codes), then
+    // the few groups with fewer than two non-zeros are re-encoded and the words are reordered.
+    std::vector<uint8_t> packed_meta(static_cast<size_t>(rows * (cols / 8)));
+    const Findings f = compress_packed(x, rows, cols, kind, prune, values, packed_meta.data());
+    if (f.first_nonfinite >= 0 || f.first_overfull >= 0) return f;
+    with_kind(kind, [&](auto tag) {
+      constexpr Kind K = decltype(tag)::value;
+      packed_to_cutlass<K>(static_cast<const Bits<K>*>(x), rows, cols, prune, static_cast<Bits<K>*>(values),
+                           packed_meta.data(), meta);
+    });
+    return f;
+  }
   return with_kind(kind, [&](auto tag) {
     constexpr Kind K = decltype(tag)::value;
     return compress_cutlass_scalar<K>(static_cast<const Bits<K>*>(x), rows, cols, prune, static_cast<Bits<K>*>(values), meta);

@@ -4,7 +4,8 @@ show the recovery; once with plain 2:4 and once with channel permutation first. 
 result to ONNX (2:4 verified in the file, accuracy re-checked with ONNX Runtime) and .safetensors.
 
     python benchmarks/torch_digits_demo.py --out demo_out/torch     # ~20 s on one core
-Writes results.json, digits_cnn_2to4.onnx, digits_cnn_2to4.safetensors into --out.
+Writes results.json, digits_cnn_2to4.onnx, digits_cnn_2to4.safetensors and its `pysparse24 compress`
+output (digits_cnn_2to4_compressed/) into --out.
 """
 from __future__ import annotations
 
@@ -141,11 +142,21 @@ def main() -> None:
     onnx_acc = onnx_accuracy(onnx_path, test_data)
     print(f"ONNX: {sum(w.is_2to4 for w in weights)} of {len(weights)} weights 2:4 along input channels "
           f"(verified in {onnx_path}); ONNX Runtime test accuracy {100 * onnx_acc:.2f}%")
-    sparse_torch.save_safetensors(final, args.out / "digits_cnn_2to4.safetensors")
+    safetensors_path = args.out / "digits_cnn_2to4.safetensors"
+    sparse_torch.save_safetensors(final, safetensors_path)
+    # What `pysparse24 compress digits_cnn_2to4.safetensors digits_cnn_2to4_compressed/` does.
+    from pysparse24.checkpoint import compress_checkpoint
+
+    manifest = compress_checkpoint(safetensors_path, args.out / "digits_cnn_2to4_compressed")
+    compressed = [name for name, e in manifest["tensors"].items() if e["status"] == "compressed"]
+    totals = manifest["totals"]
+    print(f"pysparse24 compress {safetensors_path}: compressed {compressed} "
+          f"({totals['dense_bytes']} -> {totals['compressed_bytes']} bytes)")
 
     results = {
         "dense_accuracy": dense_acc, "onnx_accuracy": onnx_acc, "seconds": time.perf_counter() - started,
         "epochs": args.epochs, "retrain_epochs": args.retrain_epochs, "seed": args.seed,
+        "compressed_tensors": compressed,
         "onnx_weights": [{"node": w.node, "shape": w.shape, "is_2to4": w.is_2to4} for w in weights],
         **{name: {k: v for k, v in run.items() if k not in ("model", "report")} for name, run in runs.items()},
     }

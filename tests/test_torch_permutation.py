@@ -69,6 +69,8 @@ def test_two_stripes_reach_the_exhaustive_optimum(rng):
     (np.ones((4, 6), np.float32), "divisible by 4"),
     (np.ones((2, 4, 4), np.float32), "2-D"),
     (np.array([[1, np.nan, 0, 0]], np.float32), "finite"),
+    (np.array([[1, np.inf, 0, 0]], np.float32), "finite"),
+    (np.zeros((0, 8), np.float32), "rows >= 1"),
 ])
 def test_search_rejects_bad_input(bad, message):
     with pytest.raises(ValueError, match=message):

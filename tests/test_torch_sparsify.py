@@ -113,6 +113,8 @@ def test_restore_rejects_a_bad_mask(rng):
         restore(ConvNet(), dict(state, **{key: state[key][:1]}))
     with pytest.raises(ValueError, match="does not have"):
         restore(nn.Sequential(), state)
+    with pytest.raises(ValueError, match="fresh dense model"):
+        restore(model, state)
 
 
 def test_undo_returns_the_dense_weights_exactly(rng):

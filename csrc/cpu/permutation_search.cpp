@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <random>
 #include <stdexcept>
 
@@ -200,7 +201,7 @@ PermutationSearchResult search_permutation_2to4(const float* magnitude, int64_t 
                                 std::to_string(rows) + " x " + std::to_string(cols));
   if (escape_attempts < 0) throw std::invalid_argument("escape_attempts must be >= 0");
   for (int64_t i = 0; i < rows * cols; ++i)
-    if (!(magnitude[i] >= 0.0f && magnitude[i] <= 3.4e38f))  // also rejects NaN and inf
+    if (!(std::isfinite(magnitude[i]) && magnitude[i] >= 0.0f))
       throw std::invalid_argument("permutation search needs finite magnitudes >= 0");
 
   Search search(magnitude, rows, cols);

@@ -205,6 +205,8 @@ def restore(model: nn.Module, state_dict: dict, pattern: str = "2:4") -> Sparsit
             module = model.get_submodule(name)
         except AttributeError:
             raise ValueError(f"state_dict has a mask for {name!r}, which the model does not have") from None
+        if parametrize.is_parametrized(module, "weight"):
+            raise ValueError(f"{name!r} already has a parametrized weight; restore into a fresh dense model")
         if tuple(mask.shape) != tuple(module.weight.shape) or mask.dtype != torch.bool:
             raise ValueError(f"mask {key} is {mask.dtype} {tuple(mask.shape)}, expected torch.bool "
                              f"{tuple(module.weight.shape)}")

@@ -134,7 +134,7 @@ def sparsify(model: nn.Module, pattern: str = "2:4", exclude: tuple[str, ...] = 
     weight Parameter object is kept (it moves to `<layer>.parametrizations.weight.original`)."""
     n, m = parse_pattern(pattern)
     report = SparsityReport()
-    for name, module in model.named_modules():
+    for name, module in list(model.named_modules()):  # a list: attaching masks adds modules
         if not isinstance(module, PRUNABLE):
             continue
         shape = tuple(module.weight.shape)

@@ -30,6 +30,7 @@ test: build
 demo: build
 	mkdir -p $(OUT)
 	$(BIN)/python benchmarks/demo_compress.py --out $(OUT)
+	$(BIN)/python benchmarks/torch_digits_demo.py --out $(OUT)/torch
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pysparse24.bench gemm --shapes 4096x1x4096,4096x8x4096 --repeats 10 --json $(OUT)/gemm.json --plot $(OUT)/gemm_speedup.png
 
 bench: build

@@ -127,7 +127,7 @@ def test_shapes_from_a_torch_model(tmp_path, monkeypatch):
 
 
 def test_cli_writes_json_csv_markdown_and_plot(tmp_path, capsys):
-    out = tmp_path
+    out = tmp_path / "new" / "dir"  # created as needed
     code = cli.main(["gemm", "--shapes", "32x1x64,32x4x64", "--warmup", "0", "--repeats", "2", "--threads", "1",
                      "--json", str(out / "r.json"), "--csv", str(out / "r.csv"),
                      "--markdown", str(out / "r.md"), "--plot", str(out / "r.png")])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from pysparse24.bench import report, shapes
 from pysparse24.bench.backends import BACKENDS, BackendUnavailable
@@ -107,6 +108,8 @@ def run_gemm(args) -> int:
             console.print(f"[red]error:[/] {exc}")
             return 2
     report.print_table(results)
+    for path in filter(None, (args.csv, args.markdown, args.plot)):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
     if args.csv:
         report.write_csv(results, args.csv)
     if args.markdown:

@@ -93,6 +93,7 @@ def load_results(path: Path) -> list[GemmResult]:
 def save_results(results: list[GemmResult], path: Path) -> None:
     """Atomic: write a temporary file, then rename over the old one."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps({"results": [r.to_dict() for r in results]}, indent=1))
     os.replace(tmp, path)

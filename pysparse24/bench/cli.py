@@ -116,7 +116,11 @@ def run_gemm(args) -> int:
         with open(args.markdown, "w") as f:
             f.write(report.markdown(results))
     if args.plot:
-        report.plot_speedup(results, args.plot)
+        try:
+            report.plot_speedup(results, args.plot)
+        except ImportError as exc:
+            console.print(f"[red]error:[/] --plot needs matplotlib (pip install 'pysparse24[bench]'): {exc}")
+            return 2
     return 0
 
 

@@ -236,11 +236,14 @@ def test_low_level_binding_checks_shapes():
     meta = np.zeros((4, 2), np.uint8)
     with pytest.raises(ValueError, match="x has 8 rows but the weight has K = 16"):
         _C.sparse_matmul(values, meta, np.ones((8, 1), np.float32), np.empty((4, 1), np.float32), "float32")
-    with pytest.raises(ValueError, match="meta must have ceil"):
+    with pytest.raises(ValueError, match="meta must have K/8"):
         _C.sparse_matmul(values, np.zeros((4, 3), np.uint8), np.ones((16, 1), np.float32),
                          np.empty((4, 1), np.float32), "float32")
     with pytest.raises(ValueError, match="unsupported dtype"):
         _C.sparse_matmul(values, meta, np.ones((16, 1), np.float32), np.empty((4, 1), np.float32), "float16")
+    with pytest.raises(ValueError, match="multiple of 8"):
+        _C.sparse_matmul(np.ones((4, 6), np.float32), np.zeros((4, 2), np.uint8), np.ones((12, 1), np.float32),
+                         np.empty((4, 1), np.float32), "float32")
 
 
 def test_bfloat16_denormals_follow_one_rule_on_every_path():

@@ -19,11 +19,10 @@ void validate(const Problem& p) {
   require(p.kind == Kind::F32 || p.kind == Kind::BF16 || p.kind == Kind::I8,
           "supported dtypes are float32, bfloat16 and int8");
   require(p.M >= 0 && p.N >= 0 && p.K >= 0, "negative dimension");
-  require(p.K % 4 == 0, "K (the reduction dimension) must be a multiple of 4, got " +
-                            std::to_string(p.K));
-  require(p.meta_cols == (p.K + 7) / 8, "meta must have ceil(K/8) = " +
-                                            std::to_string((p.K + 7) / 8) + " columns, got " +
-                                            std::to_string(p.meta_cols));
+  require(p.K % 8 == 0, "K (the reduction dimension) must be a multiple of 8 (the packed "
+                        "format's meta byte covers two groups of four), got " + std::to_string(p.K));
+  require(p.meta_cols == p.K / 8, "meta must have K/8 = " + std::to_string(p.K / 8) +
+                                      " columns, got " + std::to_string(p.meta_cols));
   const bool empty = p.M == 0 || p.N == 0;
   require(empty || p.out != nullptr, "missing output");
   require(empty || p.K == 0 || (p.values && p.meta && p.x), "missing input");

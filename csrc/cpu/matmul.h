@@ -1,6 +1,6 @@
 // 2:4 sparse matrix product on the CPU, straight from the "packed" layout:
 //   out[m, n] = sum_k W[m, k] * X[k, n]  (+ bias[m])
-// where W (M, K) is given as values (M, K/2) and meta (M, ceil(K/8)) and is never decompressed.
+// where W (M, K) is given as values (M, K/2) and meta (M, K/8) and is never decompressed.
 //
 // Summation order (the contract every SIMD path keeps, so that scalar, AVX2 and AVX-512 give
 // bit-identical float results): the kept values of a row are numbered p = 0 .. K/2-1 and padded

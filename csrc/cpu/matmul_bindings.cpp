@@ -90,6 +90,6 @@ void bind_matmul(py::module_& m) {
   m.def("sparse_matmul", &sparse_matmul, py::arg("values"), py::arg("meta"), py::arg("x"),
         py::arg("out"), py::arg("dtype"), py::arg("bias") = py::none(), py::arg("threads") = 0,
         "out[M, N] = W @ x (+ bias[:, None]) for a 2:4 weight W in the packed layout "
-        "(values (M, K/2), meta uint8 (M, ceil(K/8))); x (K, N) with any strides. "
+        "(values (M, K/2), meta uint8 (M, K/8)); x (K, N) with any strides. "
         "bfloat16 arrays are passed as 16-bit integer views. threads=0: OpenMP default.");
 }

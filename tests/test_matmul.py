@@ -9,9 +9,9 @@ from pysparse24 import _C
 
 PATHS = [isa for isa in ("scalar", "avx2", "avx512")
          if ["scalar", "avx2", "avx512"].index(isa) <= ["scalar", "avx2", "avx512"].index(_C.best_isa())]
-# (M, K, N): GEMV, odd N, K with short tail blocks for every ISA (K/2 not a multiple of 16 / 64),
+# (M, K, N): GEMV, N=2 (the GEMV tiles), odd N, K with short tail blocks for every ISA (K/2 not a multiple of 16 / 64),
 # non-square, and enough rows for several row tiles and both threads.
-SHAPES = [(1, 8, 1), (7, 40, 3), (33, 136, 9), (64, 1032, 17), (13, 4104, 1), (130, 256, 70)]
+SHAPES = [(1, 8, 1), (29, 520, 2), (7, 40, 3), (33, 136, 9), (64, 1032, 17), (13, 4104, 1), (130, 256, 70)]
 
 
 @pytest.fixture(autouse=True)

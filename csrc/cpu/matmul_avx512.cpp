@@ -166,8 +166,14 @@ template <int R, int C> struct F32Tile { static void run(const Problem& p, const
 template <int R, int C> struct BF16Tile { static void run(const Problem& p, const PackedX& x, int64_t r0, int64_t c0) { bf16_tile<R, C>(p, x, r0, c0); } };
 template <int R, int C> struct I8Tile { static void run(const Problem& p, const PackedX& x, int64_t r0, int64_t c0) { int8_tile<R, C>(p, x, r0, c0); } };
 
-// 4 rows x 4 columns: 16 accumulators + 4 weights + 4 indices + 2 X registers fit in 32.
-constexpr int kRows = 4, kCols = 4;
+// Tile shapes. GEMV (N <= 2, memory-bound): one row at a time, so each thread streams a single run
+// of weight lines (measured 10-35% faster than 4 interleaved rows). Otherwise 4 rows x 4 columns:
+// 16 accumulators + 4 weights + 4 indices + 2 X registers fit in 32, and each X load serves 4 rows.
+template <template <int, int> class Kernel>
+void run_kernel(const Problem& p, const PackedX& x, int64_t column_bytes) {
+  if (p.N <= 2) run_tiles<Kernel, 1, 2>(p, x, column_bytes);
+  else run_tiles<Kernel, 4, 4>(p, x, column_bytes);
+}
 
 }  // namespace
 
@@ -175,9 +181,9 @@ bool avx512_vbmi_supported() { return __builtin_cpu_supports("avx512vbmi"); }
 
 void run_avx512(const Problem& p, const PackedX& x) {
   switch (p.kind) {
-    case Kind::BF16: run_tiles<BF16Tile, kRows, kCols>(p, x, x.stride * 2); break;
-    case Kind::I8: run_tiles<I8Tile, kRows, kCols>(p, x, x.stride); break;
-    default: run_tiles<F32Tile, kRows, kCols>(p, x, x.stride * 4); break;
+    case Kind::BF16: run_kernel<BF16Tile>(p, x, x.stride * 2); break;
+    case Kind::I8: run_kernel<I8Tile>(p, x, x.stride); break;
+    default: run_kernel<F32Tile>(p, x, x.stride * 4); break;
   }
 }
 

@@ -1,0 +1,442 @@
+// The per-thread work of the GPU mask / compress / decompress kernels, written once as
+// __host__ __device__ functors. The kernels (compress_kernels.cu) run them on the GPU; the same
+// functors also run on the host ("host emulation"), which is how the CPU-only test suite checks
+// the exact code the GPU executes against the CPU implementation, bit for bit.
+//
+// Each functor handles one "chunk": 32 bytes of dense data (two 16-byte loads), i.e. 8 fp32,
+// 16 fp16/bf16 or 32 8-bit elements. That is exactly one CUTLASS metadata word, and its packed
+// values (half the bytes) are one 16-byte store. The per-group decisions come from
+// common/sparse24.h, shared with the CPU code.
+#pragma once
+#include <cstdint>
+#include <cstring>
+
+#include <cuda_runtime.h>
+
+#include "common/sparse24.h"
+#include "cuda/kernels.h"
+#include <type_traits>
+
+namespace ps24::cuda {
+
+constexpr int kChunkBytes = 32;
+
+// ---- error reporting ---------------------------------------------------------------------------
+// Kernels never stop half-way: a bad group is recorded in one 64-bit slot holding
+// (linear group index) * 4 + error kind, and the smallest value wins. The launcher reads it back
+// and raises with the first bad group in row-major order, as a sequential loop would.
+enum ErrorKind : int { kErrNaN = 0, kErrTooManyNonzeros = 1, kErrBadMeta = 2 };
+constexpr unsigned long long kNoError = ~0ull;
+
+PS24_HD void record_error(unsigned long long* slot, int64_t group, ErrorKind kind) {
+  const unsigned long long v = static_cast<unsigned long long>(group) * 4ull + unsigned(kind);
+#if defined(__CUDA_ARCH__)
+  atomicMin(slot, v);
+#else
+  if (v < *slot) *slot = v;  // host emulation is single-threaded
+#endif
+}
+
+// ---- element traits ----------------------------------------------------------------------------
+// Bits: the storage type; key(): magnitude key (see sparse24.h); is_nan(): rejected input.
+template <Kind K> struct Elem;
+template <> struct Elem<Kind::F32> {
+  using Bits = uint32_t;
+  static PS24_HD uint32_t key(Bits b) { return magnitude_key(b); }
+  static PS24_HD bool is_nan(Bits b) { return magnitude_key(b) > 0x7f800000u; }
+};
+template <> struct Elem<Kind::F16> {
+  using Bits = uint16_t;
+  static PS24_HD uint32_t key(Bits b) { return magnitude_key(b); }
+  static PS24_HD bool is_nan(Bits b) { return magnitude_key(b) > 0x7c00u; }
+};
+template <> struct Elem<Kind::BF16> {
+  using Bits = uint16_t;
+  static PS24_HD uint32_t key(Bits b) { return magnitude_key(b); }
+  static PS24_HD bool is_nan(Bits b) { return magnitude_key(b) > 0x7f80u; }
+};
+template <> struct Elem<Kind::I8> {
+  using Bits = uint8_t;
+  static PS24_HD uint32_t key(Bits b) { return magnitude_key_int8(static_cast<int8_t>(b)); }
+  static PS24_HD bool is_nan(Bits) { return false; }
+};
+template <> struct Elem<Kind::F8E4M3> {
+  using Bits = uint8_t;
+  static PS24_HD uint32_t key(Bits b) { return magnitude_key_float8(b); }
+  static PS24_HD bool is_nan(Bits b) { return magnitude_key_float8(b) == 0x7fu; }
+};
+template <> struct Elem<Kind::F8E5M2> {
+  using Bits = uint8_t;
+  static PS24_HD uint32_t key(Bits b) { return magnitude_key_float8(b); }
+  static PS24_HD bool is_nan(Bits b) { return magnitude_key_float8(b) > 0x7cu; }
+};
+
+// ---- 16-byte memory access ---------------------------------------------------------------------
+// kVec: the launcher proved every access of the launch 16-byte aligned and in bounds.
+PS24_HD void copy16(void* dst, const void* src) {
+#if defined(__CUDA_ARCH__)
+  *static_cast<uint4*>(dst) = *static_cast<const uint4*>(src);
+#else
+  std::memcpy(dst, src, 16);
+#endif
+}
+
+// Loads `count` elements (count <= N) starting at src into v, zero-filling the rest.
+template <bool kVec, typename Bits, int N>
+PS24_HD void load_chunk(Bits (&v)[N], const Bits* src, int count) {
+  if constexpr (kVec) {
+    static_assert(sizeof(Bits) * N % 16 == 0, "vector loads are 16 bytes");
+#pragma unroll
+    for (int i = 0; i < N; i += 16 / int(sizeof(Bits))) copy16(&v[i], src + i);
+  } else {
+#pragma unroll
+    for (int i = 0; i < N; ++i) v[i] = i < count ? src[i] : Bits(0);
+  }
+}
+
+PS24_HD void copy8(void* dst, const void* src) {
+#if defined(__CUDA_ARCH__)
+  *static_cast<uint2*>(dst) = *static_cast<const uint2*>(src);
+#else
+  std::memcpy(dst, src, 8);
+#endif
+}
+
+// Stores in 16-byte pieces (8 bytes for the one 8-byte case: the fp32 mask's eight flags).
+template <bool kVec, typename T, int N>
+PS24_HD void store_chunk(T* dst, const T (&v)[N], int count) {
+  if constexpr (kVec && sizeof(T) * N == 8) {
+    copy8(dst, &v[0]);
+  } else if constexpr (kVec) {
+    static_assert(sizeof(T) * N % 16 == 0, "vector stores are 16 bytes");
+#pragma unroll
+    for (int i = 0; i < N; i += 16 / int(sizeof(T))) copy16(dst + i, &v[i]);
+  } else {
+#pragma unroll
+    for (int i = 0; i < N; ++i)
+      if (i < count) dst[i] = v[i];
+  }
+}
+
+// Element idx (run-time, 0..3) of a group held in registers: selects, not an indexed array, so the
+// group never moves to local memory.
+template <typename Bits>
+PS24_HD Bits pick4(const Bits* g, uint32_t idx) {
+  return idx == 0 ? g[0] : idx == 1 ? g[1] : idx == 2 ? g[2] : g[3];
+}
+
+// code_from_keep_mask without its lookup table, which the GPU would keep in local memory:
+// the lowest and the highest set bit of a two-bit mask.
+PS24_HD uint32_t code_of_two_bits(uint32_t mask4) {
+  const uint32_t idx0 = (mask4 & 1u) ? 0u : (mask4 & 2u) ? 1u : (mask4 & 4u) ? 2u : 3u;
+  const uint32_t idx1 = (mask4 & 8u) ? 3u : (mask4 & 4u) ? 2u : (mask4 & 2u) ? 1u : 0u;
+  return code_from_pair(idx0, idx1);
+}
+
+PS24_HD int popcount4(uint32_t x) { return int(x & 1u) + int((x >> 1) & 1u) + int((x >> 2) & 1u) + int((x >> 3) & 1u); }
+
+// ---- n:m mask ----------------------------------------------------------------------------------
+// One thread per chunk of N elements when m divides N (kTwoFour: the loop-free 2:4 rule), else one
+// thread per group (any m <= 32). Output: one byte (bool) per element, contiguous (rows, cols).
+template <Kind K, bool kVec, bool kTwoFour>
+struct MaskChunkOp {
+  using Bits = typename Elem<K>::Bits;
+  static constexpr int N = kChunkBytes / int(sizeof(Bits));
+  const Bits* in;
+  uint8_t* out;
+  Matrix2D shape;
+  int n, m;
+  unsigned long long* error;
+
+  PS24_HD int64_t count() const { return shape.rows * ((shape.cols + N - 1) / N); }
+
+  PS24_HD void operator()(int64_t chunk) const {
+    const int64_t chunks_per_row = (shape.cols + N - 1) / N;
+    const int64_t row = chunk / chunks_per_row, col0 = (chunk % chunks_per_row) * N;
+    const int count = int(shape.cols - col0 < N ? shape.cols - col0 : N);
+    Bits v[N];
+    uint8_t keep[N];
+    load_chunk<kVec>(v, in + row * shape.row_stride + col0, count);
+    if constexpr (kTwoFour) {
+#pragma unroll
+      for (int g = 0; g < N / 4; ++g) {
+        uint32_t k[4];
+        bool nan = false;
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          k[i] = Elem<K>::key(v[4 * g + i]);
+          nan |= Elem<K>::is_nan(v[4 * g + i]);
+        }
+        if (nan && 4 * g < count) record_error(error, (row * shape.cols + col0) / 4 + g, kErrNaN);
+        const uint32_t mask = keep_mask_2_of_4(k[0], k[1], k[2], k[3]);
+#pragma unroll
+        for (int i = 0; i < 4; ++i) keep[4 * g + i] = uint8_t((mask >> i) & 1u);
+      }
+    } else {
+      for (int g = 0; g * m < count; ++g) mask_group(&v[g * m], &keep[g * m], (row * shape.cols + col0) / m + g);
+    }
+    store_chunk<kVec>(out + row * shape.cols + col0, keep, count);
+  }
+
+  PS24_HD void mask_group(const Bits* v, uint8_t* keep, int64_t group) const {
+    uint32_t keys[32];
+    bool nan = false;
+    for (int i = 0; i < m; ++i) {
+      keys[i] = Elem<K>::key(v[i]);
+      nan |= Elem<K>::is_nan(v[i]);
+    }
+    if (nan) record_error(error, group, kErrNaN);
+    const uint32_t mask = keep_mask_n_of_m(keys, n, m);
+    for (int i = 0; i < m; ++i) keep[i] = uint8_t((mask >> i) & 1u);
+  }
+};
+
+template <Kind K>
+struct MaskGroupOp {
+  using Bits = typename Elem<K>::Bits;
+  const Bits* in;
+  uint8_t* out;
+  Matrix2D shape;
+  int n, m;
+  unsigned long long* error;
+
+  PS24_HD int64_t count() const { return shape.rows * (shape.cols / m); }
+
+  PS24_HD void operator()(int64_t group) const {
+    const int64_t groups_per_row = shape.cols / m;
+    const int64_t row = group / groups_per_row, col0 = (group % groups_per_row) * m;
+    Bits v[32];
+    uint8_t keep[32];
+    for (int i = 0; i < m; ++i) v[i] = in[row * shape.row_stride + col0 + i];
+    MaskChunkOp<K, false, false>{nullptr, nullptr, shape, n, m, error}.mask_group(v, keep, group);
+    for (int i = 0; i < m; ++i) out[row * shape.cols + col0 + i] = keep[i];
+  }
+};
+
+// ---- compress to "packed" ----------------------------------------------------------------------
+// values (rows, cols/2): the two kept values of each group of four in ascending column order;
+// meta (rows, cols/8): one 4-bit code per group, the first group of each byte in the low nibble.
+// prune=false keeps the (at most two) non-zeros; a group with more is an error.
+template <Kind K>
+PS24_HD uint32_t keep_mask_for_group(const typename Elem<K>::Bits* v, bool prune, int64_t group,
+                                     unsigned long long* error) {
+  uint32_t keys[4], nonzeros = 0;
+  bool nan = false;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    keys[i] = Elem<K>::key(v[i]);
+    nonzeros |= uint32_t(keys[i] != 0) << i;
+    nan |= Elem<K>::is_nan(v[i]);
+  }
+  if (nan) record_error(error, group, kErrNaN);
+  if (!prune && popcount4(nonzeros) > 2) record_error(error, group, kErrTooManyNonzeros);
+  // With at most two non-zeros, the two largest keys are the non-zeros plus the lowest-index
+  // zeros (ties break towards the lower index), so one rule serves both cases.
+  return keep_mask_2_of_4(keys[0], keys[1], keys[2], keys[3]);
+}
+
+template <Kind K, bool kVec>
+struct CompressPackedOp {
+  using Bits = typename Elem<K>::Bits;
+  static constexpr int N = kChunkBytes / int(sizeof(Bits));
+  const Bits* in;
+  Bits* values;   // contiguous (rows, cols/2)
+  uint8_t* meta;  // contiguous (rows, cols/8)
+  Matrix2D shape;
+  bool prune;
+  unsigned long long* error;
+
+  PS24_HD int64_t count() const { return shape.rows * ((shape.cols + N - 1) / N); }
+
+  PS24_HD void operator()(int64_t chunk) const {
+    const int64_t chunks_per_row = (shape.cols + N - 1) / N;
+    const int64_t row = chunk / chunks_per_row, col0 = (chunk % chunks_per_row) * N;
+    const int count = int(shape.cols - col0 < N ? shape.cols - col0 : N);  // a multiple of 8
+    Bits v[N], kept[N / 2];
+    uint32_t codes = 0;  // N/8 <= 4 metadata bytes, first group in the lowest nibble
+    load_chunk<kVec>(v, in + row * shape.row_stride + col0, count);
+#pragma unroll
+    for (int g = 0; g < N / 4; ++g) {
+      uint32_t code = 0;
+      if (4 * g < count) {
+        const uint32_t keep =
+            keep_mask_for_group<K>(&v[4 * g], prune, (row * shape.cols + col0) / 4 + g, error);
+        code = code_of_two_bits(keep);
+      }
+      kept[2 * g] = pick4(&v[4 * g], code_idx0(code));
+      kept[2 * g + 1] = pick4(&v[4 * g], code_idx1(code));
+      codes |= code << (4 * g);
+    }
+    store_chunk<kVec>(values + row * (shape.cols / 2) + col0 / 2, kept, count / 2);
+#pragma unroll
+    for (int i = 0; i < N / 8; ++i)
+      if (i < count / 8) meta[row * (shape.cols / 8) + col0 / 8 + i] = uint8_t(codes >> (8 * i));
+  }
+};
+
+// ---- compress to "cutlass" ---------------------------------------------------------------------
+// Bit-identical to PyTorch's sparse_semi_structured_from_dense_cutlass. Each chunk is one metadata
+// word: 16-bit words (4 codes) for fp32/fp16/bf16, 32-bit words (8 codes) for 8-bit types, stored
+// at cutlass_meta_offset. fp32 is 1:2: each code describes a pair as four 16-bit halves.
+template <Kind K>
+struct CutlassWord {
+  using type = typename std::conditional<sizeof(typename Elem<K>::Bits) == 1, uint32_t, uint16_t>::type;
+};
+
+template <Kind K, bool kVec>
+struct CompressCutlassOp {
+  using Bits = typename Elem<K>::Bits;
+  using Word = typename CutlassWord<K>::type;
+  static constexpr int N = kChunkBytes / int(sizeof(Bits));
+  static constexpr bool kPairs = K == Kind::F32;  // 1:2
+  const Bits* in;
+  Bits* values;  // contiguous (rows, cols/2)
+  Word* meta;    // (rows, cols / N) words in CUTLASS order
+  Matrix2D shape;
+  bool prune;
+  unsigned long long* error;
+
+  PS24_HD int64_t count() const { return shape.rows * (shape.cols / N); }
+
+  PS24_HD void operator()(int64_t chunk) const {
+    const int64_t words_per_row = shape.cols / N;
+    const int64_t row = chunk / words_per_row, word_col = chunk % words_per_row;
+    const int64_t col0 = word_col * N;
+    Bits v[N], kept[N / 2];
+    load_chunk<kVec>(v, in + row * shape.row_stride + col0, N);
+    Word word = 0;
+    if constexpr (kPairs) {
+#pragma unroll
+      for (int p = 0; p < N / 2; ++p) {
+        const Bits a = v[2 * p], b = v[2 * p + 1];
+        const int64_t group = (row * shape.cols + col0) / 2 + p;
+        if (Elem<K>::is_nan(a) || Elem<K>::is_nan(b)) record_error(error, group, kErrNaN);
+        bool nz_a = Elem<K>::key(a) != 0, nz_b = Elem<K>::key(b) != 0;
+        if (prune) {  // keep the larger magnitude; a tie keeps the lower index
+          const bool keep_a = Elem<K>::key(a) >= Elem<K>::key(b);
+          nz_a = nz_a && keep_a;
+          nz_b = nz_b && !keep_a;
+        } else if (nz_a && nz_b) {
+          record_error(error, group, kErrTooManyNonzeros);
+        }
+        const uint32_t code = cutlass_code_for_pair(nz_a, nz_b);
+        const bool take_b = code_idx0(code) >= 2;
+        kept[p] = take_b ? (nz_b ? b : Bits(0)) : (nz_a ? a : Bits(0));
+        word |= Word(code << (4 * p));
+      }
+    } else {
+#pragma unroll
+      for (int g = 0; g < N / 4; ++g) {
+        const int64_t group = (row * shape.cols + col0) / 4 + g;
+        uint32_t keep = 0xfu;
+        if (prune) {
+          keep = keep_mask_for_group<K>(&v[4 * g], true, group, error);
+        } else {
+          keep_mask_for_group<K>(&v[4 * g], false, group, error);  // validation only
+        }
+        uint32_t nonzeros = 0;
+        Bits pruned[4];
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          pruned[i] = ((keep >> i) & 1u) ? v[4 * g + i] : Bits(0);
+          nonzeros |= uint32_t(Elem<K>::key(pruned[i]) != 0) << i;
+        }
+        const uint32_t code = cutlass_code_from_nonzeros(nonzeros);
+        kept[2 * g] = pick4(pruned, code_idx0(code));
+        kept[2 * g + 1] = pick4(pruned, code_idx1(code));
+        word |= Word(code << (4 * g));
+      }
+    }
+    store_chunk<kVec>(values + row * (shape.cols / 2) + col0 / 2, kept, N / 2);
+    meta[cutlass_meta_offset(row, word_col, shape.rows, int(sizeof(Word)))] = word;
+  }
+};
+
+// ---- decompress --------------------------------------------------------------------------------
+// A code naming two positions with idx0 >= idx1 (or, for fp32, not a whole element) is corrupt
+// metadata: recorded as an error, the group is written as zeros.
+PS24_HD bool valid_code(uint32_t code, bool pairs) {
+  return pairs ? (code == code_from_pair(0, 1) || code == code_from_pair(2, 3))
+               : code_idx0(code) < code_idx1(code);
+}
+
+template <Kind K, bool kVec>
+struct DecompressPackedOp {
+  using Bits = typename Elem<K>::Bits;
+  static constexpr int N = kChunkBytes / int(sizeof(Bits));
+  const Bits* values;
+  const uint8_t* meta;
+  Bits* out;  // contiguous (rows, cols)
+  Matrix2D shape;
+  unsigned long long* error;
+
+  PS24_HD int64_t count() const { return shape.rows * ((shape.cols + N - 1) / N); }
+
+  PS24_HD void operator()(int64_t chunk) const {
+    const int64_t chunks_per_row = (shape.cols + N - 1) / N;
+    const int64_t row = chunk / chunks_per_row, col0 = (chunk % chunks_per_row) * N;
+    const int count = int(shape.cols - col0 < N ? shape.cols - col0 : N);
+    Bits kept[N / 2], dense[N];
+    load_chunk<kVec>(kept, values + row * (shape.cols / 2) + col0 / 2, count / 2);
+#pragma unroll
+    for (int g = 0; g < N / 4; ++g) {
+      uint32_t code = 0;
+      if (4 * g < count) code = (meta[row * (shape.cols / 8) + (col0 / 4 + g) / 2] >> (4 * (g % 2))) & 0xfu;
+      const bool ok = valid_code(code, false);
+      if (!ok && 4 * g < count) record_error(error, (row * shape.cols + col0) / 4 + g, kErrBadMeta);
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+        dense[4 * g + i] = !ok ? Bits(0)
+                           : uint32_t(i) == code_idx0(code) ? kept[2 * g]
+                           : uint32_t(i) == code_idx1(code) ? kept[2 * g + 1]
+                                                            : Bits(0);
+    }
+    store_chunk<kVec>(out + row * shape.cols + col0, dense, count);
+  }
+};
+
+template <Kind K, bool kVec>
+struct DecompressCutlassOp {
+  using Bits = typename Elem<K>::Bits;
+  using Word = typename CutlassWord<K>::type;
+  static constexpr int N = kChunkBytes / int(sizeof(Bits));
+  static constexpr bool kPairs = K == Kind::F32;
+  const Bits* values;
+  const Word* meta;
+  Bits* out;
+  Matrix2D shape;
+  unsigned long long* error;
+
+  PS24_HD int64_t count() const { return shape.rows * (shape.cols / N); }
+
+  PS24_HD void operator()(int64_t chunk) const {
+    const int64_t words_per_row = shape.cols / N;
+    const int64_t row = chunk / words_per_row, word_col = chunk % words_per_row;
+    const int64_t col0 = word_col * N;
+    Bits kept[N / 2], dense[N];
+    load_chunk<kVec>(kept, values + row * (shape.cols / 2) + col0 / 2, N / 2);
+    const Word word = meta[cutlass_meta_offset(row, word_col, shape.rows, int(sizeof(Word)))];
+    constexpr int kGroups = kPairs ? N / 2 : N / 4;
+    constexpr int kWidth = kPairs ? 2 : 4;
+#pragma unroll
+    for (int g = 0; g < kGroups; ++g) {
+      const uint32_t code = (uint32_t(word) >> (4 * g)) & 0xfu;
+      const bool ok = valid_code(code, kPairs);
+      if (!ok) record_error(error, (row * shape.cols + col0) / kWidth + g, kErrBadMeta);
+      if constexpr (kPairs) {  // code (0,1) names element a, (2,3) element b
+        dense[2 * g] = ok && code_idx0(code) == 0 ? kept[g] : Bits(0);
+        dense[2 * g + 1] = ok && code_idx0(code) == 2 ? kept[g] : Bits(0);
+      } else {
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+          dense[4 * g + i] = !ok ? Bits(0)
+                             : uint32_t(i) == code_idx0(code) ? kept[2 * g]
+                             : uint32_t(i) == code_idx1(code) ? kept[2 * g + 1]
+                                                              : Bits(0);
+      }
+    }
+    store_chunk<kVec>(out + row * shape.cols + col0, dense, N);
+  }
+};
+
+}  // namespace ps24::cuda

@@ -6,7 +6,7 @@
 # - Machine code for sm_80 (A100), sm_86 (RTX 30xx, A10), sm_89 (L4, RTX 40xx) and sm_90
 #   (H100/H200), plus compute_90 PTX that newer GPUs JIT-compile. There is no Hopper-only code
 #   (wgmma/TMA) to build for sm_90a: the kernels are memory-bound and use plain 16-byte accesses.
-# - PYSPARSE24_CUDA_ARCHS overrides the list (e.g. "90" for a quick build on an H100).
+# - PYSPARSE24_CUDA_ARCHS (CMake variable or environment) overrides the list.
 
 set(CMAKE_CUDA_ARCHITECTURES OFF)  # explicit -gencode flags below
 set(CMAKE_CUDA_RUNTIME_LIBRARY Static)
@@ -15,7 +15,11 @@ find_package(CUDAToolkit REQUIRED)
 set(CMAKE_CUDA_STANDARD 17)
 set(CMAKE_CUDA_STANDARD_REQUIRED ON)
 
-set(PYSPARSE24_CUDA_ARCHS "80;86;89;90" CACHE STRING "SM versions to build machine code for")
+set(_ps24_default_archs "80;86;89;90")
+if(DEFINED ENV{PYSPARSE24_CUDA_ARCHS})  # e.g. PYSPARSE24_CUDA_ARCHS=90 for a quick build on an H100
+  set(_ps24_default_archs "$ENV{PYSPARSE24_CUDA_ARCHS}")
+endif()
+set(PYSPARSE24_CUDA_ARCHS "${_ps24_default_archs}" CACHE STRING "SM versions to build machine code for")
 set(_ps24_gencode "")
 foreach(arch ${PYSPARSE24_CUDA_ARCHS})
   list(APPEND _ps24_gencode "-gencode=arch=compute_${arch},code=sm_${arch}")

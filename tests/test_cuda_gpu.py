@@ -107,13 +107,30 @@ def test_runs_on_the_callers_stream():
 
 
 def test_gpu_errors_match_the_cpu_messages():
-    x = torch.zeros(32, 64, dtype=torch.float16, device="cuda")
+    import pysparse24
+
+    x = torch.zeros(32, 64, dtype=torch.float16)
     x[5, 8:11] = 1
-    with pytest.raises(ValueError, match=r"row 5, columns 8\.\.11"):
-        ops.compress(x, "packed", prune=False)
-    x[5, 8:11] = float("nan")
-    with pytest.raises(ValueError, match=r"row 5, columns 8\.\.11.*NaN"):
-        ops.mask(x, 2, 4)
+    for dense in (x, x.cuda()):  # the same message from either path
+        with pytest.raises(ValueError, match=r"row 5, group 2 \(columns 8\.\.11\) has 3 non-zeros; the 2:4 pattern"):
+            pysparse24.compress(dense, "packed")
+    x[7, 9] = float("inf")
+    for dense in (x, x.cuda()):
+        with pytest.raises(ValueError, match=r"weight contains NaN or Inf at index \(7, 9\)"):
+            pysparse24.mask(dense)
+
+
+def test_public_api_routes_cuda_tensors_here():
+    import pysparse24
+
+    w = random_cuda((4, 32, 3, 3), "bfloat16", seed=11)  # conv weight: groups along dim 1
+    keep = pysparse24.mask(w)
+    assert keep.is_cuda and raw(keep) == raw(pysparse24.mask(w.cpu()))
+    pruned = torch.where(keep, w, torch.zeros_like(w))
+    assert pysparse24.is_sparse(pruned) and not pysparse24.is_sparse(w)
+    assert ops.is_sparse(pruned, 2, 4, dim=1) == pysparse24.is_sparse(pruned.cpu())
+    c = pysparse24.compress(random_cuda((64, 128), "float16", seed=12), "cutlass", prune=True)
+    assert c.values.is_cuda and pysparse24.decompress(c).is_cuda
 
 
 def test_cupy_arrays_give_cupy_arrays():

@@ -39,6 +39,9 @@ Target target(uintptr_t stream, int device, bool on_host) {
 template <typename T>
 T* address(uintptr_t a) { return reinterpret_cast<T*>(a); }
 
+// (first non-finite element, first over-full group, first corrupt-metadata group); -1: none.
+py::tuple as_tuple(const FirstErrors& e) { return py::make_tuple(e.nonfinite, e.overfull, e.bad_meta); }
+
 void bind_kernels(py::module_& m) {
   m.def("device_count", [] { return device_count(); }, "Number of usable CUDA devices (0 without a driver).");
   m.def("unavailable_reason", [] {
@@ -63,28 +66,54 @@ void bind_kernels(py::module_& m) {
 
   m.def("mask", [](uintptr_t in, uintptr_t out, int64_t rows, int64_t cols, int64_t row_stride,
                    const std::string& dtype, int n, int mm, uintptr_t stream, int device, bool on_host) {
-        mask_nm(address<const void>(in), address<uint8_t>(out), Matrix2D{rows, cols, row_stride},
-                kind_from_name(dtype), n, mm, target(stream, device, on_host));
+        FirstErrors e;
+        {
+          py::gil_scoped_release unlocked;
+          e = mask_nm(address<const void>(in), address<uint8_t>(out), Matrix2D{rows, cols, row_stride},
+                      kind_from_name(dtype), n, mm, target(stream, device, on_host));
+        }
+        return as_tuple(e);
       }, py::arg("input"), py::arg("out"), py::arg("rows"), py::arg("cols"), py::arg("row_stride"),
       py::arg("dtype"), py::arg("n"), py::arg("m"), py::arg("stream") = 0, py::arg("device") = -1,
-      py::arg("on_host") = false, py::call_guard<py::gil_scoped_release>());
+      py::arg("on_host") = false);
+  m.def("find_overfull", [](uintptr_t in, int64_t rows, int64_t cols, int64_t row_stride, const std::string& dtype,
+                            int n, int mm, uintptr_t stream, int device, bool on_host) {
+        FirstErrors e;
+        {
+          py::gil_scoped_release unlocked;
+          e = find_overfull(address<const void>(in), Matrix2D{rows, cols, row_stride}, kind_from_name(dtype), n, mm,
+                            target(stream, device, on_host));
+        }
+        return as_tuple(e);
+      }, py::arg("input"), py::arg("rows"), py::arg("cols"), py::arg("row_stride"), py::arg("dtype"), py::arg("n"),
+      py::arg("m"), py::arg("stream") = 0, py::arg("device") = -1, py::arg("on_host") = false);
   m.def("compress", [](uintptr_t in, uintptr_t values, uintptr_t meta, int64_t rows, int64_t cols,
                        int64_t row_stride, const std::string& dtype, const std::string& format, bool prune,
                        uintptr_t stream, int device, bool on_host) {
-        compress(address<const void>(in), address<void>(values), address<void>(meta), Matrix2D{rows, cols, row_stride},
-                 kind_from_name(dtype), format_from_name(format), prune, target(stream, device, on_host));
+        FirstErrors e;
+        {
+          py::gil_scoped_release unlocked;
+          e = compress(address<const void>(in), address<void>(values), address<void>(meta),
+                       Matrix2D{rows, cols, row_stride}, kind_from_name(dtype), format_from_name(format), prune,
+                       target(stream, device, on_host));
+        }
+        return as_tuple(e);
       }, py::arg("input"), py::arg("values"), py::arg("meta"), py::arg("rows"), py::arg("cols"),
       py::arg("row_stride"), py::arg("dtype"), py::arg("format"), py::arg("prune"), py::arg("stream") = 0,
-      py::arg("device") = -1, py::arg("on_host") = false, py::call_guard<py::gil_scoped_release>());
+      py::arg("device") = -1, py::arg("on_host") = false);
   m.def("decompress", [](uintptr_t values, uintptr_t meta, uintptr_t out, int64_t rows, int64_t cols,
                          const std::string& dtype, const std::string& format, uintptr_t stream, int device,
                          bool on_host) {
-        decompress(address<const void>(values), address<const void>(meta), address<void>(out),
-                   Matrix2D{rows, cols, cols}, kind_from_name(dtype), format_from_name(format),
-                   target(stream, device, on_host));
+        FirstErrors e;
+        {
+          py::gil_scoped_release unlocked;
+          e = decompress(address<const void>(values), address<const void>(meta), address<void>(out),
+                         Matrix2D{rows, cols, cols}, kind_from_name(dtype), format_from_name(format),
+                         target(stream, device, on_host));
+        }
+        return as_tuple(e);
       }, py::arg("values"), py::arg("meta"), py::arg("out"), py::arg("rows"), py::arg("cols"), py::arg("dtype"),
-      py::arg("format"), py::arg("stream") = 0, py::arg("device") = -1, py::arg("on_host") = false,
-      py::call_guard<py::gil_scoped_release>());
+      py::arg("format"), py::arg("stream") = 0, py::arg("device") = -1, py::arg("on_host") = false);
 }
 
 void bind_gemm_spec(py::module_& m) {

@@ -22,54 +22,61 @@ namespace ps24::cuda {
 constexpr int kChunkBytes = 32;
 
 // ---- error reporting ---------------------------------------------------------------------------
-// Kernels never stop half-way: a bad group is recorded in one 64-bit slot holding
-// (linear group index) * 4 + error kind, and the smallest value wins. The launcher reads it back
-// and raises with the first bad group in row-major order, as a sequential loop would.
-enum ErrorKind : int { kErrNaN = 0, kErrTooManyNonzeros = 1, kErrBadMeta = 2 };
+// Kernels never stop half-way: each kind of problem has a slot holding the smallest flat index
+// seen (element index for non-finite input, group index otherwise), so the launcher reports the
+// first problem in row-major order, as the CPU path's sequential loop does.
+enum ErrorKind : int { kErrNonfinite = 0, kErrOverfull = 1, kErrBadMeta = 2, kErrorKinds = 3 };
 constexpr unsigned long long kNoError = ~0ull;
 
-PS24_HD void record_error(unsigned long long* slot, int64_t group, ErrorKind kind) {
-  const unsigned long long v = static_cast<unsigned long long>(group) * 4ull + unsigned(kind);
+PS24_HD void record_error(unsigned long long* errors, int64_t index, ErrorKind kind) {
+  const auto v = static_cast<unsigned long long>(index);
 #if defined(__CUDA_ARCH__)
-  atomicMin(slot, v);
+  atomicMin(&errors[kind], v);
 #else
-  if (v < *slot) *slot = v;  // host emulation is single-threaded
+  if (v < errors[kind]) errors[kind] = v;  // host emulation is single-threaded
 #endif
 }
 
 // ---- element traits ----------------------------------------------------------------------------
-// Bits: the storage type; key(): magnitude key (see sparse24.h); is_nan(): rejected input.
+// Bits: the storage type; key(): magnitude key (see sparse24.h).
 template <Kind K> struct Elem;
 template <> struct Elem<Kind::F32> {
   using Bits = uint32_t;
   static PS24_HD uint32_t key(Bits b) { return magnitude_key(b); }
-  static PS24_HD bool is_nan(Bits b) { return magnitude_key(b) > 0x7f800000u; }
 };
 template <> struct Elem<Kind::F16> {
   using Bits = uint16_t;
   static PS24_HD uint32_t key(Bits b) { return magnitude_key(b); }
-  static PS24_HD bool is_nan(Bits b) { return magnitude_key(b) > 0x7c00u; }
 };
 template <> struct Elem<Kind::BF16> {
   using Bits = uint16_t;
   static PS24_HD uint32_t key(Bits b) { return magnitude_key(b); }
-  static PS24_HD bool is_nan(Bits b) { return magnitude_key(b) > 0x7f80u; }
 };
 template <> struct Elem<Kind::I8> {
   using Bits = uint8_t;
   static PS24_HD uint32_t key(Bits b) { return magnitude_key_int8(static_cast<int8_t>(b)); }
-  static PS24_HD bool is_nan(Bits) { return false; }
 };
 template <> struct Elem<Kind::F8E4M3> {
   using Bits = uint8_t;
   static PS24_HD uint32_t key(Bits b) { return magnitude_key_float8(b); }
-  static PS24_HD bool is_nan(Bits b) { return magnitude_key_float8(b) == 0x7fu; }
 };
 template <> struct Elem<Kind::F8E5M2> {
   using Bits = uint8_t;
   static PS24_HD uint32_t key(Bits b) { return magnitude_key_float8(b); }
-  static PS24_HD bool is_nan(Bits b) { return magnitude_key_float8(b) > 0x7cu; }
 };
+
+// Records the first NaN/Inf (is_nonfinite_bits, as the CPU path) among v[0..count).
+template <Kind K, typename Bits>
+PS24_HD void check_finite(const Bits* v, int count, int64_t first_element, unsigned long long* errors) {
+  bool bad = false;
+  for (int i = 0; i < count; ++i) bad |= is_nonfinite_bits(uint32_t(v[i]), K);
+  if (!bad) return;  // the rare path below finds which one
+  for (int i = 0; i < count; ++i)
+    if (is_nonfinite_bits(uint32_t(v[i]), K)) {
+      record_error(errors, first_element + i, kErrNonfinite);
+      return;
+    }
+}
 
 // ---- 16-byte memory access ---------------------------------------------------------------------
 // kVec: the launcher proved every access of the launch 16-byte aligned and in bounds.
@@ -161,31 +168,23 @@ struct MaskChunkOp {
 #pragma unroll
       for (int g = 0; g < N / 4; ++g) {
         uint32_t k[4];
-        bool nan = false;
 #pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          k[i] = Elem<K>::key(v[4 * g + i]);
-          nan |= Elem<K>::is_nan(v[4 * g + i]);
-        }
-        if (nan && 4 * g < count) record_error(error, (row * shape.cols + col0) / 4 + g, kErrNaN);
+        for (int i = 0; i < 4; ++i) k[i] = Elem<K>::key(v[4 * g + i]);
+        if (4 * g < count) check_finite<K>(&v[4 * g], 4, row * shape.cols + col0 + 4 * g, error);
         const uint32_t mask = keep_mask_2_of_4(k[0], k[1], k[2], k[3]);
 #pragma unroll
         for (int i = 0; i < 4; ++i) keep[4 * g + i] = uint8_t((mask >> i) & 1u);
       }
     } else {
-      for (int g = 0; g * m < count; ++g) mask_group(&v[g * m], &keep[g * m], (row * shape.cols + col0) / m + g);
+      for (int g = 0; g * m < count; ++g) mask_group(&v[g * m], &keep[g * m], row * shape.cols + col0 + g * m);
     }
     store_chunk<kVec>(out + row * shape.cols + col0, keep, count);
   }
 
-  PS24_HD void mask_group(const Bits* v, uint8_t* keep, int64_t group) const {
+  PS24_HD void mask_group(const Bits* v, uint8_t* keep, int64_t first_element) const {
     uint32_t keys[32];
-    bool nan = false;
-    for (int i = 0; i < m; ++i) {
-      keys[i] = Elem<K>::key(v[i]);
-      nan |= Elem<K>::is_nan(v[i]);
-    }
-    if (nan) record_error(error, group, kErrNaN);
+    for (int i = 0; i < m; ++i) keys[i] = Elem<K>::key(v[i]);
+    check_finite<K>(v, m, first_element, error);
     const uint32_t mask = keep_mask_n_of_m(keys, n, m);
     for (int i = 0; i < m; ++i) keep[i] = uint8_t((mask >> i) & 1u);
   }
@@ -208,8 +207,29 @@ struct MaskGroupOp {
     Bits v[32];
     uint8_t keep[32];
     for (int i = 0; i < m; ++i) v[i] = in[row * shape.row_stride + col0 + i];
-    MaskChunkOp<K, false, false>{nullptr, nullptr, shape, n, m, error}.mask_group(v, keep, group);
+    MaskChunkOp<K, false, false>{nullptr, nullptr, shape, n, m, error}.mask_group(v, keep, row * shape.cols + col0);
     for (int i = 0; i < m; ++i) out[row * shape.cols + col0 + i] = keep[i];
+  }
+};
+
+// ---- n:m check (is_sparse) ---------------------------------------------------------------------
+// One thread per group: a group with more than n non-zeros (magnitude key != 0) is recorded.
+template <Kind K>
+struct OverfullOp {
+  using Bits = typename Elem<K>::Bits;
+  const Bits* in;
+  Matrix2D shape;
+  int n, m;
+  unsigned long long* error;
+
+  PS24_HD int64_t count() const { return shape.rows * (shape.cols / m); }
+
+  PS24_HD void operator()(int64_t group) const {
+    const int64_t groups_per_row = shape.cols / m;
+    const Bits* g = in + (group / groups_per_row) * shape.row_stride + (group % groups_per_row) * m;
+    int nonzeros = 0;
+    for (int i = 0; i < m; ++i) nonzeros += Elem<K>::key(g[i]) != 0;
+    if (nonzeros > n) record_error(error, group, kErrOverfull);
   }
 };
 
@@ -218,18 +238,16 @@ struct MaskGroupOp {
 // meta (rows, cols/8): one 4-bit code per group, the first group of each byte in the low nibble.
 // prune=false keeps the (at most two) non-zeros; a group with more is an error.
 template <Kind K>
-PS24_HD uint32_t keep_mask_for_group(const typename Elem<K>::Bits* v, bool prune, int64_t group,
+PS24_HD uint32_t keep_mask_for_group(const typename Elem<K>::Bits* v, bool prune, int64_t first_element,
                                      unsigned long long* error) {
   uint32_t keys[4], nonzeros = 0;
-  bool nan = false;
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
     keys[i] = Elem<K>::key(v[i]);
     nonzeros |= uint32_t(keys[i] != 0) << i;
-    nan |= Elem<K>::is_nan(v[i]);
   }
-  if (nan) record_error(error, group, kErrNaN);
-  if (!prune && popcount4(nonzeros) > 2) record_error(error, group, kErrTooManyNonzeros);
+  check_finite<K>(v, 4, first_element, error);
+  if (!prune && popcount4(nonzeros) > 2) record_error(error, first_element / 4, kErrOverfull);
   // With at most two non-zeros, the two largest keys are the non-zeros plus the lowest-index
   // zeros (ties break towards the lower index), so one rule serves both cases.
   return keep_mask_2_of_4(keys[0], keys[1], keys[2], keys[3]);
@@ -260,7 +278,7 @@ struct CompressPackedOp {
       uint32_t code = 0;
       if (4 * g < count) {
         const uint32_t keep =
-            keep_mask_for_group<K>(&v[4 * g], prune, (row * shape.cols + col0) / 4 + g, error);
+            keep_mask_for_group<K>(&v[4 * g], prune, row * shape.cols + col0 + 4 * g, error);
         code = code_of_two_bits(keep);
       }
       kept[2 * g] = pick4(&v[4 * g], code_idx0(code));
@@ -308,32 +326,24 @@ struct CompressCutlassOp {
     if constexpr (kPairs) {
 #pragma unroll
       for (int p = 0; p < N / 2; ++p) {
-        const Bits a = v[2 * p], b = v[2 * p + 1];
-        const int64_t group = (row * shape.cols + col0) / 2 + p;
-        if (Elem<K>::is_nan(a) || Elem<K>::is_nan(b)) record_error(error, group, kErrNaN);
-        bool nz_a = Elem<K>::key(a) != 0, nz_b = Elem<K>::key(b) != 0;
-        if (prune) {  // keep the larger magnitude; a tie keeps the lower index
-          const bool keep_a = Elem<K>::key(a) >= Elem<K>::key(b);
-          nz_a = nz_a && keep_a;
-          nz_b = nz_b && !keep_a;
-        } else if (nz_a && nz_b) {
-          record_error(error, group, kErrTooManyNonzeros);
+        const int64_t first_element = row * shape.cols + col0 + 2 * p;
+        check_finite<K>(&v[2 * p], 2, first_element, error);
+        Bits a = v[2 * p], b = v[2 * p + 1];
+        if (prune) {  // keep the larger magnitude (a tie keeps the lower index); the other becomes +0
+          if (Elem<K>::key(a) >= Elem<K>::key(b)) b = Bits(0); else a = Bits(0);
         }
+        const bool nz_a = Elem<K>::key(a) != 0, nz_b = Elem<K>::key(b) != 0;
+        if (nz_a && nz_b) record_error(error, first_element / 2, kErrOverfull);
         const uint32_t code = cutlass_code_for_pair(nz_a, nz_b);
-        const bool take_b = code_idx0(code) >= 2;
-        kept[p] = take_b ? (nz_b ? b : Bits(0)) : (nz_a ? a : Bits(0));
+        kept[p] = code_idx0(code) >= 2 ? b : a;  // as PyTorch: the named element, even a -0.0
         word |= Word(code << (4 * p));
       }
     } else {
 #pragma unroll
       for (int g = 0; g < N / 4; ++g) {
-        const int64_t group = (row * shape.cols + col0) / 4 + g;
-        uint32_t keep = 0xfu;
-        if (prune) {
-          keep = keep_mask_for_group<K>(&v[4 * g], true, group, error);
-        } else {
-          keep_mask_for_group<K>(&v[4 * g], false, group, error);  // validation only
-        }
+        const int64_t first_element = row * shape.cols + col0 + 4 * g;
+        const uint32_t best_two = keep_mask_for_group<K>(&v[4 * g], prune, first_element, error);
+        const uint32_t keep = prune ? best_two : 0xfu;  // unpruned: the non-zeros decide, as in PyTorch
         uint32_t nonzeros = 0;
         Bits pruned[4];
 #pragma unroll

@@ -1,7 +1,6 @@
 // Launchers of the GPU mask / compress / decompress kernels: argument checks, dtype dispatch,
 // one grid-stride kernel per operation, and the read-back of the first bad group.
 #include <algorithm>
-#include <sstream>
 #include <type_traits>
 
 #include "cuda/chunk_ops.cuh"
@@ -60,35 +59,35 @@ void execute(const Op& op, const Target& t) {
   check_cuda(cudaGetLastError(), "kernel launch");
 }
 
-// The first-bad-group slot, in host memory for host runs and device memory for GPU runs.
-class ErrorSlot {
+// The per-kind "first bad index" slots, in host memory for host runs and device memory for GPU runs.
+class ErrorSlots {
  public:
-  explicit ErrorSlot(const Target& t) : t_(t) {
+  explicit ErrorSlots(const Target& t) : t_(t) {
     if (t_.on_host) return;
     check_cuda(cudaMallocAsync(reinterpret_cast<void**>(&device_), sizeof(host_), t_.stream), "cudaMallocAsync");
     check_cuda(cudaMemsetAsync(device_, 0xff, sizeof(host_), t_.stream), "cudaMemsetAsync");
   }
-  ~ErrorSlot() {
+  ~ErrorSlots() {
     if (device_) cudaFreeAsync(device_, t_.stream);
   }
-  ErrorSlot(const ErrorSlot&) = delete;
-  ErrorSlot& operator=(const ErrorSlot&) = delete;
+  ErrorSlots(const ErrorSlots&) = delete;
+  ErrorSlots& operator=(const ErrorSlots&) = delete;
 
-  unsigned long long* ptr() { return t_.on_host ? &host_ : device_; }
+  unsigned long long* ptr() { return t_.on_host ? host_ : device_; }
 
-  // Waits for the kernel (the caller's stream only) and returns the slot's value.
-  unsigned long long read() {
+  // Waits for the kernel (the caller's stream only) and returns what it recorded.
+  FirstErrors read() {
     if (!t_.on_host) {
-      check_cuda(cudaMemcpyAsync(&host_, device_, sizeof(host_), cudaMemcpyDeviceToHost, t_.stream),
-                 "cudaMemcpyAsync");
+      check_cuda(cudaMemcpyAsync(host_, device_, sizeof(host_), cudaMemcpyDeviceToHost, t_.stream), "cudaMemcpyAsync");
       check_cuda(cudaStreamSynchronize(t_.stream), "kernel execution");
     }
-    return host_;
+    auto index = [](unsigned long long v) { return v == kNoError ? int64_t(-1) : int64_t(v); };
+    return FirstErrors{index(host_[kErrNonfinite]), index(host_[kErrOverfull]), index(host_[kErrBadMeta])};
   }
 
  private:
   Target t_;
-  unsigned long long host_ = kNoError;
+  unsigned long long host_[kErrorKinds] = {kNoError, kNoError, kNoError};
   unsigned long long* device_ = nullptr;
 };
 
@@ -144,26 +143,12 @@ void check_shape(Matrix2D s) {
                                 std::to_string(s.cols) + " (rows must not overlap)");
 }
 
-[[noreturn]] void throw_bad_group(unsigned long long value, Matrix2D s, int group_width, const char* layout) {
-  const auto kind = ErrorKind(value % 4);
-  const int64_t group = int64_t(value / 4), groups_per_row = s.cols / group_width;
-  const int64_t row = group / groups_per_row, col = (group % groups_per_row) * group_width;
-  std::ostringstream msg;
-  msg << "row " << row << ", columns " << col << ".." << col + group_width - 1 << ": ";
-  if (kind == kErrNaN) {
-    msg << "NaN has no magnitude to rank";
-  } else if (kind == kErrTooManyNonzeros) {
-    msg << "more than " << group_width / 2 << " non-zeros in a group of " << group_width
-        << " (not " << group_width / 2 << ":" << group_width << " sparse; prune it first or pass prune=True)";
-  } else {
-    msg << "corrupt " << layout << " metadata (the code does not name two distinct kept positions)";
-  }
-  throw std::invalid_argument(msg.str());
-}
-
-void check_errors(ErrorSlot& slot, Matrix2D s, int group_width, const char* layout) {
-  const unsigned long long value = slot.read();
-  if (value != kNoError) throw_bad_group(value, s, group_width, layout);
+void check_pattern(Matrix2D s, int n, int m) {
+  check_shape(s);
+  if (m < 1 || m > 32 || n < 0 || n > m)
+    throw std::invalid_argument("n:m must satisfy 0 <= n <= m <= 32, got " + std::to_string(n) + ":" + std::to_string(m));
+  if (s.cols % m != 0)
+    throw std::invalid_argument("row length " + std::to_string(s.cols) + " is not a multiple of m = " + std::to_string(m));
 }
 
 // Chunk width N (elements per 32 bytes) of the CUTLASS metadata word for this kind.
@@ -198,14 +183,10 @@ int64_t meta_bytes(Matrix2D s, Kind kind, Format format) {
   return s.rows * (s.cols / cutlass_chunk(kind)) * meta_word_bytes(kind, format);
 }
 
-void mask_nm(const void* in, uint8_t* keep, Matrix2D s, Kind kind, int n, int m, Target t) {
-  check_shape(s);
-  if (m < 1 || m > 32 || n < 0 || n > m)
-    throw std::invalid_argument("n:m must satisfy 0 <= n <= m <= 32, got " + std::to_string(n) + ":" + std::to_string(m));
-  if (s.cols % m != 0)
-    throw std::invalid_argument("row length " + std::to_string(s.cols) + " is not a multiple of m = " + std::to_string(m));
+FirstErrors mask_nm(const void* in, uint8_t* keep, Matrix2D s, Kind kind, int n, int m, Target t) {
+  check_pattern(s, n, m);
   DeviceGuard guard(t);
-  ErrorSlot error(t);
+  ErrorSlots error(t);
   with_kind(kind, [&](auto tag) {
     constexpr Kind K = decltype(tag)::value;
     constexpr int N = kChunkBytes / int(sizeof(typename Elem<K>::Bits));
@@ -219,13 +200,24 @@ void mask_nm(const void* in, uint8_t* keep, Matrix2D s, Kind kind, int n, int m,
       execute(MaskChunkOp<K, false, false>{static_cast<const typename Elem<K>::Bits*>(in), keep, s, n, m, error.ptr()}, t);
     }
   });
-  check_errors(error, s, m, "");
+  return error.read();
 }
 
-void compress(const void* in, void* values, void* meta, Matrix2D s, Kind kind, Format format, bool prune, Target t) {
+FirstErrors find_overfull(const void* in, Matrix2D s, Kind kind, int n, int m, Target t) {
+  check_pattern(s, n, m);
+  DeviceGuard guard(t);
+  ErrorSlots error(t);
+  with_kind(kind, [&](auto tag) {
+    constexpr Kind K = decltype(tag)::value;
+    execute(OverfullOp<K>{static_cast<const typename Elem<K>::Bits*>(in), s, n, m, error.ptr()}, t);
+  });
+  return error.read();
+}
+
+FirstErrors compress(const void* in, void* values, void* meta, Matrix2D s, Kind kind, Format format, bool prune, Target t) {
   check_format_shape(s, kind, format);
   DeviceGuard guard(t);
-  ErrorSlot error(t);
+  ErrorSlots error(t);
   const bool vec = can_vectorize(s, kind_bytes(kind), {in, values});
   with_kind(kind, [&](auto tag) {
     constexpr Kind K = decltype(tag)::value;
@@ -242,14 +234,14 @@ void compress(const void* in, void* values, void* meta, Matrix2D s, Kind kind, F
       else execute(CompressCutlassOp<K, false>{src, dst, words, s, prune, error.ptr()}, t);
     }
   });
-  check_errors(error, s, format == Format::Cutlass && kind == Kind::F32 ? 2 : 4, "");
+  return error.read();
 }
 
-void decompress(const void* values, const void* meta, void* dense, Matrix2D s, Kind kind, Format format, Target t) {
+FirstErrors decompress(const void* values, const void* meta, void* dense, Matrix2D s, Kind kind, Format format, Target t) {
   s.row_stride = s.cols;  // the output is contiguous
   check_format_shape(s, kind, format);
   DeviceGuard guard(t);
-  ErrorSlot error(t);
+  ErrorSlots error(t);
   const bool vec = can_vectorize(s, kind_bytes(kind), {values, dense});
   with_kind(kind, [&](auto tag) {
     constexpr Kind K = decltype(tag)::value;
@@ -266,8 +258,7 @@ void decompress(const void* values, const void* meta, void* dense, Matrix2D s, K
       else execute(DecompressCutlassOp<K, false>{kept, words, out, s, error.ptr()}, t);
     }
   });
-  check_errors(error, s, format == Format::Cutlass && kind == Kind::F32 ? 2 : 4,
-               format == Format::Packed ? "packed" : "cutlass");
+  return error.read();
 }
 
 }  // namespace ps24::cuda

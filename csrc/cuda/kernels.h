@@ -1,7 +1,6 @@
 // Host-side interface of the GPU mask / compress / decompress kernels (compress_kernels.cu).
-// Every entry point validates its arguments (std::invalid_argument), runs on the given stream and
-// raises std::invalid_argument naming the first bad group (NaN, too many non-zeros, corrupt
-// metadata) after the kernel. `on_host` runs the very same per-chunk code on the CPU over host
+// Every entry point validates its arguments (std::invalid_argument), runs on the given stream,
+// waits for it and returns the first bad element / group it found (FirstErrors). `on_host` runs the very same per-chunk code on the CPU over host
 // pointers: the CPU-only test suite uses it to pin the GPU code to the CPU implementation.
 #pragma once
 #include <cstdint>
@@ -43,17 +42,27 @@ int device_count(std::string* why = nullptr);
 // Throws CudaFailure naming the status when `status` is not cudaSuccess.
 void check_cuda(cudaError_t status, const char* what);
 
+// What a kernel found wrong, as flat row-major indices into the (rows, cols) matrix (-1: nothing):
+// the first NaN/Inf element, the first group with too many non-zeros, the first group whose
+// metadata code is corrupt. The Python layer turns them into the CPU path's error messages.
+struct FirstErrors {
+  int64_t nonfinite = -1, overfull = -1, bad_meta = -1;
+};
+
 // keep (rows, cols) bytes: 1 where the element is among the n largest magnitudes of its group of
 // m along the row (ties keep the lower index).
-void mask_nm(const void* in, uint8_t* keep, Matrix2D shape, Kind kind, int n, int m, Target t);
+FirstErrors mask_nm(const void* in, uint8_t* keep, Matrix2D shape, Kind kind, int n, int m, Target t);
+
+// First group of m along the rows with more than n non-zeros (FirstErrors::overfull).
+FirstErrors find_overfull(const void* in, Matrix2D shape, Kind kind, int n, int m, Target t);
 
 // values (rows, cols/2), meta: packed (rows, cols/8) bytes or cutlass words (see sparse24.h).
-void compress(const void* in, void* values, void* meta, Matrix2D shape, Kind kind, Format format,
-              bool prune, Target t);
+FirstErrors compress(const void* in, void* values, void* meta, Matrix2D shape, Kind kind, Format format,
+                     bool prune, Target t);
 
 // dense (rows, cols), contiguous, from compress's output.
-void decompress(const void* values, const void* meta, void* dense, Matrix2D shape, Kind kind,
-                Format format, Target t);
+FirstErrors decompress(const void* values, const void* meta, void* dense, Matrix2D shape, Kind kind,
+                       Format format, Target t);
 
 // Bytes of metadata compress writes for this shape (and the element size of one meta word).
 int64_t meta_bytes(Matrix2D shape, Kind kind, Format format);

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pysparse24.cuda import UnavailableError
+import numpy as np
 
 _KDL_CUDA = 2  # DLPack device type of CUDA memory
 
@@ -34,7 +34,7 @@ def _library_of(x) -> str | None:
     return None
 
 
-def _import(x):
+def import_array(x):
     """x as a torch tensor or cupy array without a copy; TypeError when x is no CUDA array."""
     if _library_of(x):
         return x
@@ -55,7 +55,7 @@ def _import(x):
 
 def wrap(x, ndim: int = 2) -> DeviceArray:
     """Describe a CUDA array; a last dimension with a stride other than 1 is made contiguous first."""
-    x = _import(x)
+    x = import_array(x)
     library = _library_of(x)
     if x.ndim != ndim:
         raise ValueError(f"expected a {ndim}-D array, got shape {tuple(x.shape)}")
@@ -110,10 +110,47 @@ def dtype_name(dtype) -> str:
     return name.removeprefix("torch.") if name.startswith("torch.") else getattr(dtype, "name", name)
 
 
+def rows_along(x, dim: int):
+    """x (torch or cupy) with `dim` moved last and the rest flattened: the (rows, size) matrix the
+    kernels take (a copy only when the move needs one), and the moved shape to undo it."""
+    if _library_of(x) == "torch":
+        moved = x.movedim(dim, -1)
+    else:
+        import cupy
+
+        moved = cupy.moveaxis(x, dim, -1)
+    return moved.reshape(-1, moved.shape[-1]), tuple(moved.shape)
+
+
+def restore_rows(matrix: DeviceArray, moved_shape: tuple, dim: int):
+    """Inverse of rows_along, as a contiguous array of the same library."""
+    out = matrix.array.reshape(moved_shape)
+    if matrix.library == "torch":
+        return out.movedim(-1, dim).contiguous()
+    import cupy
+
+    return cupy.ascontiguousarray(cupy.moveaxis(out, -1, dim))
+
+
+def host_bits(a: DeviceArray, row: int, col: int, count: int) -> np.ndarray:
+    """a[row, col:col+count] copied to the host as raw unsigned bits (for error messages)."""
+    piece = a.array[row, col:col + count]
+    if a.library == "torch":
+        import torch
+
+        raw = piece.contiguous().cpu().view(torch.uint8).numpy()
+    else:
+        import cupy
+
+        raw = cupy.asnumpy(piece).view(np.uint8)
+    return raw.view({4: np.uint32, 2: np.uint16, 1: np.uint8}[raw.size // count])
+
+
 def require_same_device(*arrays: DeviceArray) -> None:
     devices = {a.device for a in arrays}
     if len(devices) > 1:
         raise ValueError(f"arrays are on different devices: {sorted(devices)}")
 
 
-__all__ = ["DeviceArray", "wrap", "empty", "current_stream", "dtype_name", "require_same_device", "UnavailableError"]
+__all__ = ["DeviceArray", "import_array", "wrap", "empty", "current_stream", "dtype_name", "rows_along", "restore_rows",
+           "host_bits", "require_same_device"]

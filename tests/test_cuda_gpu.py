@@ -155,7 +155,7 @@ def sparse_weight(m, k, dtype, seed=0):
     return torch.where(ops.mask(w, n_keep, width), w, torch.zeros_like(w))
 
 
-TOLERANCE = {"float16": 2e-3, "bfloat16": 1.6e-2, "float32": 2e-3, "float8_e4m3fn": 1.6e-2}
+TOLERANCE = {"float16": 2e-3, "bfloat16": 1.6e-2, "float32": 5e-3, "float8_e4m3fn": 1.6e-2}  # of max |D|
 
 
 def assert_close_to_float64(d, reference, dtype):
@@ -173,10 +173,10 @@ def test_matmul_matches_float64(dtype):
         pytest.skip("float8 needs compute capability 8.9+")
     m, n, k = 128, 64, 256
     w = sparse_weight(m, k, dtype)
-    b = random_cuda((k, n), dtype, seed=1)
+    x = random_cuda((n, k), dtype, seed=1)  # B = x.T: column-major, the layout every dtype supports
     out_dtype = "int32" if dtype == "int8" else None
-    d = cusparselt.matmul(cusparselt.SparseMatrix(w), b, out_dtype=out_dtype)
-    assert_close_to_float64(d, w.double().cpu() @ b.double().cpu(), dtype)
+    d = cusparselt.matmul(cusparselt.SparseMatrix(w), x, out_dtype=out_dtype, transpose_b=True)
+    assert_close_to_float64(d, w.double().cpu() @ x.double().cpu().T, dtype)
 
 
 def test_matmul_bias_alpha_beta_transpose():
@@ -220,7 +220,7 @@ def test_search_split_k_and_plan_cache():
 
 
 def test_constraint_errors_before_the_library():
-    with pytest.raises(ValueError, match="multiple of 16 for float16"):
+    with pytest.raises(ValueError, match="structured float16 matrix to be positive multiples of 16"):
         cusparselt.SparseMatrix(torch.ones(40, 64, dtype=torch.float16, device="cuda"))
     a = cusparselt.SparseMatrix(sparse_weight(64, 64, "float16"))
     storage = torch.zeros(64 * 64 + 1, dtype=torch.float16, device="cuda")

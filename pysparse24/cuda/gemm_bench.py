@@ -47,31 +47,32 @@ def _time(torch, fn, warmup: int, repeats: int) -> list[float]:
 
 
 def _operands(torch, m: int, n: int, k: int, dtype: str):
-    """Random A (m, k) pruned 2:4 along k, B (k, n), both of `dtype` (random, never zeros)."""
+    """Random A (m, k) and B stored as (n, k) (a Linear layer's weight and activations), of `dtype`."""
     gen = torch.Generator(device="cuda").manual_seed(0)
     if dtype == "int8":
         a = torch.randint(-127, 128, (m, k), device="cuda", dtype=torch.int8, generator=gen)
-        b = torch.randint(-127, 128, (k, n), device="cuda", dtype=torch.int8, generator=gen)
+        b = torch.randint(-127, 128, (n, k), device="cuda", dtype=torch.int8, generator=gen)
     else:
         a = torch.randn(m, k, device="cuda", generator=gen).to(getattr(torch, dtype))
-        b = torch.randn(k, n, device="cuda", generator=gen).to(getattr(torch, dtype))
+        b = torch.randn(n, k, device="cuda", generator=gen).to(getattr(torch, dtype))
     return a, b
 
 
-def _dense_fn(torch, a, b, dtype: str):
-    """The cuBLAS product torch offers for this dtype."""
+def _dense_fn(torch, a, b_nk, dtype: str):
+    """The cuBLAS product A @ B (B = b_nk.T, column-major) torch offers for this dtype."""
+    b = b_nk.t()
     if dtype == "int8":
         return lambda: torch._int_mm(a, b)
     if dtype == "float8_e4m3fn":
         one = torch.ones((), device="cuda")
-        b_col = b.t().contiguous().t()  # _scaled_mm wants B column-major
-        return lambda: torch._scaled_mm(a, b_col, scale_a=one, scale_b=one, out_dtype=torch.bfloat16)
+        return lambda: torch._scaled_mm(a, b, scale_a=one, scale_b=one, out_dtype=torch.bfloat16)
     return lambda: torch.matmul(a, b)
 
 
 def time_gemm_pair(M: int, N: int, K: int, dtype: str = "float16", warmup: int = 10, repeats: int = 50,
                    search: bool = True) -> dict:
-    """Per-run milliseconds of the dense (cuBLAS) and 2:4 sparse (cuSPARSELt) (M, K) @ (K, N) product.
+    """Per-run milliseconds of the dense (cuBLAS) and 2:4 sparse (cuSPARSELt) (M, K) @ (K, N) product,
+    B stored column-major (as (N, K) row-major: the activations of a Linear layer, D = W @ X.T).
 
     float32 runs TF32 on both sides (cuSPARSELt's float32 is TF32 1:2). search=True lets cuSPARSELt
     pick its fastest algorithm for the shape first (cuBLAS uses its heuristics).
@@ -84,8 +85,8 @@ def time_gemm_pair(M: int, N: int, K: int, dtype: str = "float16", warmup: int =
         dense_ms = _time(torch, _dense_fn(torch, a, b, dtype), warmup, repeats)
         sparse_a = cusparselt.SparseMatrix(a, prune=True)
         out_dtype = "int32" if dtype == "int8" else None  # the same accumulator output as torch._int_mm
-        d = cusparselt.matmul(sparse_a, b, out_dtype=out_dtype, search=search)
-        plan = cusparselt.plan_for(sparse_a, N, out_dtype=out_dtype)
+        d = cusparselt.matmul(sparse_a, b, out_dtype=out_dtype, transpose_b=True, search=search)
+        plan = cusparselt.plan_for(sparse_a, N, out_dtype=out_dtype, transpose_b=True)
         # Time the plan itself with buffers made once, as cuBLAS is timed without Python-side set-up.
         workspace = torch.empty(max(plan.workspace_size, 1), dtype=torch.uint8, device="cuda")
         stream = torch.cuda.current_stream().cuda_stream

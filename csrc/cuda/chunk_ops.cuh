@@ -80,11 +80,13 @@ PS24_HD void check_finite(const Bits* v, int count, int64_t first_element, unsig
 
 // ---- 16-byte memory access ---------------------------------------------------------------------
 // kVec: the launcher proved every access of the launch 16-byte aligned and in bounds.
-PS24_HD void copy16(void* dst, const void* src) {
+template <int kBytes>
+PS24_HD void copy_vector(void* dst, const void* src) {
 #if defined(__CUDA_ARCH__)
-  *static_cast<uint4*>(dst) = *static_cast<const uint4*>(src);
+  using Vector = typename std::conditional<kBytes == 16, uint4, uint2>::type;
+  *static_cast<Vector*>(dst) = *static_cast<const Vector*>(src);
 #else
-  std::memcpy(dst, src, 16);
+  std::memcpy(dst, src, kBytes);
 #endif
 }
 
@@ -94,30 +96,22 @@ PS24_HD void load_chunk(Bits (&v)[N], const Bits* src, int count) {
   if constexpr (kVec) {
     static_assert(sizeof(Bits) * N % 16 == 0, "vector loads are 16 bytes");
 #pragma unroll
-    for (int i = 0; i < N; i += 16 / int(sizeof(Bits))) copy16(&v[i], src + i);
+    for (int i = 0; i < N; i += 16 / int(sizeof(Bits))) copy_vector<16>(&v[i], src + i);
   } else {
 #pragma unroll
     for (int i = 0; i < N; ++i) v[i] = i < count ? src[i] : Bits(0);
   }
 }
 
-PS24_HD void copy8(void* dst, const void* src) {
-#if defined(__CUDA_ARCH__)
-  *static_cast<uint2*>(dst) = *static_cast<const uint2*>(src);
-#else
-  std::memcpy(dst, src, 8);
-#endif
-}
-
 // Stores in 16-byte pieces (8 bytes for the one 8-byte case: the fp32 mask's eight flags).
 template <bool kVec, typename T, int N>
 PS24_HD void store_chunk(T* dst, const T (&v)[N], int count) {
   if constexpr (kVec && sizeof(T) * N == 8) {
-    copy8(dst, &v[0]);
+    copy_vector<8>(dst, &v[0]);
   } else if constexpr (kVec) {
     static_assert(sizeof(T) * N % 16 == 0, "vector stores are 16 bytes");
 #pragma unroll
-    for (int i = 0; i < N; i += 16 / int(sizeof(T))) copy16(dst + i, &v[i]);
+    for (int i = 0; i < N; i += 16 / int(sizeof(T))) copy_vector<16>(dst + i, &v[i]);
   } else {
 #pragma unroll
     for (int i = 0; i < N; ++i)
@@ -142,6 +136,20 @@ PS24_HD uint32_t code_of_two_bits(uint32_t mask4) {
 
 PS24_HD int popcount4(uint32_t x) { return int(x & 1u) + int((x >> 1) & 1u) + int((x >> 2) & 1u) + int((x >> 3) & 1u); }
 
+// Where chunk number `chunk` of N elements lies: row, first column, elements in it (the last chunk
+// of a row may be partial).
+struct ChunkPosition {
+  int64_t row, col0;
+  int count;
+};
+template <int N>
+PS24_HD int64_t chunk_count(const Matrix2D& s) { return s.rows * ((s.cols + N - 1) / N); }
+template <int N>
+PS24_HD ChunkPosition locate_chunk(int64_t chunk, const Matrix2D& s) {
+  const int64_t per_row = (s.cols + N - 1) / N, col0 = (chunk % per_row) * N;
+  return {chunk / per_row, col0, int(s.cols - col0 < N ? s.cols - col0 : N)};
+}
+
 // ---- n:m mask ----------------------------------------------------------------------------------
 // One thread per chunk of N elements when m divides N (kTwoFour: the loop-free 2:4 rule), else one
 // thread per group (any m <= 32). Output: one byte (bool) per element, contiguous (rows, cols).
@@ -155,12 +163,10 @@ struct MaskChunkOp {
   int n, m;
   unsigned long long* error;
 
-  PS24_HD int64_t count() const { return shape.rows * ((shape.cols + N - 1) / N); }
+  PS24_HD int64_t count() const { return chunk_count<N>(shape); }
 
   PS24_HD void operator()(int64_t chunk) const {
-    const int64_t chunks_per_row = (shape.cols + N - 1) / N;
-    const int64_t row = chunk / chunks_per_row, col0 = (chunk % chunks_per_row) * N;
-    const int count = int(shape.cols - col0 < N ? shape.cols - col0 : N);
+    const auto [row, col0, count] = locate_chunk<N>(chunk, shape);
     Bits v[N];
     uint8_t keep[N];
     load_chunk<kVec>(v, in + row * shape.row_stride + col0, count);
@@ -264,12 +270,10 @@ struct CompressPackedOp {
   bool prune;
   unsigned long long* error;
 
-  PS24_HD int64_t count() const { return shape.rows * ((shape.cols + N - 1) / N); }
+  PS24_HD int64_t count() const { return chunk_count<N>(shape); }
 
   PS24_HD void operator()(int64_t chunk) const {
-    const int64_t chunks_per_row = (shape.cols + N - 1) / N;
-    const int64_t row = chunk / chunks_per_row, col0 = (chunk % chunks_per_row) * N;
-    const int count = int(shape.cols - col0 < N ? shape.cols - col0 : N);  // a multiple of 8
+    const auto [row, col0, count] = locate_chunk<N>(chunk, shape);  // a multiple of 8
     Bits v[N], kept[N / 2];
     uint32_t codes = 0;  // N/8 <= 4 metadata bytes, first group in the lowest nibble
     load_chunk<kVec>(v, in + row * shape.row_stride + col0, count);
@@ -314,14 +318,13 @@ struct CompressCutlassOp {
   bool prune;
   unsigned long long* error;
 
-  PS24_HD int64_t count() const { return shape.rows * (shape.cols / N); }
+  PS24_HD int64_t count() const { return chunk_count<N>(shape); }
 
   PS24_HD void operator()(int64_t chunk) const {
-    const int64_t words_per_row = shape.cols / N;
-    const int64_t row = chunk / words_per_row, word_col = chunk % words_per_row;
-    const int64_t col0 = word_col * N;
+    const auto [row, col0, count] = locate_chunk<N>(chunk, shape);  // count == N: cols % (2N) == 0
+    const int64_t word_col = col0 / N;
     Bits v[N], kept[N / 2];
-    load_chunk<kVec>(v, in + row * shape.row_stride + col0, N);
+    load_chunk<kVec>(v, in + row * shape.row_stride + col0, count);
     Word word = 0;
     if constexpr (kPairs) {
 #pragma unroll
@@ -357,7 +360,7 @@ struct CompressCutlassOp {
         word |= Word(code << (4 * g));
       }
     }
-    store_chunk<kVec>(values + row * (shape.cols / 2) + col0 / 2, kept, N / 2);
+    store_chunk<kVec>(values + row * (shape.cols / 2) + col0 / 2, kept, count / 2);
     meta[cutlass_meta_offset(row, word_col, shape.rows, int(sizeof(Word)))] = word;
   }
 };
@@ -380,12 +383,10 @@ struct DecompressPackedOp {
   Matrix2D shape;
   unsigned long long* error;
 
-  PS24_HD int64_t count() const { return shape.rows * ((shape.cols + N - 1) / N); }
+  PS24_HD int64_t count() const { return chunk_count<N>(shape); }
 
   PS24_HD void operator()(int64_t chunk) const {
-    const int64_t chunks_per_row = (shape.cols + N - 1) / N;
-    const int64_t row = chunk / chunks_per_row, col0 = (chunk % chunks_per_row) * N;
-    const int count = int(shape.cols - col0 < N ? shape.cols - col0 : N);
+    const auto [row, col0, count] = locate_chunk<N>(chunk, shape);
     Bits kept[N / 2], dense[N];
     load_chunk<kVec>(kept, values + row * (shape.cols / 2) + col0 / 2, count / 2);
 #pragma unroll
@@ -417,14 +418,13 @@ struct DecompressCutlassOp {
   Matrix2D shape;
   unsigned long long* error;
 
-  PS24_HD int64_t count() const { return shape.rows * (shape.cols / N); }
+  PS24_HD int64_t count() const { return chunk_count<N>(shape); }
 
   PS24_HD void operator()(int64_t chunk) const {
-    const int64_t words_per_row = shape.cols / N;
-    const int64_t row = chunk / words_per_row, word_col = chunk % words_per_row;
-    const int64_t col0 = word_col * N;
+    const auto [row, col0, count] = locate_chunk<N>(chunk, shape);  // count == N: cols % (2N) == 0
+    const int64_t word_col = col0 / N;
     Bits kept[N / 2], dense[N];
-    load_chunk<kVec>(kept, values + row * (shape.cols / 2) + col0 / 2, N / 2);
+    load_chunk<kVec>(kept, values + row * (shape.cols / 2) + col0 / 2, count / 2);
     const Word word = meta[cutlass_meta_offset(row, word_col, shape.rows, int(sizeof(Word)))];
     constexpr int kGroups = kPairs ? N / 2 : N / 4;
     constexpr int kWidth = kPairs ? 2 : 4;
@@ -445,7 +445,7 @@ struct DecompressCutlassOp {
                                                               : Bits(0);
       }
     }
-    store_chunk<kVec>(out + row * shape.cols + col0, dense, N);
+    store_chunk<kVec>(out + row * shape.cols + col0, dense, count);
   }
 };
 

@@ -2,6 +2,7 @@
 
 #include <dlfcn.h>
 
+#include <atomic>
 #include <mutex>
 #include <sstream>
 #include <stdexcept>
@@ -33,11 +34,12 @@ struct Api {
 };
 
 std::mutex load_mutex;
-Api* loaded = nullptr;  // set once, never freed: the library stays loaded for the process
+std::atomic<Api*> loaded{nullptr};  // set once, never freed: the library stays loaded for the process
 
 const Api& api() {
-  if (!loaded) throw Unavailable("cuSPARSELt not available: it was not loaded (pysparse24.cuda.cusparselt loads it)");
-  return *loaded;
+  const Api* table = loaded.load();
+  if (!table) throw Unavailable("cuSPARSELt not available: it was not loaded (pysparse24.cuda.cusparselt loads it)");
+  return *table;
 }
 
 // Throws naming the failed call, cuSPARSELt's status and what usually causes that status.
@@ -97,7 +99,7 @@ constexpr uint32_t kAlignment = 16;
 
 std::string load_cusparselt(const std::vector<std::string>& candidates) {
   std::lock_guard<std::mutex> lock(load_mutex);
-  if (loaded) return loaded->path;
+  if (loaded.load()) return loaded.load()->path;
   std::ostringstream tried;
   for (const std::string& path : candidates) {
     void* lib = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
@@ -124,14 +126,14 @@ std::string load_cusparselt(const std::vector<std::string>& candidates) {
     table->cusparseLtGetProperty(PATCH_LEVEL, &patch);
     table->version = major * 10000 + minor * 100 + patch;
     table->path = path;
-    loaded = table.release();
-    return loaded->path;
+    loaded.store(table.release());
+    return loaded.load()->path;
   }
   throw Unavailable("cuSPARSELt not available: no loadable libcusparseLt (install the nvidia-cusparselt-cu13 "
                     "wheel); tried:" + tried.str());
 }
 
-bool cusparselt_loaded() { return loaded != nullptr; }
+bool cusparselt_loaded() { return loaded.load() != nullptr; }
 int cusparselt_version() { return api().version; }
 
 // ---- handles: one per thread and device, each with its plan cache ------------------------------
@@ -142,7 +144,7 @@ class Handle {
     check_cuda(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device), "cudaDeviceGetAttribute");
     check(api().cusparseLtInit(&handle), "cusparseLtInit");
   }
-  // Never destroyed (see current_handle): destroying at interpreter exit can race CUDA's teardown.
+  // Never destroyed (see current()): destroying at interpreter exit can race CUDA's teardown.
 
   // The calling thread's handle for the current device.
   static std::shared_ptr<Handle> current() {
@@ -150,7 +152,8 @@ class Handle {
     require_device();
     int device = 0;
     check_cuda(cudaGetDevice(&device), "cudaGetDevice");
-    thread_local std::map<int, std::shared_ptr<Handle>>* handles = new std::map<int, std::shared_ptr<Handle>>();
+    // Leaked on purpose: no handle is destroyed at thread or process exit (see above).
+    thread_local auto* handles = new std::map<int, std::shared_ptr<Handle>>();
     auto& slot = (*handles)[device];
     if (!slot) slot = std::make_shared<Handle>(device);
     return slot;

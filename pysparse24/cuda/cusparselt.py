@@ -66,10 +66,8 @@ class SparseMatrix:
 
     def __init__(self, dense, *, prune: bool = False, check: bool = True):
         lib = _ready()
-        a = arrays.wrap(dense)
+        a = _contiguous(arrays.wrap(dense))
         m, k = a.shape
-        if a.row_stride != k:
-            a = arrays.wrap(a.array.contiguous() if a.library == "torch" else a.array.copy())
         if a.dtype not in _DEFAULT_OUT:
             raise ValueError(f"cuSPARSELt has no {a.dtype} sparse matrices (supported: {', '.join(_DEFAULT_OUT)})")
         stream = arrays.current_stream(a)
@@ -82,9 +80,10 @@ class SparseMatrix:
             raise ValueError(f"the ({m}, {k}) {a.dtype} matrix is not 2:4 sparse along k; pass prune=True")
         size, buffer_size = self._descriptor.compressed_size()
         self.compressed = arrays.empty(a, (size,), "uint8")
+        # Temporaries (buffer, pruned copy) may be freed at once: torch's and cupy's allocators only
+        # hand their memory to later work on the same stream.
         buffer = arrays.empty(a, (max(buffer_size, 1),), "uint8")
         self._descriptor.compress(a.address, self.compressed.address, buffer.address, stream)
-        self._buffer = buffer  # kept until the stream has used it: freed with this object
         self.shape = (m, k)
         self.dtype = a.dtype
         self.device = a.device

@@ -242,3 +242,15 @@ def test_architecture_and_alignment_checks():
     native().validate_alignment(0x1000, "B")
     with pytest.raises(ValueError, match="16-byte aligned pointers; B is at 0x1008"):
         native().validate_alignment(0x1008, "B")
+
+
+def test_rows_along_a_dim_and_back():
+    """The N-D mask path: the reduction dim moved last as rows of a matrix, then restored."""
+    from pysparse24.cuda import arrays
+
+    x = torch.arange(2 * 8 * 3 * 3).reshape(2, 8, 3, 3)  # conv weight (K, C, R, S), groups along C
+    matrix, moved_shape = arrays.rows_along(x, 1)
+    assert tuple(matrix.shape) == (18, 8) and torch.equal(matrix[1], x[0, :, 0, 1])
+    wrapped = arrays.DeviceArray(matrix, "torch", 0, tuple(matrix.shape), 8, "int64", 0)
+    back = arrays.restore_rows(wrapped, moved_shape, 1)
+    assert back.is_contiguous() and torch.equal(back, x)

@@ -113,7 +113,7 @@ def dtype_name(dtype) -> str:
 def rows_along(x, dim: int):
     """x (torch or cupy) with `dim` moved last and the rest flattened: the (rows, size) matrix the
     kernels take (a copy only when the move needs one), and the moved shape to undo it."""
-    if _library_of(x) == "torch":
+    if type(x).__module__.startswith("torch"):
         moved = x.movedim(dim, -1)
     else:
         import cupy

@@ -94,6 +94,20 @@ def test_every_output_element_is_written(fmt):
         x = padded[:, 1:]  # row stride cols + 1: no 16-byte accesses
 
 
+def test_caller_owned_error_slots_do_not_wait():
+    """With `errors=` the kernel records into the caller's device slots instead of raising."""
+    native = pcuda.native()
+    x = torch.zeros(32, 64, dtype=torch.float16, device="cuda")
+    x[5, 8:11] = 1
+    values = torch.empty(32, 32, dtype=torch.float16, device="cuda")
+    meta = torch.empty(32, 8, dtype=torch.uint8, device="cuda")
+    errors = torch.full((3,), -1, dtype=torch.int64, device="cuda")
+    found = native.compress(x.data_ptr(), values.data_ptr(), meta.data_ptr(), 32, 64, 64, "float16", "packed", False,
+                            stream=torch.cuda.current_stream().cuda_stream, errors=errors.data_ptr())
+    assert found == (-1, -1, -1)  # says nothing: the slots hold the answer
+    assert errors.tolist() == [-1, 5 * 16 + 2, -1]
+
+
 def test_runs_on_the_callers_stream():
     x = random_cuda((256, 1024), "bfloat16", seed=7)
     side = torch.cuda.Stream()

@@ -32,8 +32,9 @@ Format format_from_name(const std::string& name) {
   throw std::invalid_argument("unknown format '" + name + "' (packed, cutlass)");
 }
 
-Target target(uintptr_t stream, int device, bool on_host) {
-  return Target{on_host, reinterpret_cast<cudaStream_t>(stream), device};
+Target target(uintptr_t stream, int device, bool on_host, uintptr_t errors = 0) {
+  return Target{on_host, reinterpret_cast<cudaStream_t>(stream), device,
+                reinterpret_cast<unsigned long long*>(errors)};
 }
 
 template <typename T>
@@ -89,18 +90,19 @@ void bind_kernels(py::module_& m) {
       py::arg("m"), py::arg("stream") = 0, py::arg("device") = -1, py::arg("on_host") = false);
   m.def("compress", [](uintptr_t in, uintptr_t values, uintptr_t meta, int64_t rows, int64_t cols,
                        int64_t row_stride, const std::string& dtype, const std::string& format, bool prune,
-                       uintptr_t stream, int device, bool on_host) {
+                       uintptr_t stream, int device, bool on_host, uintptr_t errors) {
         FirstErrors e;
         {
           py::gil_scoped_release unlocked;
           e = compress(address<const void>(in), address<void>(values), address<void>(meta),
                        Matrix2D{rows, cols, row_stride}, kind_from_name(dtype), format_from_name(format), prune,
-                       target(stream, device, on_host));
+                       target(stream, device, on_host, errors));
         }
         return as_tuple(e);
       }, py::arg("input"), py::arg("values"), py::arg("meta"), py::arg("rows"), py::arg("cols"),
       py::arg("row_stride"), py::arg("dtype"), py::arg("format"), py::arg("prune"), py::arg("stream") = 0,
-      py::arg("device") = -1, py::arg("on_host") = false);
+      py::arg("device") = -1, py::arg("on_host") = false, py::arg("errors") = 0,
+      "errors: address of three device uint64 (all ones) to record into without waiting (timing).");
   m.def("decompress", [](uintptr_t values, uintptr_t meta, uintptr_t out, int64_t rows, int64_t cols,
                          const std::string& dtype, const std::string& format, uintptr_t stream, int device,
                          bool on_host) {

@@ -63,7 +63,7 @@ void execute(const Op& op, const Target& t) {
 class ErrorSlots {
  public:
   explicit ErrorSlots(const Target& t) : t_(t) {
-    if (t_.on_host) return;
+    if (t_.on_host || t_.errors) return;
     check_cuda(cudaMallocAsync(reinterpret_cast<void**>(&device_), sizeof(host_), t_.stream), "cudaMallocAsync");
     check_cuda(cudaMemsetAsync(device_, 0xff, sizeof(host_), t_.stream), "cudaMemsetAsync");
   }
@@ -73,10 +73,11 @@ class ErrorSlots {
   ErrorSlots(const ErrorSlots&) = delete;
   ErrorSlots& operator=(const ErrorSlots&) = delete;
 
-  unsigned long long* ptr() { return t_.on_host ? host_ : device_; }
+  unsigned long long* ptr() { return t_.on_host ? host_ : t_.errors ? t_.errors : device_; }
 
   // Waits for the kernel (the caller's stream only) and returns what it recorded.
   FirstErrors read() {
+    if (!t_.on_host && t_.errors) return FirstErrors{};  // the caller reads its own slots
     if (!t_.on_host) {
       check_cuda(cudaMemcpyAsync(host_, device_, sizeof(host_), cudaMemcpyDeviceToHost, t_.stream), "cudaMemcpyAsync");
       check_cuda(cudaStreamSynchronize(t_.stream), "kernel execution");

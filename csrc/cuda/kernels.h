@@ -24,6 +24,10 @@ struct Target {
   bool on_host = false;          // run the kernel body on the CPU over host pointers
   cudaStream_t stream = nullptr;  // the caller's stream (device runs)
   int device = -1;                // the arrays' device (-1: the current one)
+  // Caller-owned device memory for the three FirstErrors slots (uint64, initialised to all ones).
+  // When set, the call neither allocates nor waits: the kernel records into it and the returned
+  // FirstErrors says nothing (used to time the kernels without a host round trip).
+  unsigned long long* errors = nullptr;
 };
 
 // Raised when no usable CUDA device / driver / library is present ("not available" errors).

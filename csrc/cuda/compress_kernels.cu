@@ -14,7 +14,12 @@ int device_count(std::string* why) {
   const cudaError_t status = cudaGetDeviceCount(&n);
   if (status != cudaSuccess) {
     cudaGetLastError();  // clear the sticky "no driver" status so later calls report afresh
-    if (why) *why = std::string(cudaGetErrorName(status)) + ": " + cudaGetErrorString(status);
+    if (why) {
+      *why = std::string(cudaGetErrorName(status)) + ": " + cudaGetErrorString(status);
+      if (status == cudaErrorInsufficientDriver)  // no driver at all reads the same
+        *why += "; this build needs an NVIDIA driver for CUDA " + std::to_string(CUDART_VERSION / 1000) + "." +
+                std::to_string(CUDART_VERSION % 1000 / 10) + " or newer";
+    }
     return 0;
   }
   if (n == 0 && why) *why = "the CUDA driver reports 0 devices";

@@ -150,6 +150,15 @@ PS24_HD ChunkPosition locate_chunk(int64_t chunk, const Matrix2D& s) {
   return {chunk / per_row, col0, int(s.cols - col0 < N ? s.cols - col0 : N)};
 }
 
+// Row and first column of group number `group` of m elements (for one-thread-per-group kernels).
+struct GroupPosition {
+  int64_t row, col0;
+};
+PS24_HD GroupPosition locate_group(int64_t group, const Matrix2D& s, int m) {
+  const int64_t per_row = s.cols / m;
+  return {group / per_row, (group % per_row) * m};
+}
+
 // ---- n:m mask ----------------------------------------------------------------------------------
 // One thread per chunk of N elements when m divides N (kTwoFour: the loop-free 2:4 rule), else one
 // thread per group (any m <= 32). Output: one byte (bool) per element, contiguous (rows, cols).
@@ -208,8 +217,7 @@ struct MaskGroupOp {
   PS24_HD int64_t count() const { return shape.rows * (shape.cols / m); }
 
   PS24_HD void operator()(int64_t group) const {
-    const int64_t groups_per_row = shape.cols / m;
-    const int64_t row = group / groups_per_row, col0 = (group % groups_per_row) * m;
+    const auto [row, col0] = locate_group(group, shape, m);
     Bits v[32];
     uint8_t keep[32];
     for (int i = 0; i < m; ++i) v[i] = in[row * shape.row_stride + col0 + i];
@@ -231,8 +239,8 @@ struct OverfullOp {
   PS24_HD int64_t count() const { return shape.rows * (shape.cols / m); }
 
   PS24_HD void operator()(int64_t group) const {
-    const int64_t groups_per_row = shape.cols / m;
-    const Bits* g = in + (group / groups_per_row) * shape.row_stride + (group % groups_per_row) * m;
+    const auto [row, col0] = locate_group(group, shape, m);
+    const Bits* g = in + row * shape.row_stride + col0;
     int nonzeros = 0;
     for (int i = 0; i < m; ++i) nonzeros += Elem<K>::key(g[i]) != 0;
     if (nonzeros > n) record_error(error, group, kErrOverfull);

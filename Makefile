@@ -32,6 +32,7 @@ test: build
 demo: build
 	mkdir -p $(OUT)
 	$(BIN)/python benchmarks/demo_compress.py --out $(OUT)
+	$(BIN)/python benchmarks/torch_digits_demo.py --out $(OUT)/torch
 
 bench: build
 	$(BIN)/python -m pytest -q benchmarks --benchmark-only

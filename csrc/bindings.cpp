@@ -7,6 +7,7 @@
 namespace py = pybind11;
 
 void bind_compress(py::module_& m);  // csrc/cpu/compress_bindings.cpp (masks, compress, decompress)
+void bind_permutation(py::module_& m);  // csrc/cpu/permutation_bindings.cpp (2:4 channel permutation search)
 #ifdef PYSPARSE24_WITH_CUDA
 void bind_cuda(py::module_& m);      // csrc/cuda/
 #endif
@@ -20,6 +21,7 @@ PYBIND11_MODULE(_C, m) {
   m.def("set_isa", &ps24::cpu::force_isa, py::arg("name"),
         "Force the CPU kernels onto one path: 'scalar', 'avx2', 'avx512' or 'auto'.");
   bind_compress(m);
+  bind_permutation(m);
 #ifdef PYSPARSE24_WITH_CUDA
   m.attr("has_cuda_build") = true;
   bind_cuda(m);

@@ -1,0 +1,218 @@
+"""Prune a model's Linear/Conv weights n:m along their input channels and keep the masks while it trains.
+
+Each pruned weight gets a parametrization (torch.nn.utils.parametrize) that multiplies it by a fixed
+boolean mask, so every forward pass, and therefore every gradient, sees the pruned weight however
+the optimizer moves the underlying parameter. The mask is a buffer: it is saved in the state_dict
+(key `<layer>.parametrizations.weight.0.mask`) and `restore` puts it back on a fresh model.
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+import pysparse24
+
+# TensorRT / cuSPARSELt tile the output channels of a sparse GEMM in multiples of 8 (NVIDIA's ASP
+# skips layers with out % 8 != 0 for the same reason); the input channels only need whole groups.
+OUT_CHANNEL_MULTIPLE = 8
+PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def parse_pattern(pattern: str) -> tuple[int, int]:
+    """"2:4" -> (2, 4)."""
+    try:
+        n, m = (int(part) for part in pattern.split(":"))
+    except (AttributeError, ValueError):
+        raise ValueError(f"pattern must look like '2:4', got {pattern!r}") from None
+    if not 0 < n < m:
+        raise ValueError(f"pattern {pattern!r} must keep between 1 and m-1 of every m")
+    return n, m
+
+
+def ineligibility(module: nn.Module, m: int) -> str | None:
+    """Why this Linear/Conv cannot be pruned n:m for the sparse kernels (None when it can)."""
+    if isinstance(module, nn.Linear):
+        out_channels, in_channels = module.out_features, module.in_features
+    else:
+        if module.groups != 1:
+            return f"grouped convolution (groups={module.groups}) has no dense GEMM to sparsify"
+        out_channels, in_channels = module.out_channels, module.in_channels
+    if in_channels % m:
+        return f"{in_channels} input channels are not divisible by the group size {m}"
+    if out_channels % OUT_CHANNEL_MULTIPLE:
+        return f"{out_channels} output channels are not a multiple of {OUT_CHANNEL_MULTIPLE} (sparse kernel tiles)"
+    return None
+
+
+class FixedMask(nn.Module):
+    """The parametrization: weight -> weight * mask, with the mask fixed when the layer was pruned."""
+
+    def __init__(self, mask: torch.Tensor, pattern: str):
+        super().__init__()
+        self.pattern = pattern
+        self.register_buffer("mask", mask)
+        # The weight as it was before pruning, for `undo`; not saved with the state_dict.
+        self.register_buffer("dense_weight", None, persistent=False)
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight * self.mask
+
+
+@dataclass(frozen=True)
+class LayerReport:
+    name: str
+    kind: str
+    shape: tuple[int, ...]
+    pattern: str | None         # None when the layer was skipped
+    kept_magnitude: float | None  # fraction of sum |w| the mask keeps
+    skipped: str | None = None  # why the layer was left dense
+
+
+class SparsityReport(list):
+    """One LayerReport per Linear/Conv layer; prints as a table."""
+
+    @property
+    def sparsified(self) -> list[LayerReport]:
+        return [r for r in self if r.skipped is None]
+
+    @property
+    def skipped(self) -> list[LayerReport]:
+        return [r for r in self if r.skipped is not None]
+
+    def table(self):
+        from rich.table import Table
+
+        table = Table(title="2:4 sparsification")
+        for column in ("layer", "type", "shape", "pattern", "kept |w|", "note"):
+            table.add_column(column)
+        for r in self:
+            kept = "" if r.kept_magnitude is None else f"{100 * r.kept_magnitude:.1f}%"
+            table.add_row(r.name, r.kind, "x".join(map(str, r.shape)), r.pattern or "dense", kept,
+                          f"skipped: {r.skipped}" if r.skipped else "")
+        return table
+
+    def __str__(self) -> str:
+        from rich.console import Console
+
+        console = Console(file=io.StringIO(), width=140)
+        console.print(self.table())
+        return console.file.getvalue()
+
+
+def sparse_layers(model: nn.Module):
+    """(name, module, FixedMask) for every layer `sparsify` or `restore` pruned."""
+    for name, module in model.named_modules():
+        if parametrize.is_parametrized(module, "weight"):
+            for p in module.parametrizations.weight:
+                if isinstance(p, FixedMask):
+                    yield name, module, p
+
+
+def _kept_fraction(weight: torch.Tensor, mask: torch.Tensor) -> float:
+    magnitude = weight.detach().abs().double()
+    total = magnitude.sum().item()
+    return magnitude[mask].sum().item() / total if total else 1.0
+
+
+def _attach(module: nn.Module, mask: torch.Tensor, pattern: str) -> FixedMask:
+    fixed = FixedMask(mask, pattern)
+    # unsafe=True skips a trial forward; the mask has the weight's shape by construction.
+    parametrize.register_parametrization(module, "weight", fixed, unsafe=True)
+    return fixed
+
+
+def sparsify(model: nn.Module, pattern: str = "2:4", exclude: tuple[str, ...] = ()) -> SparsityReport:
+    """Prune every eligible Linear/Conv weight of `model` n:m along its input channels, in place, and
+    keep the masks fixed from now on (training included). Layers named in `exclude`, grouped
+    convolutions and shapes the sparse kernels cannot use stay dense; the report says why.
+
+    Run `permute_channels` first to keep more magnitude. The existing optimizer still works: the
+    weight Parameter object is kept (it moves to `<layer>.parametrizations.weight.original`)."""
+    n, m = parse_pattern(pattern)
+    report = SparsityReport()
+    for name, module in list(model.named_modules()):  # a list: attaching masks adds modules
+        if not isinstance(module, PRUNABLE):
+            continue
+        shape = tuple(module.weight.shape)
+        kind = type(module).__name__
+        reason = "excluded by the caller" if name in exclude else None
+        if reason is None and parametrize.is_parametrized(module, "weight"):
+            reason = "weight is already parametrized (sparsified twice?)"
+        reason = reason or ineligibility(module, m)
+        if reason:
+            report.append(LayerReport(name, kind, shape, None, None, reason))
+            continue
+        weight = module.weight
+        keep = pysparse24.mask(weight.detach(), n=n, m=m, dim=1)
+        fixed = _attach(module, keep, pattern)
+        fixed.dense_weight = weight.detach().clone()
+        # Zero the pruned entries of the stored parameter too, so that weight decay or momentum
+        # cannot leave stale values there and the raw parameter is itself n:m.
+        with torch.no_grad():
+            module.parametrizations.weight.original.mul_(keep)
+        report.append(LayerReport(name, kind, shape, pattern, _kept_fraction(fixed.dense_weight, keep)))
+    return report
+
+
+def _remove_mask(module: nn.Module, leave_parametrized: bool) -> None:
+    # parametrize puts the `weight` property on a generated class, which copy.deepcopy shares
+    # between the original and the copy, and remove_parametrizations deletes the property from that
+    # class, breaking the other copy. Give the module a class of its own first.
+    cls = type(module)
+    module.__class__ = type(cls.__name__, cls.__bases__, dict(cls.__dict__))
+    parametrize.remove_parametrizations(module, "weight", leave_parametrized=leave_parametrized)
+
+
+def finalize(model: nn.Module) -> None:
+    """Remove the masks, leaving each pruned weight as a plain Parameter (for export or deployment).
+    Training after this no longer keeps the pattern."""
+    for _, module, _ in list(sparse_layers(model)):
+        _remove_mask(module, leave_parametrized=True)
+
+
+def undo(model: nn.Module) -> None:
+    """Return every pruned layer to the dense weight it had before `sparsify` (retraining since is
+    discarded) and remove the masks."""
+    layers = list(sparse_layers(model))
+    missing = [name for name, _, fixed in layers if fixed.dense_weight is None]
+    if missing:
+        raise ValueError(f"no dense copy of {missing}: masks restored from a checkpoint cannot be undone; "
+                         "use finalize() to drop the masks instead")
+    for _, module, fixed in layers:
+        dense = fixed.dense_weight
+        _remove_mask(module, leave_parametrized=False)
+        with torch.no_grad():
+            module.weight.copy_(dense)
+
+
+MASK_SUFFIX = ".parametrizations.weight.0.mask"
+
+
+def restore(model: nn.Module, state_dict: dict, pattern: str = "2:4") -> SparsityReport:
+    """Load a state_dict saved from a sparsified model into a fresh (dense) copy of the same
+    architecture: re-attach each saved mask, check it is `pattern`, then load all weights."""
+    n, m = parse_pattern(pattern)
+    report = SparsityReport()
+    for key, mask in state_dict.items():
+        if not key.endswith(MASK_SUFFIX):
+            continue
+        name = key[: -len(MASK_SUFFIX)]
+        try:
+            module = model.get_submodule(name)
+        except AttributeError:
+            raise ValueError(f"state_dict has a mask for {name!r}, which the model does not have") from None
+        if parametrize.is_parametrized(module, "weight"):
+            raise ValueError(f"{name!r} already has a parametrized weight; restore into a fresh dense model")
+        if tuple(mask.shape) != tuple(module.weight.shape) or mask.dtype != torch.bool:
+            raise ValueError(f"mask {key} is {mask.dtype} {tuple(mask.shape)}, expected torch.bool "
+                             f"{tuple(module.weight.shape)}")
+        if not pysparse24.is_sparse(mask.to(torch.int8), n=n, m=m, dim=1):
+            raise ValueError(f"mask {key} is not {pattern} along the input channels")
+        _attach(module, mask.clone(), pattern)
+        report.append(LayerReport(name, type(module).__name__, tuple(mask.shape), pattern, None))
+    model.load_state_dict(state_dict)
+    return report

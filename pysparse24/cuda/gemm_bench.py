@@ -83,8 +83,10 @@ def time_gemm_pair(M: int, N: int, K: int, dtype: str = "float16", warmup: int =
     torch.backends.cuda.matmul.allow_tf32 = True
     try:
         a, b = _operands(torch, M, N, K, dtype)
-        dense_ms = _time(torch, _dense_fn(torch, a, b, dtype), warmup, repeats)
-        sparse_a = cusparselt.SparseMatrix(a, prune=True)
+        dense_ms = _time(torch, _dense_fn(torch, a, b, dtype), warmup, repeats)  # the dense model's weight
+        n_keep, width = (1, 2) if dtype == "float32" else (2, 4)  # float32 is 1:2 on sparse tensor cores
+        pruned = torch.where(ops.mask(a, n_keep, width), a, torch.zeros_like(a))
+        sparse_a = cusparselt.SparseMatrix(pruned)  # prune-checked on the GPU, then compressed
         out_dtype = "int32" if dtype == "int8" else None  # the same accumulator output as torch._int_mm
         d = cusparselt.matmul(sparse_a, b, out_dtype=out_dtype, transpose_b=True, search=search)
         plan = cusparselt.plan_for(sparse_a, N, out_dtype=out_dtype, transpose_b=True)
@@ -94,6 +96,7 @@ def time_gemm_pair(M: int, N: int, K: int, dtype: str = "float16", warmup: int =
         run = lambda: plan.matmul(sparse_a.compressed.address, b.data_ptr(), d.data_ptr(), d.data_ptr(), 1.0, 0.0,
                                   0, workspace.data_ptr(), stream)
         sparse_ms = _time(torch, run, warmup, repeats)
+        _check_agreement(torch, d, pruned, b, dtype)
         return {
             "M": M, "N": N, "K": K, "dtype": dtype,
             "dense_ms": dense_ms, "sparse_ms": sparse_ms,
@@ -103,6 +106,18 @@ def time_gemm_pair(M: int, N: int, K: int, dtype: str = "float16", warmup: int =
         }
     finally:
         torch.backends.cuda.matmul.allow_tf32 = previous_tf32
+
+
+def _check_agreement(torch, d, pruned, b_nk, dtype: str) -> None:
+    """A benchmark of a wrong kernel is worthless: D must match the pruned product (float64 on the
+    GPU; int8 exactly), within the output type's rounding."""
+    reference = pruned.double() @ b_nk.double().t()
+    error = (d.double() - reference).abs().max().item()
+    scale = reference.abs().max().item() + 1e-30
+    tolerance = {"int8": 0.0, "float16": 2e-3, "float32": 5e-3}.get(dtype, 2.0**-6)  # bf16, fp8 -> bf16 out
+    if error > tolerance * scale:
+        raise RuntimeError(f"cuSPARSELt and the float64 reference disagree for {dtype}: max error {error:.3g} "
+                           f"vs scale {scale:.3g}")
 
 
 def time_compress(M: int, K: int, dtype: str = "float16", format: str = "packed", warmup: int = 5,

@@ -81,6 +81,15 @@ PS24_HD uint32_t keep_mask_from_code(uint32_t code) {
   return (1u << code_idx0(code)) | (1u << code_idx1(code));
 }
 
+// Packed metadata: group g of a row sits in nibble g % 2 of byte g / 2 (low nibble first).
+PS24_HD uint32_t packed_code(const uint8_t* meta_row, int64_t group) {
+  return (meta_row[group / 2] >> (4 * (group % 2))) & 15u;
+}
+PS24_HD void set_packed_code(uint8_t* meta_row, int64_t group, uint32_t code) {
+  const int shift = 4 * (group % 2);
+  meta_row[group / 2] = static_cast<uint8_t>((meta_row[group / 2] & ~(15u << shift)) | (code << shift));
+}
+
 // CUTLASS / PyTorch semi-structured code for a group of four given its non-zero flags (bit i set
 // when element i is non-zero). Groups with fewer than two non-zeros name some zero positions as
 // kept; the choice is PyTorch's (sparse_semi_structured_from_dense_cutlass), so that our output is

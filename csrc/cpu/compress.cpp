@@ -209,8 +209,7 @@ Findings compress_packed_scalar(const Bits<K>* x, int64_t rows, int64_t cols, bo
       const uint32_t code = code_from_keep_mask(group_keep_mask<K>(grp, 2, 4));
       vout[2 * g] = grp[code_idx0(code)];
       vout[2 * g + 1] = grp[code_idx1(code)];
-      if (g % 2 == 0) mout[g / 2] = static_cast<uint8_t>(code);
-      else mout[g / 2] |= static_cast<uint8_t>(code << 4);
+      set_packed_code(mout, g, code);
     }
     overfull.offer(first_overfull);
     nonfinite.offer(first_nonfinite_in_row<K>(row, cols, r * cols));
@@ -229,7 +228,7 @@ int64_t decompress_packed_scalar(const Bits<K>* values, const uint8_t* meta, int
     Bits<K>* row = out + r * cols;
     int64_t first_bad = kNone;
     for (int64_t g = 0; g < groups; ++g) {
-      const uint32_t code = (min[g / 2] >> (4 * (g % 2))) & 15u;
+      const uint32_t code = packed_code(min, g);
       const uint32_t i0 = code_idx0(code), i1 = code_idx1(code);
       Bits<K>* grp = row + 4 * g;
       grp[0] = grp[1] = grp[2] = grp[3] = 0;
@@ -251,6 +250,14 @@ int64_t decompress_packed_scalar(const Bits<K>* values, const uint8_t* meta, int
 struct CutlassGeometry {
   int nibbles_per_word, cols_per_word, word_bytes;
 };
+void store_meta_word(void* meta, int64_t at, int word_bytes, uint32_t word) {
+  if (word_bytes == 2) static_cast<uint16_t*>(meta)[at] = static_cast<uint16_t>(word);
+  else static_cast<uint32_t*>(meta)[at] = word;
+}
+uint32_t load_meta_word(const void* meta, int64_t at, int word_bytes) {
+  return word_bytes == 2 ? static_cast<const uint16_t*>(meta)[at] : static_cast<const uint32_t*>(meta)[at];
+}
+
 CutlassGeometry cutlass_geometry(Kind kind) {
   if (kind == Kind::F32) return {4, 8, 2};      // four 1:2 pairs per 16-bit word
   if (kind_bytes(kind) == 2) return {4, 16, 2};  // four 2:4 groups per 16-bit word
@@ -300,9 +307,7 @@ Findings compress_cutlass_scalar(const Bits<K>* x, int64_t rows, int64_t cols, b
         }
         word |= code << (4 * q);
       }
-      const int64_t at = cutlass_meta_offset(r, w, rows, geo.word_bytes);
-      if (geo.word_bytes == 2) static_cast<uint16_t*>(meta)[at] = static_cast<uint16_t>(word);
-      else static_cast<uint32_t*>(meta)[at] = word;
+      store_meta_word(meta, cutlass_meta_offset(r, w, rows, geo.word_bytes), geo.word_bytes, word);
     }
     overfull.offer(first_overfull);
     nonfinite.offer(first_nonfinite_in_row<K>(row, cols, r * cols));
@@ -323,9 +328,7 @@ int64_t decompress_cutlass_scalar(const Bits<K>* values, const void* meta, int64
     Bits<K>* row = out + r * cols;
     int64_t first_bad = kNone;
     for (int64_t w = 0; w < words_per_row; ++w) {
-      const int64_t at = cutlass_meta_offset(r, w, rows, geo.word_bytes);
-      const uint32_t word = geo.word_bytes == 2 ? static_cast<const uint16_t*>(meta)[at]
-                                                : static_cast<const uint32_t*>(meta)[at];
+      const uint32_t word = load_meta_word(meta, cutlass_meta_offset(r, w, rows, geo.word_bytes), geo.word_bytes);
       for (int q = 0; q < geo.nibbles_per_word; ++q) {
         const int64_t g = w * geo.nibbles_per_word + q;
         const uint32_t code = (word >> (4 * q)) & 15u;
@@ -363,7 +366,7 @@ void packed_to_cutlass(const Bits<K>* x, int64_t rows, int64_t cols, bool prune,
     for (int64_t g = 0; g < cols / 4; ++g) {
       const uint32_t nz0 = key_of<K>(vrow[2 * g]) != 0, nz1 = key_of<K>(vrow[2 * g + 1]) != 0;
       if (nz0 && nz1) continue;
-      const uint32_t old_code = (mrow[g / 2] >> (4 * (g % 2))) & 15u;
+      const uint32_t old_code = packed_code(mrow, g);
       const uint32_t i0 = code_idx0(old_code), i1 = code_idx1(old_code);
       const uint32_t code = cutlass_code_from_nonzeros(nz0 << i0 | nz1 << i1);
       const Bits<K>* grp = x + r * cols + 4 * g;
@@ -371,14 +374,12 @@ void packed_to_cutlass(const Bits<K>* x, int64_t rows, int64_t cols, bool prune,
         const uint32_t j = k == 0 ? code_idx0(code) : code_idx1(code);
         vrow[2 * g + k] = (prune && j != i0 && j != i1) ? Bits<K>(0) : grp[j];
       }
-      mrow[g / 2] = static_cast<uint8_t>((mrow[g / 2] & (g % 2 ? 0x0Fu : 0xF0u)) | code << (4 * (g % 2)));
+      set_packed_code(mrow, g, code);
     }
     for (int64_t w = 0; w < cols / geo.cols_per_word; ++w) {
       uint32_t word = 0;
       std::memcpy(&word, mrow + w * bytes_per_word, bytes_per_word);  // nibble order is the same
-      const int64_t at = cutlass_meta_offset(r, w, rows, geo.word_bytes);
-      if (geo.word_bytes == 2) static_cast<uint16_t*>(meta)[at] = static_cast<uint16_t>(word);
-      else static_cast<uint32_t*>(meta)[at] = word;
+      store_meta_word(meta, cutlass_meta_offset(r, w, rows, geo.word_bytes), geo.word_bytes, word);
     }
   });
 }

@@ -87,8 +87,7 @@ bool compress_packed_2of4(const void* x, int64_t rows, int64_t cols, Kind kind, 
       const uint32_t kept = static_cast<uint32_t>(_pext_u64(group, lanes));
       __builtin_memcpy(vout + c / 2, &kept, 4);
       const uint32_t code = code_from_keep_mask(keep);
-      if ((c / 4) % 2 == 0) mout[c / 8] = static_cast<uint8_t>(code);
-      else mout[c / 8] |= static_cast<uint8_t>(code << 4);
+      set_packed_code(mout, c / 4, code);
     });
     any_nonfinite = any_nonfinite || nonfinite;
     any_overfull = any_overfull || overfull;

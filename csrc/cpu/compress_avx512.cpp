@@ -151,8 +151,7 @@ void compress_rows(const typename W::T* x, int64_t rows, int64_t cols, Kind kind
       const uint32_t code = code_from_keep_mask(tail_keep<W>(g, kind));
       vout[c / 2] = g[code_idx0(code)];
       vout[c / 2 + 1] = g[code_idx1(code)];
-      if ((c / 4) % 2 == 0) mout[c / 8] = static_cast<uint8_t>(code);
-      else mout[c / 8] |= static_cast<uint8_t>(code << 4);
+      set_packed_code(mout, c / 4, code);
     }
     any_nonfinite = any_nonfinite || nonfinite;
     any_overfull = any_overfull || overfull;
@@ -208,7 +207,7 @@ void decompress_rows(const typename W::T* values, const uint8_t* meta, int64_t r
       _mm512_storeu_si512(row + c, W::expand(keep, v));
     }
     for (int64_t c = full; c < cols; c += 4) {
-      const uint32_t code = (min[c / 8] >> (4 * ((c / 4) % 2))) & 15u;
+      const uint32_t code = packed_code(min, c / 4);
       T* g = row + c;
       g[0] = g[1] = g[2] = g[3] = 0;
       if (code_idx0(code) >= code_idx1(code)) { bad = true; continue; }

@@ -400,7 +400,7 @@ struct DecompressPackedOp {
 #pragma unroll
     for (int g = 0; g < N / 4; ++g) {
       uint32_t code = 0;
-      if (4 * g < count) code = (meta[row * (shape.cols / 8) + (col0 / 4 + g) / 2] >> (4 * (g % 2))) & 0xfu;
+      if (4 * g < count) code = packed_code(meta + row * (shape.cols / 8), col0 / 4 + g);
       const bool ok = valid_code(code, false);
       if (!ok && 4 * g < count) record_error(error, (row * shape.cols + col0) / 4 + g, kErrBadMeta);
 #pragma unroll

@@ -7,7 +7,7 @@ Modules: `ops` (mask / compress / decompress kernels), `cusparselt` (sparse GEMM
 """
 from __future__ import annotations
 
-from pysparse24 import _C
+from pysparse24._ext import C as _C
 
 if getattr(_C, "has_cuda_build", False):
     _native = _C.cuda

@@ -1,5 +1,5 @@
 // Launchers of the GPU mask / compress / decompress kernels: argument checks, dtype dispatch,
-// one grid-stride kernel per operation, and the read-back of the first bad group.
+// one grid-stride kernel per operation, and the read-back of what the kernel found wrong.
 #include <algorithm>
 #include <type_traits>
 

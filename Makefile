@@ -15,6 +15,8 @@ $(VENV)/.installed: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -U pip setuptools wheel "pybind11>=2.12"
 	$(BIN)/pip install -q "$(TORCH_SPEC)"
+	# Where nvcc exists, the cuSPARSELt header (its wheel; >= 0.10 needs no cusparse.h) lets CMake compile the wrapper too.
+	if command -v nvcc >/dev/null || [ -x /usr/local/cuda/bin/nvcc ]; then $(BIN)/pip install -q "nvidia-cusparselt-cu13>=0.10"; fi
 	$(BIN)/pip install -q --no-build-isolation -e ".[test]"
 	touch $@
 

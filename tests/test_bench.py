@@ -166,3 +166,14 @@ def test_module_entry_point_runs(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "16x1x32" in result.stdout
+
+
+@pytest.mark.gpu
+def test_cuda_backend_through_the_harness():
+    from pysparse24 import cuda
+
+    if not cuda.is_available():
+        pytest.skip(f"no usable GPU: {cuda.unavailable_reason()}")
+    (r,) = run_cases([GemmCase(256, 16, 256, "float16")], backend="cuda", warmup=2, repeats=5)
+    assert r.sparse["n"] == 5 and r.dense["n"] == 5 and r.speedup > 0
+    assert r.extra["algorithm"] is not None  # what pysparse24.cuda.gemm_bench reports comes along

@@ -145,17 +145,21 @@ def time_cuda_pair(M: int, N: int, K: int, dtype: str, warmup: int, repeats: int
     """cuSPARSELt vs cuBLAS through pysparse24.cuda (threads and cold do not apply: GPU timing and
     its caches are pysparse24.cuda.gemm_bench's)."""
     try:
-        import torch
+        import torch  # noqa: F401  (the GPU timing runs through torch's CUDA streams)
 
+        from pysparse24 import cuda
         from pysparse24.cuda.gemm_bench import time_gemm_pair
     except ImportError as exc:
         raise BackendUnavailable(
-            f"the cuda backend needs pysparse24's CUDA build and cuSPARSELt "
+            f"the cuda backend needs torch with CUDA and pysparse24's CUDA build with cuSPARSELt "
             f"(pip install 'pysparse24[cuda]' on a machine with an NVIDIA GPU): {exc}") from exc
-    if not torch.cuda.is_available():
-        raise BackendUnavailable("the cuda backend needs an NVIDIA GPU; none is visible here "
-                                 "(torch.cuda.is_available() is False)")
-    return time_gemm_pair(M, N, K, dtype, warmup, repeats)
+    reason = cuda.unavailable_reason()
+    if reason:
+        raise BackendUnavailable(f"the cuda backend cannot run here: {reason}")
+    try:
+        return time_gemm_pair(M, N, K, dtype, warmup, repeats)
+    except cuda.UnavailableError as exc:
+        raise BackendUnavailable(f"the cuda backend cannot run here: {exc}") from exc
 
 
 register_backend("cpu", time_cpu_pair)

@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 
+from profiler.blocks import output_shape
 from profiler.nas.space import FIELD_ORDER, SearchSpace, load_space
 
 
@@ -40,8 +41,7 @@ def test_decode_chains_shapes_and_strides(gpunet):
     assert net[0].op == "head" and net[0].in_shape == (1, 3, res, res) and net[0].stride == 2
     assert net[-1].op == "tail"
     for prev, cur in zip(net, net[1:]):
-        h = math.ceil(prev.in_shape[2] / prev.stride)
-        assert cur.in_shape == (1, prev.out_channels, h, h)
+        assert cur.in_shape == output_shape(prev)
     # Only the first block of a stage is strided: 5 stride-2 blocks in all (stages 0, 2, 3, 4, 6).
     assert sum(s.stride == 2 for s in net) == 5
 
@@ -134,7 +134,7 @@ filters = [32]
 
 
 @pytest.mark.parametrize("stage, message", [
-    ({"op": "irb", "stride": 2, "layers": [0, 1], "filters": [8]}, "strided stage"),
+    ({"op": "irb", "stride": 2, "layers": [0], "filters": [8]}, "never exist"),
     ({"op": "conv", "filters": [8], "expansion": [2]}, "no expansion"),
     ({"op": "warp", "filters": [8]}, "not a block op"),
     ({"op": "irb", "filters": [8], "kernel": [4]}, "odd"),

@@ -27,6 +27,7 @@ layers, kernel, act, filters) + 6 x 6 (stages 2-7) + 0 (stage 8, fixed) = 44 pos
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import json
 import math
@@ -121,11 +122,6 @@ class Stage:
             problems.append(f"layers must be >= 0, got {self.layers}")
         if self.max_layers == 0:
             problems.append("layers allows only 0: the stage would never exist")
-        # A strided stage that may vanish would make every later input size depend on it; GPUNet's
-        # space never does that, and forbidding it keeps each stage's input size a function of the
-        # resolution alone (what the vectorized estimator relies on).
-        if self.stride > 1 and 0 in self.layers:
-            problems.append("a strided stage must have at least one layer (0 is only allowed at stride 1)")
         if any(k < 1 or k % 2 == 0 for k in self.kernel):
             problems.append(f"kernels must be odd and positive, got {self.kernel}")
         if any(a not in ACTIVATIONS for a in self.act):
@@ -259,13 +255,11 @@ class SearchSpace:
         return res, per_stage
 
     # ---------------------------------------------------------------- decode / encode
-    def stage_input_sizes(self, resolution: int) -> list[int]:
-        """Spatial size entering each stage (fixed by the resolution: strided stages never vanish)."""
-        sizes, h = [], resolution
-        for stage in self.stages:
-            sizes.append(h)
-            h = math.ceil(h / stage.stride)
-        return sizes
+    def _block(self, stage: Stage, j: int, c: int, h: int, kernel, act, expansion, filters, se) -> LayerSpec:
+        """Block j of a stage on a (c, h, h) input: only block 0 carries the stage's stride."""
+        return LayerSpec(op=stage.op, in_shape=(self.batch, c, h, h), out_channels=filters, kernel=kernel,
+                         stride=stage.stride if j == 0 else 1, expansion=expansion, se=se, act=act,
+                         precision=self.precision, sparsity=self.sparsity)
 
     def decode(self, vector) -> list[LayerSpec]:
         """One vector -> the network: a list of block LayerSpecs with input shapes chained."""
@@ -276,12 +270,9 @@ class SearchSpace:
         for stage, idx in zip(self.stages, per_stage):
             pick = {f: stage.choices(f)[int(idx[f][0])] for f in FIELD_ORDER}
             for j in range(pick["layers"]):
-                stride = stage.stride if j == 0 else 1
-                network.append(LayerSpec(
-                    op=stage.op, in_shape=(self.batch, c, h, h), out_channels=pick["filters"],
-                    kernel=pick["kernel"], stride=stride, expansion=pick["expansion"], se=pick["se"],
-                    act=pick["act"], precision=self.precision, sparsity=self.sparsity))
-                c, h = pick["filters"], math.ceil(h / stride)
+                spec = self._block(stage, j, c, h, *(pick[f] for f in FIELD_ORDER[1:]))
+                network.append(spec)
+                c, h = spec.out_channels, _output_size(spec)
         return network
 
     def encode(self, network: list[LayerSpec]) -> np.ndarray:
@@ -318,8 +309,7 @@ class SearchSpace:
                 picks = self._match_stage(stage, network[pos:pos + n], n, c, h, pos, fail)
                 if picks is None:
                     continue
-                c_next = picks["filters_value"] if n else c
-                h_next = math.ceil(h / stage.stride) if n else h
+                c_next, h_next = (picks["filters_value"], _output_size(network[pos])) if n else (c, h)
                 rest = match(stage_i + 1, pos + n, c_next, h_next)
                 if rest is not None:
                     return [picks] + rest
@@ -333,8 +323,7 @@ class SearchSpace:
             vector.append(picks[i][f])
         return np.array(vector, dtype=np.int64)
 
-    @staticmethod
-    def _match_stage(stage: Stage, group: list[LayerSpec], n: int, c: int, h: int, pos: int, fail):
+    def _match_stage(self, stage: Stage, group: list[LayerSpec], n: int, c: int, h: int, pos: int, fail):
         """Choice indices if `group` (n layers starting at network position pos) is this stage."""
         if n == 0:
             return {f: 0 for f in FIELD_ORDER} | {"layers": stage.layers.index(0), "filters_value": c}
@@ -352,10 +341,8 @@ class SearchSpace:
                 return None
             picks[f] = stage.choices(f).index(value)
         for j, spec in enumerate(group):
-            stride = stage.stride if j == 0 else 1
-            cin = c if j == 0 else head.out_channels
-            hin = h if j == 0 else math.ceil(h / stage.stride)
-            expected = head.replace(in_shape=(head.batch, cin, hin, hin), stride=stride)
+            expected = self._block(stage, j, c, h, *(values[f] for f in FIELD_ORDER[1:]))
+            c, h = expected.out_channels, _output_size(expected)
             if spec.op != stage.op:
                 fail(pos + j, f"layer {pos + j} is {spec.op!r}; stage {stage.name} holds {stage.op!r}")
                 return None
@@ -379,35 +366,48 @@ class SearchSpace:
         return np.minimum((u * self.cardinalities).astype(np.int64), self.cardinalities - 1)
 
     # ---------------------------------------------------------------- enumeration
-    def stage_input_channels(self) -> list[tuple[int, ...]]:
-        """Every channel count that can enter each stage (a stage that may be empty passes its input on)."""
-        out, current = [], {self.in_channels}
+    @functools.cached_property
+    def geometry(self) -> list[StageGeometry]:
+        """What can enter each stage, and the spatial size it hands on (see StageGeometry)."""
+        geometry = []
+        sizes, channels = set(self.resolutions), {self.in_channels}
         for stage in self.stages:
-            out.append(tuple(sorted(current)))
-            nonzero = set(stage.filters) if stage.max_layers > 0 else set()
-            current = nonzero | (current if 0 in stage.layers else set())
-        return out
+            sizes_in, channels_in = tuple(sorted(sizes)), tuple(sorted(channels))
+            out = np.zeros((len(sizes_in), len(stage.kernel)), dtype=np.int64)
+            for (h_i, h), (k_i, k) in itertools.product(enumerate(sizes_in), enumerate(stage.kernel)):
+                # Geometry only depends on op, kernel, stride and size; the other fields are placeholders.
+                first = self._block(stage, 0, channels_in[0], h, k, stage.act[0], stage.expansion[0],
+                                    stage.filters[0], stage.se[0])
+                out[h_i, k_i] = _output_size(first)
+                if stage.max_layers > 1:
+                    repeated = self._block(stage, 1, first.out_channels, int(out[h_i, k_i]), k, stage.act[0],
+                                           stage.expansion[0], stage.filters[0], stage.se[0])
+                    if _output_size(repeated) != out[h_i, k_i]:
+                        raise ValueError(f"stage {stage.name}: a repeated {stage.op} block changes the spatial "
+                                         f"size ({out[h_i, k_i]} px), so the stage's output size would depend "
+                                         "on its layer count; this space cannot be indexed")
+            geometry.append(StageGeometry(sizes_in, channels_in, out))
+            keep = 0 in stage.layers  # an empty stage hands its input on unchanged
+            sizes = set(out.ravel().tolist()) | (sizes if keep else set())
+            channels = set(stage.filters) | (channels if keep else set())
+        return geometry
 
     def slot_specs(self, stage_i: int, first: bool):
         """Yield (multi-index, LayerSpec) for every configuration of a stage's first block (first=True;
-        index over (res, input-channel, kernel, act, expansion, filters, se)) or of its repeated blocks
-        (first=False; same index without input-channel). The estimator turns these into id arrays."""
+        index over (input size, input channels, kernel, act, expansion, filters, se), sizes and channels
+        indexing StageGeometry) or of its repeated blocks (first=False; the same without input channels).
+        The estimator turns these into id arrays."""
         stage = self.stages[stage_i]
-        cins = self.stage_input_channels()[stage_i]
-        for r_i, r in enumerate(self.resolutions):
-            h = self.stage_input_sizes(r)[stage_i]
-            for c_i, cin in (enumerate(cins) if first else [(None, None)]):
+        geo = self.geometry[stage_i]
+        for h_i, h in enumerate(geo.sizes_in):
+            for c_i, cin in (enumerate(geo.channels_in) if first else [(None, None)]):
                 for combo in itertools.product(*(range(len(stage.choices(f))) for f in FIELD_ORDER[1:])):
-                    k, a, e, f, se = (stage.choices(f)[i] for f, i in zip(FIELD_ORDER[1:], combo))
+                    values = [stage.choices(f)[i] for f, i in zip(FIELD_ORDER[1:], combo)]
                     if first:
-                        spec = LayerSpec(stage.op, (self.batch, cin, h, h), f, k, stage.stride, e, se, a,
-                                         precision=self.precision, sparsity=self.sparsity)
-                        yield (r_i, c_i, *combo), spec
+                        yield (h_i, c_i, *combo), self._block(stage, 0, cin, h, *values)
                     else:
-                        hr = math.ceil(h / stage.stride)
-                        spec = LayerSpec(stage.op, (self.batch, f, hr, hr), f, k, 1, e, se, a,
-                                         precision=self.precision, sparsity=self.sparsity)
-                        yield (r_i, *combo), spec
+                        h_out = int(geo.out_sizes[h_i, combo[0]])  # combo[0] is the kernel index
+                        yield (h_i, *combo), self._block(stage, 1, values[3], h_out, *values)
 
     def layer_specs(self) -> list[LayerSpec]:
         """Every distinct block LayerSpec the space can produce (what a latency table must hold)."""
@@ -419,6 +419,24 @@ class SearchSpace:
                 for _, spec in self.slot_specs(i, first):
                     unique.setdefault(spec.key(), spec)
         return list(unique.values())
+
+
+@dataclass(frozen=True)
+class StageGeometry:
+    """sizes_in / channels_in: every input size / channel count that can reach the stage (sorted; an
+    empty stage passes its input on); out_sizes[size index, kernel index]: the size the stage hands on.
+    Sizes follow profiler.blocks.output_shape, not ceil(h / stride): GPUNet's stride-2 EdgeResidual
+    pads 0, so a stage's output size depends on its kernel choice."""
+
+    sizes_in: tuple[int, ...]
+    channels_in: tuple[int, ...]
+    out_sizes: np.ndarray
+
+
+def _output_size(spec: LayerSpec) -> int:
+    from ..blocks import output_shape  # torch is imported only when shapes are chained
+
+    return output_shape(spec)[2]
 
 
 def load_space(source: str | Path) -> SearchSpace:

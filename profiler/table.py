@@ -127,30 +127,23 @@ class LatencyTable:
             raise FileNotFoundError(f"no latency table at {self.path} (pass a context to create one)")
         if context is not None:
             context = _check_context(context)
+        self._medians: dict[str, float] | None = None  # read cache, see medians_ms
+        self._medians_version = None
         try:
             # timeout: wait (rather than fail) while another process holds the write lock.
             self._conn = sqlite3.connect(str(self.path), timeout=30.0)
-            self._init_schema()
+            self._context = self._open_or_create(context)
         except sqlite3.DatabaseError as exc:
+            self.close()
             raise ValueError(f"{self.path} is not a latency table: {exc}") from None
-        self._medians: dict[str, float] | None = None  # read cache, see medians_ms
-        self._medians_version = None
-        stored = self._meta_json("context")
-        if stored is None:
-            if context is None:
-                self.close()
-                raise ValueError(f"{self.path} has no measurement context; open it with context=... first")
-            context = dict(context)
-            context.setdefault("date", _now())
-            with self._conn:
-                self._set_meta("context", json.dumps(context, sort_keys=True))
-            stored = context
-        elif context is not None:
-            ensure_same_context(stored, context, "the given context")
-        self._context = stored
+        except BaseException:
+            self.close()
+            raise
 
     # ---- set-up -------------------------------------------------------------------------------
-    def _init_schema(self) -> None:
+    def _open_or_create(self, context: dict | None) -> dict:
+        """Check an existing file's identity and context, or create schema + context in ONE
+        transaction (a process killed while creating leaves an empty file, never a context-less table)."""
         c = self._conn
         app_id = c.execute("PRAGMA application_id").fetchone()[0]
         version = c.execute("PRAGMA user_version").fetchone()[0]
@@ -161,14 +154,25 @@ class LatencyTable:
             raise ValueError(
                 f"{self.path} uses table schema version {version}; this profiler reads up to {SCHEMA_VERSION} (upgrade it)"
             )
+        # Future schema migrations go here (version < SCHEMA_VERSION).
         c.execute("PRAGMA journal_mode=WAL")
         c.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a committed row survives a killed process
-        if not has_tables:
-            with c:
-                c.executescript(_SCHEMA)
-                c.execute(f"PRAGMA application_id={APPLICATION_ID}")
-                c.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        # Future schema migrations go here (version < SCHEMA_VERSION).
+        if has_tables:
+            stored = self._meta_json("context")
+            if context is not None:
+                ensure_same_context(stored, context, "the given context")
+            return stored
+        if context is None:  # an empty file: created by a process killed before its first commit
+            raise FileNotFoundError(f"no latency table in {self.path} (the file is empty; pass a context to create one)")
+        context = {**context, "date": context.get("date") or _now()}
+        c.execute("BEGIN")
+        for statement in _SCHEMA.strip().split(";\n"):
+            c.execute(statement)
+        c.execute(f"PRAGMA application_id={APPLICATION_ID}")
+        c.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        self._set_meta("context", json.dumps(context, sort_keys=True))
+        c.execute("COMMIT")
+        return context
 
     def _set_meta(self, name: str, value: str) -> None:
         self._conn.execute(
@@ -336,7 +340,7 @@ class LatencyTable:
 
     # ---- lifetime ---------------------------------------------------------------------------------
     def close(self) -> None:
-        if self._conn is not None:
+        if getattr(self, "_conn", None) is not None:
             self._conn.close()
             self._conn = None
 

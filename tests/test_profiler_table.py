@@ -126,6 +126,17 @@ def test_bad_inputs_are_clear_errors(tmp_path, rng):
         LatencyTable(tmp_path / "other.sqlite", CTX)
 
 
+def test_empty_file_left_by_a_killed_creator(tmp_path, rng):
+    path = tmp_path / "t.sqlite"
+    path.write_bytes(b"")  # what a process killed before its first commit leaves behind
+    with pytest.raises(FileNotFoundError, match="empty"):
+        LatencyTable(path)
+    with LatencyTable(path, CTX) as t:
+        t.put(spec(), stats(rng))
+    with LatencyTable(path) as t:
+        assert len(t) == 1
+
+
 def test_newer_schema_refused(tmp_path):
     path = tmp_path / "t.sqlite"
     LatencyTable(path, CTX).close()

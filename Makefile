@@ -30,6 +30,8 @@ test: build
 demo: build
 	mkdir -p $(OUT)
 	$(BIN)/python benchmarks/demo_compress.py --out $(OUT)
+	$(BIN)/profiler build --table $(OUT)/lut.sqlite --space demo  # all 132 demo-space layers, ~1 min on CPU; resumes
+	$(BIN)/profiler show --table $(OUT)/lut.sqlite --top 5
 
 bench: build
 	$(BIN)/python -m pytest -q benchmarks --benchmark-only

@@ -208,6 +208,7 @@ class LocalPool:
             except (EOFError, OSError):
                 outcome = None
             if outcome is None:  # the process is gone without an answer: this key crashed it
+                worker.proc.join(timeout=5)  # the pipe closes a moment before the exit code is known
                 outcome = ("error", f"worker process died while measuring (exit code {worker.proc.exitcode})")
                 self._replace(worker)
             results.append((worker.key, outcome))
@@ -360,6 +361,7 @@ def build_table(table_path, specs: Iterable[LayerSpec], backend_ref: BackendRef,
     pool = (RayPool(ray_address, backend_ref, workers=workers if workers > 1 else None, timeout_s=timeout_s)
             if ray_address else LocalPool(backend_ref, workers=workers, timeout_s=timeout_s))
     try:
+        _check_specs_fit(specs, todo, pool.context)
         if table is None:
             table = LatencyTable(table_path, context=pool.context)
         else:
@@ -372,6 +374,18 @@ def build_table(table_path, specs: Iterable[LayerSpec], backend_ref: BackendRef,
         if table is not None:
             table.close()
     return report
+
+
+def _check_specs_fit(specs: list[LayerSpec], todo: list[str], context: Mapping) -> None:
+    """A backend is set up for one batch size and precision (both in its context): specs for another
+    would only fill the table with errors, so refuse them up front."""
+    todo = set(todo)
+    misfits = [s for s in specs if s.key() in todo and any(
+        name in context and getattr(s, name) != context[name] for name in ("batch", "precision"))]
+    if misfits:
+        raise ValueError(f"{len(misfits)} specs do not match the backend's batch {context.get('batch')} / precision "
+                         f"{context.get('precision')!r} (first: {misfits[0].key()}); set the backend's batch/precision "
+                         f"(profiler build --batch/--precision) to match the specs")
 
 
 def _drive(pool, table: LatencyTable, todo: list[str], report: BuildReport, progress: bool, on_result) -> None:

@@ -40,14 +40,16 @@ def _add_build(sub) -> None:
     p.add_argument("--table", required=True, type=Path, help="SQLite table to create or extend")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--space", help="search space: a built-in name (demo, gpunet) or a .json/.toml file")
-    src.add_argument("--networks", nargs="+", type=Path, metavar="JSON", help="GPUNet network configs")
+    src.add_argument("--networks", nargs="+", metavar="CONFIG",
+                     help="GPUNet network configs: JSON files or published names (GPUNet-0, GPUNet-D1, ...)")
     src.add_argument("--keys", type=Path, metavar="FILE", help="text file of LayerSpec keys, one per line "
                                                               "(e.g. the missing keys a NAS run reported)")
     p.add_argument("--samples", type=int, help="with --space: measure the layers of N Sobol-sampled "
                                                "candidates (default: every layer the space can produce)")
     p.add_argument("--seed", type=int, default=0, help="with --samples: Sobol seed (default 0)")
-    p.add_argument("--batch", type=int, default=1, help="batch size of every spec (default 1)")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"))
+    p.add_argument("--batch", type=int, default=1, help="batch size of every spec and of the backend (default 1)")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"),
+                   help="precision of every spec and of the backend (default fp32)")
     p.add_argument("--sparsity", default="dense", choices=("dense", "2:4"))
     p.add_argument("--backend", default="onnxruntime",
                    help="onnxruntime | torch | tensorrt, or your own factory as module:callable")
@@ -70,8 +72,10 @@ def _run_build(args) -> int:
         space=args.space, samples=args.samples, seed=args.seed, networks=args.networks, keys_file=args.keys,
         batch=args.batch, precision=args.precision, sparsity=args.sparsity,
     )
+    # The backend is set up for the specs' batch and precision (it refuses others); -o may override.
+    backend_options = {"batch": args.batch, "precision": args.precision, **dict(args.backend_options)}
     report = builder.build_table(
-        args.table, specs, builder.BackendRef(args.backend, dict(args.backend_options)), workers=args.workers,
+        args.table, specs, builder.BackendRef(args.backend, backend_options), workers=args.workers,
         ray_address=args.ray, retry_errors=args.retry_errors, timeout_s=args.timeout, progress=not args.quiet,
     )
     print(report.summary())
@@ -85,18 +89,20 @@ def _add_table_arg(p) -> None:
 def _run_show(args) -> int:
     console = Console()
     with LatencyTable(args.table) as table:
-        console.print(f"[bold]{args.table}[/]: {len(table)} entries, {len(table.errors())} errors")
+        console.print(f"[bold]{args.table}[/]: {len(table)} entries, {len(table.errors())} errors", soft_wrap=True)
         ctx = Table("context", "value", box=None)
         for name, value in sorted(table.context.items()):
             ctx.add_row(name, str(value))
         console.print(ctx)
-        slow = Table("slowest layers", "median ms", box=None)
-        for key, median in table.slowest(args.top):
-            slow.add_row(key, f"{median:.4f}")
+        slow = Table("slowest layers", "median ms", "p10-p90 ms", "n", box=None)
+        slow.columns[0].overflow = "fold"  # keys are long; show them whole
+        for row in table.slowest(args.top):
+            slow.add_row(row["key"], f"{row['median_ms']:.4f}", f"{row['p10_ms']:.4f}-{row['p90_ms']:.4f}", str(row["n"]))
         console.print(slow)
         errors = table.errors()
         if errors:
             err = Table("failed", "error", box=None)
+            err.columns[0].overflow = "fold"
             for key, message in list(errors.items())[: args.top]:
                 err.add_row(key, message)
             console.print(err)
@@ -144,20 +150,32 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--replace", action="store_true", help="overwrite keys the table already has")
     p.set_defaults(run=_run_import)
 
-    try:  # TEMPORARY until profiler.validate lands on this branch
-        validate = importlib.import_module("profiler.validate")
-    except ModuleNotFoundError as exc:
-        if exc.name != "profiler.validate":
-            raise
-    else:
-        p = sub.add_parser("validate", help="compare LUT estimates with end-to-end measurements")
-        validate.add_arguments(p)
-        p.set_defaults(run=validate.run)
+    # Listed here; parsed by main() with the module's own arguments (see _LAZY_COMMANDS).
+    for name, (_, help_text) in _LAZY_COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
     return parser
 
 
+# Subcommands whose module is heavy to import (validate pulls in torch): imported only when run, so
+# `profiler show` stays instant. Each module provides add_arguments(parser) and run(args) -> int.
+_LAZY_COMMANDS = {"validate": ("profiler.validate", "compare LUT estimates with end-to-end measurements "
+                                                     "(MAPE, share within +-10%%, Spearman) and calibrate")}
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    if argv and argv[0] in _LAZY_COMMANDS:
+        module_name, help_text = _LAZY_COMMANDS[argv[0]]
+        module = importlib.import_module(module_name)
+        parser = argparse.ArgumentParser(prog=f"profiler {argv[0]}", description=help_text.replace("%%", "%"))
+        module.add_arguments(parser)
+        args = parser.parse_args(argv[1:])
+        args.command, args.run = argv[0], module.run
+        return args
+    return make_parser().parse_args(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = make_parser().parse_args(argv)
+    args = _parse(sys.argv[1:] if argv is None else list(argv))
     try:
         return args.run(args)
     except (ValueError, FileNotFoundError, ImportError, builder.BackendStartError) as exc:

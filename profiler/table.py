@@ -285,17 +285,20 @@ class LatencyTable:
 
     def rows(self) -> list[dict]:
         """All stats rows as dicts (key, the LatencyStats fields, measured_at), sorted by key."""
+        return self._row_dicts("ORDER BY key")
+
+    def slowest(self, count: int = 10) -> list[dict]:
+        """Rows (as rows() gives them) of the `count` keys with the largest median, slowest first."""
+        return self._row_dicts("ORDER BY median_ms DESC, key LIMIT ?", (int(count),))
+
+    def _row_dicts(self, order: str, params: tuple = ()) -> list[dict]:
         cols = ("key", *STAT_FIELDS, "measured_at")
-        cur = self._conn.execute(f"SELECT {', '.join(cols)} FROM latency ORDER BY key")
+        cur = self._conn.execute(f"SELECT {', '.join(cols)} FROM latency {order}", params)
         return [dict(zip(cols, row)) for row in cur]
 
     def error_rows(self) -> list[dict]:
         cur = self._conn.execute("SELECT key, message, failed_at FROM errors ORDER BY key")
         return [dict(zip(("key", "message", "failed_at"), row)) for row in cur]
-
-    def slowest(self, count: int = 10) -> list[tuple[str, float]]:
-        """The `count` keys with the largest median latency, slowest first."""
-        return list(self._conn.execute("SELECT key, median_ms FROM latency ORDER BY median_ms DESC, key LIMIT ?", (count,)))
 
     # ---- export / import --------------------------------------------------------------------------
     def export(self, path: str | Path, fmt: str | None = None) -> None:

@@ -14,14 +14,15 @@ from profiler.stats import LatencyStats
 
 class NumpyMatmulBackend:
     def __init__(self, repeats: int = 5, sleep_s: float = 0.0, fail_op: str | None = None,
-                 crash_op: str | None = None, hang_op: str | None = None, log: str | None = None, device: str = "test-cpu") -> None:
+                 crash_op: str | None = None, hang_op: str | None = None, log: str | None = None, device: str = "test-cpu",
+                 precision: str = "fp32", batch: int = 1) -> None:
         self.repeats, self.sleep_s = repeats, sleep_s
         self.fail_op, self.crash_op, self.hang_op = fail_op, crash_op, hang_op
-        self.log, self.device = log, device
+        self.log, self.device, self.precision, self.batch = log, device, precision, batch
 
     def context(self) -> dict:
         return {"device": self.device, "backend": "numpy-matmul-test", "runtime": np.__version__,
-                "driver": platform.python_version(), "precision": "fp32", "batch": 1, "threads": 1}
+                "driver": platform.python_version(), "precision": self.precision, "batch": self.batch, "threads": 1}
 
     def measure(self, spec) -> LatencyStats:
         if spec.op == self.fail_op:

@@ -108,6 +108,9 @@ def test_specs_from_keys_file_and_space(tmp_path):
     assert specs_from_source(keys_file=keys) == specs
     demo = specs_from_source(space="demo", samples=4, seed=1, batch=2)
     assert demo and len({s.key() for s in demo}) == len(demo) and all(s.batch == 2 for s in demo)
+    from profiler.nas.gpunet import load_gpunet_config
+    gpunet0 = load_gpunet_config("GPUNet-0", batch=2)
+    assert specs_from_source(networks=["GPUNet-0", "GPUNet-0"], batch=2) == unique_specs(gpunet0)
     with pytest.raises(ValueError, match="exactly one source"):
         specs_from_source(space="demo", keys_file=keys)
 
@@ -168,3 +171,11 @@ def test_ray_dispatch_on_a_local_cluster(tmp_path):
             assert "Ray worker died" in t.error(specs[5]) and "NotImplementedError" in t.error(specs[6])
     finally:
         ray.shutdown()
+
+
+def test_specs_for_another_batch_or_precision_are_refused_up_front(tmp_path):
+    specs = make_specs(2) + [LayerSpec(op="conv2d", in_shape=(4, 8, 8, 8), out_channels=16)]
+    with pytest.raises(ValueError, match=r"1 specs do not match the backend's batch 1 .*in=4x8x8x8"):
+        build_table(tmp_path / "lut.sqlite", specs, backend(), progress=False)
+    report = build_table(tmp_path / "lut.sqlite", specs[2:], backend(batch=4), progress=False)
+    assert report.measured == 1

@@ -223,6 +223,10 @@ class SearchSpace:
 
     def check_vectors(self, vectors) -> np.ndarray:
         """Vectors as an (N, width) int64 array; ValueError naming the first bad row and position."""
+        return self._checked_columns(vectors).T.astype(np.int64)
+
+    def _checked_columns(self, vectors) -> np.ndarray:
+        """Validated vectors as contiguous (width, N) int32 columns (what vectorized code reads)."""
         v = np.asarray(vectors)
         if v.ndim == 1:
             v = v[None, :]
@@ -234,25 +238,26 @@ class SearchSpace:
                 raise ValueError("vector positions must be integers (choice indices)")
         elif v.dtype.kind not in "iu":
             raise ValueError(f"vector positions must be integers (choice indices), got dtype {v.dtype}")
-        v = v.astype(np.int64)
-        cards = self.cardinalities
-        bad = (v < 0) | (v >= cards)
-        if bad.any():
-            row, pos = np.argwhere(bad)[0]
-            raise ValueError(f"invalid vector (row {row}): position {pos} ({self.layout[pos]}) = {v[row, pos]} "
-                             f"is outside 0..{cards[pos] - 1}")
-        return v
+        rows = np.ascontiguousarray(v.T)
+        columns = np.empty(rows.shape, dtype=np.int32)
+        for pos, (row, card) in enumerate(zip(rows, self.cardinalities)):
+            bad = (row < 0) | (row >= card)
+            if bad.any():
+                first = int(np.argmax(bad))
+                raise ValueError(f"invalid vector (row {first}): position {pos} ({self.layout[pos]}) = {row[first]} "
+                                 f"is outside 0..{card - 1}")
+            columns[pos] = row
+        return columns
 
-    def choice_indices(self, vectors) -> tuple[np.ndarray, list[dict[str, np.ndarray]]]:
-        """Vectors -> (resolution index (N,), per stage {field: choice index (N,)}); fixed fields give 0."""
-        v = self.check_vectors(vectors)
-        n = v.shape[0]
-        res = v[:, 0]
-        per_stage = [{f: np.zeros(n, dtype=np.int64) for f in FIELD_ORDER} for _ in self.stages]
+    def choice_indices(self, vectors) -> tuple[np.ndarray, list[dict[str, np.ndarray | int]]]:
+        """Vectors -> (resolution index (N,), per stage {field: choice index (N,)}), as contiguous
+        int32 columns; a field with a single choice is the scalar 0."""
+        columns = self._checked_columns(vectors)
+        per_stage = [{f: 0 for f in FIELD_ORDER} for _ in self.stages]
         for col, (i, f) in enumerate(self._positions):
             if i >= 0:
-                per_stage[i][f] = v[:, col]
-        return res, per_stage
+                per_stage[i][f] = columns[col]
+        return columns[0], per_stage
 
     # ---------------------------------------------------------------- decode / encode
     def _block(self, stage: Stage, j: int, c: int, h: int, kernel, act, expansion, filters, se) -> LayerSpec:
@@ -268,7 +273,7 @@ class SearchSpace:
         c = self.in_channels
         network = []
         for stage, idx in zip(self.stages, per_stage):
-            pick = {f: stage.choices(f)[int(idx[f][0])] for f in FIELD_ORDER}
+            pick = {f: stage.choices(f)[int(np.ravel(idx[f])[0])] for f in FIELD_ORDER}
             for j in range(pick["layers"]):
                 spec = self._block(stage, j, c, h, *(pick[f] for f in FIELD_ORDER[1:]))
                 network.append(spec)

@@ -83,7 +83,8 @@ def specs_from_source(*, space: str | None = None, samples: int | None = None, s
         raise ValueError("samples applies to a search space only")
     if keys_file is not None:
         lines = Path(keys_file).read_text().splitlines()
-        return unique_specs(LayerSpec.from_key(line.strip()) for line in lines if line.strip() and not line.startswith("#"))
+        keys = [line.strip() for line in lines]
+        return unique_specs(LayerSpec.from_key(k) for k in keys if k and not k.startswith("#"))
     if networks is not None:
         from .nas.gpunet import load_gpunet_config
         return unique_specs(s for path in networks
@@ -123,15 +124,43 @@ def _identical_context(contexts: list[dict]) -> dict:
 
 
 # ---- local worker processes ---------------------------------------------------------------------
+class WorkerPool:
+    """What the build loop drives: workers that each measure one key at a time. Subclasses fill
+    `_idle` (free workers) and `_busy` (in flight), set `context`, and implement submit/wait/close."""
+
+    context: dict
+
+    def has_idle(self) -> bool:
+        return bool(self._idle)
+
+    def busy(self) -> int:
+        return len(self._busy)
+
+    def submit(self, key: str) -> None:
+        """Hand `key` to an idle worker."""
+        raise NotImplementedError
+
+    def wait(self, poll_s: float = 1.0) -> list[tuple[str, Outcome]]:
+        """(key, outcome) of what finished within poll_s; a worker that died or hung yields an error
+        outcome for its key and is replaced."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
 def _process_worker_main(conn, backend_ref: BackendRef) -> None:
     try:
-        backend = backend_ref.create()
+        try:
+            backend = backend_ref.create()
+        except Exception as exc:  # noqa: BLE001 - reported to the parent, which stops the build
+            conn.send(("fatal", f"{type(exc).__name__}: {exc}"))
+            return
         conn.send(("ready", backend.context()))
-    except Exception as exc:  # noqa: BLE001 - reported to the parent, which stops the build
-        conn.send(("fatal", f"{type(exc).__name__}: {exc}"))
-        return
-    while (key := conn.recv()) is not None:
-        conn.send(measure_outcome(backend, key))
+        while (key := conn.recv()) is not None:
+            conn.send(measure_outcome(backend, key))
+    except (EOFError, BrokenPipeError, KeyboardInterrupt):
+        pass  # the parent is gone or stopping (Ctrl-C reaches the whole process group): exit quietly
 
 
 class _ProcessWorker:
@@ -161,7 +190,7 @@ class _ProcessWorker:
         self.conn.close()
 
 
-class LocalPool:
+class LocalPool(WorkerPool):
     """`n` worker processes (spawned: no fork of a parent holding runtime threads), each measuring one
     key at a time. On a CPU target, workers measured at once compete for cores: keep
     workers x backend threads <= cores, or the table records contention."""
@@ -179,12 +208,6 @@ class LocalPool:
             self.close()
             raise
 
-    def has_idle(self) -> bool:
-        return bool(self._idle)
-
-    def busy(self) -> int:
-        return len(self._busy)
-
     def submit(self, key: str) -> None:
         worker = self._idle.pop()
         worker.key, worker.started = key, time.monotonic()
@@ -192,7 +215,6 @@ class LocalPool:
         self._busy.append(worker)
 
     def wait(self, poll_s: float = 1.0) -> list[tuple[str, Outcome]]:
-        """Results that arrived within poll_s: answers, plus failures for workers that died or hung."""
         waitables = {}
         for w in self._busy:
             waitables[w.conn] = waitables[w.proc.sentinel] = w
@@ -256,7 +278,7 @@ class RayMeasurer:
         return measure_outcome(self.backend, key)
 
 
-class RayPool:
+class RayPool(WorkerPool):
     """Ray actors, one per GPU of the cluster (or `workers` CPU actors on a cluster without GPUs).
 
     `address` is a Ray cluster address ('auto', 'ray://host:10001', ...) or 'local' to start a
@@ -286,12 +308,6 @@ class RayPool:
         except ray.exceptions.RayError as exc:
             self.close()
             raise BackendStartError(f"cannot start the backend on the Ray workers: {exc}") from None
-
-    def has_idle(self) -> bool:
-        return bool(self._idle)
-
-    def busy(self) -> int:
-        return len(self._busy)
 
     def submit(self, key: str) -> None:
         actor = self._idle.pop()

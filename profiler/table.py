@@ -66,6 +66,14 @@ def key_of(spec_or_key: LayerSpec | str) -> str:
     raise TypeError(f"expected a LayerSpec or a key string, got {type(spec_or_key).__name__}")
 
 
+def _checked_stats(key: str, stats: Mapping) -> list:
+    """The LatencyStats fields of `stats` in column order; ValueError unless finite, >= 0, n >= 1."""
+    values = [stats[f] for f in STAT_FIELDS]
+    if not all(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0 for v in values) or stats["n"] < 1:
+        raise ValueError(f"refusing non-finite/negative/empty stats for {key}: {dict(stats)}")
+    return values
+
+
 def _lookup_key(spec_or_key: LayerSpec | str) -> str:
     """Key for a read: a LayerSpec's key, or the string as given (a malformed key simply is not found)."""
     if isinstance(spec_or_key, LayerSpec):
@@ -157,22 +165,24 @@ class LatencyTable:
         # Future schema migrations go here (version < SCHEMA_VERSION).
         c.execute("PRAGMA journal_mode=WAL")
         c.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a committed row survives a killed process
-        if has_tables:
-            stored = self._meta_json("context")
-            if context is not None:
-                ensure_same_context(stored, context, "the given context")
-            return stored
-        if context is None:  # an empty file: created by a process killed before its first commit
-            raise FileNotFoundError(f"no latency table in {self.path} (the file is empty; pass a context to create one)")
-        context = {**context, "date": context.get("date") or _now()}
-        c.execute("BEGIN")
-        for statement in _SCHEMA.strip().split(";\n"):
-            c.execute(statement)
-        c.execute(f"PRAGMA application_id={APPLICATION_ID}")
-        c.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        self._set_meta("context", json.dumps(context, sort_keys=True))
-        c.execute("COMMIT")
-        return context
+        if not has_tables:
+            if context is None:  # an empty file: created by a process killed before its first commit
+                raise FileNotFoundError(f"no latency table in {self.path} (the file is empty; pass a context to create one)")
+            c.execute("BEGIN IMMEDIATE")  # take the write lock, then look again: another process may have won
+            if c.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:
+                context = {**context, "date": context.get("date") or _now()}
+                for statement in _SCHEMA.strip().split(";\n"):
+                    c.execute(statement)
+                c.execute(f"PRAGMA application_id={APPLICATION_ID}")
+                c.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                self._set_meta("context", json.dumps(context, sort_keys=True))
+                c.execute("COMMIT")
+                return context
+            c.execute("ROLLBACK")
+        stored = self._meta_json("context")
+        if context is not None:
+            ensure_same_context(stored, context, "the given context")
+        return stored
 
     def _set_meta(self, name: str, value: str) -> None:
         self._conn.execute(
@@ -210,9 +220,7 @@ class LatencyTable:
         key = key_of(spec_or_key)
         if not isinstance(stats, LatencyStats):
             raise TypeError(f"stats must be a LatencyStats, got {type(stats).__name__}")
-        values = [getattr(stats, f) for f in STAT_FIELDS]
-        if not all(math.isfinite(v) for v in values) or stats.median_ms < 0 or stats.n <= 0:
-            raise ValueError(f"refusing to store non-finite/negative/empty stats for {key}: {stats}")
+        values = _checked_stats(key, stats.to_dict())
         with self._conn:
             self._write_stats(key, values, _now())
 
@@ -225,6 +233,7 @@ class LatencyTable:
             (key, *values, measured_at),
         )
         self._conn.execute("DELETE FROM errors WHERE key=?", (key,))
+        self._medians = None  # PRAGMA data_version does not see this connection's own writes
 
     def put_error(self, spec_or_key: LayerSpec | str, message: str) -> None:
         """Record that measuring this key failed (the stats of a key, if any, are kept)."""
@@ -426,10 +435,7 @@ def read_export(path: str | Path, fmt: str | None = None) -> dict:
     try:
         _check_context(dump["context"])
         for row in dump.setdefault("entries", []):
-            key_of(row["key"])
-            values = [float(row[f]) for f in STAT_FIELDS]
-            if not all(math.isfinite(v) for v in values) or row["median_ms"] < 0 or row["n"] <= 0:
-                raise ValueError(f"non-finite/negative/empty stats for {row['key']}")
+            _checked_stats(key_of(row["key"]), row)
             row.setdefault("measured_at", "")
         for row in dump.setdefault("errors", []):
             key_of(row["key"])

@@ -115,43 +115,64 @@ def test_specs_from_keys_file_and_space(tmp_path):
         specs_from_source(space="demo", keys_file=keys)
 
 
-def test_sigkill_mid_build_then_resume_loses_and_duplicates_nothing(tmp_path):
-    """A real kill: the CLI builds in a subprocess, is SIGKILLed (with its worker) mid-run, and reruns."""
+def _committed(path):
+    """Keys committed so far, read with raw SQL as another process sees them (the file may not hold the
+    schema yet)."""
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as con:
+            return [k for (k,) in con.execute("SELECT key FROM latency")]
+    except sqlite3.OperationalError:
+        return []
+
+
+def _interrupt_when(proc, path, at_least, sig):
+    """Send `sig` to the build's process group (parent and worker, like a terminal) once `at_least` rows
+    are committed; return the keys seen committed just before."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(seen := _committed(path)) < at_least:
+        assert proc.poll() is None, "the build finished before it could be interrupted"
+        time.sleep(0.05)
+    os.killpg(proc.pid, sig)
+    proc.wait(timeout=30)
+    return seen
+
+
+def test_ctrl_c_then_sigkill_mid_build_then_resume_loses_and_duplicates_nothing(tmp_path):
+    """Real interruptions of the CLI in a subprocess: Ctrl-C (SIGINT) mid-run, rerun, SIGKILL mid-run
+    (parent and worker), rerun to completion."""
     path, log, keys = tmp_path / "lut.sqlite", tmp_path / "measured.log", tmp_path / "keys.txt"
-    specs = make_specs(12)
+    specs = make_specs(16)
     keys.write_text("\n".join(s.key() for s in specs))
     cmd = [sys.executable, "-m", "profiler", "build", "--table", str(path), "--keys", str(keys), "--quiet",
            "--backend", FACTORY, "-o", "repeats=3", "-o", "sleep_s=0.15", "-o", f"log={log}"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(REPO), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.Popen(cmd, env=env, start_new_session=True)  # own process group: kill it with its worker
-    committed_before_kill = []
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and len(committed_before_kill) < 4:
-        time.sleep(0.1)
-        assert proc.poll() is None, "the build finished before it could be killed"
-        try:  # raw SQL, as another reader would see it; the file may not hold the schema yet
-            with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as con:
-                committed_before_kill = [k for (k,) in con.execute("SELECT key FROM latency")]
-        except sqlite3.OperationalError:
-            pass
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    with LatencyTable(path) as t:
-        survivors = t.keys()
-    assert 4 <= len(survivors) < 12
-    assert set(committed_before_kill) <= set(survivors)  # every commit survived the kill
-    first_run = logged(log)
+    start = dict(env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    proc = subprocess.Popen(cmd, **start)
+    seen = _interrupt_when(proc, path, 3, signal.SIGINT)
+    assert proc.returncode == 130 and "interrupted, rerun to resume" in proc.stdout.read()
+    assert "Traceback" not in proc.stderr.read()
+    after_ctrl_c = _committed(path)
+    assert set(seen) <= set(after_ctrl_c) and 3 <= len(after_ctrl_c) < 16
+
+    proc = subprocess.Popen(cmd, **start)
+    seen = _interrupt_when(proc, path, len(after_ctrl_c) + 3, signal.SIGKILL)
+    after_kill = _committed(path)
+    assert set(after_ctrl_c) | set(seen) <= set(after_kill)  # every commit survived the kill
+    assert len(after_kill) < 16
+    before_rerun = len(logged(log))
 
     rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert rerun.returncode == 0, rerun.stderr
-    assert f"{len(survivors)} already in the table" in rerun.stdout
-    second_run = logged(log)[len(first_run):]
-    assert not set(second_run) & set(survivors)  # committed work is never redone
-    assert sorted(set(second_run)) == sorted(second_run)
+    assert f"{len(after_kill)} already in the table, {16 - len(after_kill)} measured" in rerun.stdout
+    last_run = logged(log)[before_rerun:]
+    assert not set(last_run) & set(after_kill)  # committed work is never redone
     with sqlite3.connect(path) as con:
         rows, distinct = con.execute("SELECT count(*), count(DISTINCT key) FROM latency").fetchone()
-    assert rows == distinct == 12
-    assert len(first_run) + len(second_run) <= 12 + 1  # at most the one in-flight spec measured twice
+    assert rows == distinct == 16
+    all_runs = logged(log)
+    assert set(all_runs) == {s.key() for s in specs}
+    assert len(all_runs) <= 16 + 2  # at most the spec in flight at each interruption measured twice
 
 
 @pytest.mark.slow

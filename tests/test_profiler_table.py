@@ -65,13 +65,16 @@ def test_medians_vectorized_with_nan_for_missing(tmp_path, rng):
         assert t.missing(query) == [specs[3].key(), "garbage"]
 
 
-def test_medians_follow_writes_from_another_connection(tmp_path, rng):
+def test_medians_follow_writes_from_this_and_another_connection(tmp_path, rng):
     path = tmp_path / "t.sqlite"
     with LatencyTable(path, CTX) as reader, LatencyTable(path, CTX) as writer:
         assert np.isnan(reader.medians_ms([spec()])[0])
         s = stats(rng)
         writer.put(spec(), s)
         assert reader.medians_ms([spec()])[0] == s.median_ms
+        s2 = stats(rng, 2.0)
+        reader.put(spec(), s2)
+        assert reader.medians_ms([spec()])[0] == s2.median_ms and reader.missing([spec()]) == []
 
 
 def test_errors_recorded_and_cleared_by_success(tmp_path, rng):

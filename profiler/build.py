@@ -23,7 +23,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Mapping
+from typing import Iterable, Mapping
 
 from .spec import LayerSpec
 from .stats import LatencyStats
@@ -346,8 +346,7 @@ class RayPool(WorkerPool):
 # ---- the build loop ------------------------------------------------------------------------------
 def build_table(table_path, specs: Iterable[LayerSpec], backend_ref: BackendRef, *, workers: int = 1,
                 ray_address: str | None = None, retry_errors: bool = False,
-                timeout_s: float = DEFAULT_TIMEOUT_S, progress: bool = True,
-                on_result: Callable[[str, Outcome], None] | None = None) -> BuildReport:
+                timeout_s: float = DEFAULT_TIMEOUT_S, progress: bool = True) -> BuildReport:
     """Measure every spec the table at `table_path` lacks and commit each result as it arrives.
 
     The table is created with the workers' context if it does not exist; an existing table must
@@ -374,19 +373,21 @@ def build_table(table_path, specs: Iterable[LayerSpec], backend_ref: BackendRef,
             table.close()
         return report
 
-    pool = (RayPool(ray_address, backend_ref, workers=workers if workers > 1 else None, timeout_s=timeout_s)
-            if ray_address else LocalPool(backend_ref, workers=workers, timeout_s=timeout_s))
+    pool = None
     try:
+        pool = (RayPool(ray_address, backend_ref, workers=workers if workers > 1 else None, timeout_s=timeout_s)
+                if ray_address else LocalPool(backend_ref, workers=workers, timeout_s=timeout_s))
         _check_specs_fit(specs, todo, pool.context)
         if table is None:
             table = LatencyTable(table_path, context=pool.context)
         else:
             ensure_same_context(table.context, pool.context, "the backend")
-        _drive(pool, table, todo, report, progress, on_result)
+        _drive(pool, table, todo, report, progress)
     except KeyboardInterrupt:
         report.interrupted = True
     finally:
-        pool.close()
+        if pool is not None:
+            pool.close()
         if table is not None:
             table.close()
     return report
@@ -404,7 +405,7 @@ def _check_specs_fit(specs: list[LayerSpec], todo: list[str], context: Mapping) 
                          f"(profiler build --batch/--precision) to match the specs")
 
 
-def _drive(pool, table: LatencyTable, todo: list[str], report: BuildReport, progress: bool, on_result) -> None:
+def _drive(pool: WorkerPool, table: LatencyTable, todo: list[str], report: BuildReport, progress: bool) -> None:
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                TimeRemainingColumn)
 
@@ -423,6 +424,4 @@ def _drive(pool, table: LatencyTable, todo: list[str], report: BuildReport, prog
                 else:
                     table.put_error(key, payload)
                     report.failed += 1
-                if on_result is not None:
-                    on_result(key, (kind, payload))
                 bar.update(task, advance=1, failed=report.failed)

@@ -86,3 +86,11 @@ def test_python_dash_m_lists_every_subcommand():
     assert out.returncode == 0
     for command in ("build", "show", "export", "import", "validate"):
         assert command in out.stdout
+
+
+def test_validate_is_registered_with_its_own_arguments(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["validate", "--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: profiler validate") and "--table" in out

@@ -19,7 +19,9 @@ import datetime as _dt
 import io
 import json
 import math
+import os
 import sqlite3
+import threading
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
@@ -39,14 +41,14 @@ NON_IDENTITY_FIELDS = frozenset({"date"})
 STAT_FIELDS = tuple(f.name for f in fields(LatencyStats))
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS latency (
+CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE latency (
     key TEXT PRIMARY KEY,
     median_ms REAL NOT NULL, p10_ms REAL NOT NULL, p90_ms REAL NOT NULL,
     mean_ms REAL NOT NULL, std_ms REAL NOT NULL, n INTEGER NOT NULL, warmup INTEGER NOT NULL,
     measured_at TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS errors (key TEXT PRIMARY KEY, message TEXT NOT NULL, failed_at TEXT NOT NULL);
+CREATE TABLE errors (key TEXT PRIMARY KEY, message TEXT NOT NULL, failed_at TEXT NOT NULL);
 """
 
 
@@ -121,6 +123,32 @@ class ImportCounts:
     skipped: int = 0    # entries already present and kept (import without replace)
 
 
+def _publish_new_table(path: Path, context: dict) -> None:
+    """Create a complete table (schema, WAL mode, context) in a private file, then publish it under
+    `path` in one atomic step. Concurrent creators race only on that step (the first wins, the others
+    then open its file), and a creator killed midway leaves no half-made table behind."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.new")
+    con = sqlite3.connect(str(tmp))
+    try:
+        con.execute("PRAGMA journal_mode=WAL")  # stored in the file: every later connection uses WAL
+        with con:
+            con.executescript(_SCHEMA)
+            con.execute(f"PRAGMA application_id={APPLICATION_ID}")
+            con.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            con.execute("INSERT INTO meta(name, value) VALUES('context', ?)", (json.dumps(context, sort_keys=True),))
+    finally:
+        con.close()  # the last connection to close folds the WAL back into the file
+    try:
+        if path.exists() and path.stat().st_size == 0:
+            os.replace(tmp, path)  # an empty file (e.g. `touch`ed) holds nothing to lose
+        else:
+            os.link(tmp, path)  # fails if another creator published first: then its table is opened
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 class LatencyTable:
     """Per-key latency statistics in one SQLite file; see the module docstring.
 
@@ -131,16 +159,18 @@ class LatencyTable:
 
     def __init__(self, path: str | Path, context: Mapping | None = None) -> None:
         self.path = Path(path)
-        if context is None and not self.path.exists():
-            raise FileNotFoundError(f"no latency table at {self.path} (pass a context to create one)")
-        if context is not None:
-            context = _check_context(context)
         self._medians: dict[str, float] | None = None  # read cache, see medians_ms
         self._medians_version = None
+        if context is not None:
+            context = _check_context(context)
+            if not self.path.exists() or self.path.stat().st_size == 0:
+                _publish_new_table(self.path, {**context, "date": context.get("date") or _now()})
+        elif not self.path.exists():
+            raise FileNotFoundError(f"no latency table at {self.path} (pass a context to create one)")
         try:
             # timeout: wait (rather than fail) while another process holds the write lock.
             self._conn = sqlite3.connect(str(self.path), timeout=30.0)
-            self._context = self._open_or_create(context)
+            self._context = self._check_file(context)
         except sqlite3.DatabaseError as exc:
             self.close()
             raise ValueError(f"{self.path} is not a latency table: {exc}") from None
@@ -149,36 +179,22 @@ class LatencyTable:
             raise
 
     # ---- set-up -------------------------------------------------------------------------------
-    def _open_or_create(self, context: dict | None) -> dict:
-        """Check an existing file's identity and context, or create schema + context in ONE
-        transaction (a process killed while creating leaves an empty file, never a context-less table)."""
+    def _check_file(self, context: dict | None) -> dict:
+        """Check that the file is a latency table this code reads; return its context (checked
+        against `context` when one is given)."""
         c = self._conn
         app_id = c.execute("PRAGMA application_id").fetchone()[0]
         version = c.execute("PRAGMA user_version").fetchone()[0]
-        has_tables = c.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] > 0
-        if has_tables and app_id != APPLICATION_ID:
+        if app_id != APPLICATION_ID:
+            if c.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:
+                raise FileNotFoundError(f"no latency table in {self.path} (the file is empty)")
             raise ValueError(f"{self.path} is an SQLite file but not a latency table")
         if version > SCHEMA_VERSION:
             raise ValueError(
                 f"{self.path} uses table schema version {version}; this profiler reads up to {SCHEMA_VERSION} (upgrade it)"
             )
         # Future schema migrations go here (version < SCHEMA_VERSION).
-        c.execute("PRAGMA journal_mode=WAL")
-        c.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a committed row survives a killed process
-        if not has_tables:
-            if context is None:  # an empty file: created by a process killed before its first commit
-                raise FileNotFoundError(f"no latency table in {self.path} (the file is empty; pass a context to create one)")
-            c.execute("BEGIN IMMEDIATE")  # take the write lock, then look again: another process may have won
-            if c.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:
-                context = {**context, "date": context.get("date") or _now()}
-                for statement in _SCHEMA.strip().split(";\n"):
-                    c.execute(statement)
-                c.execute(f"PRAGMA application_id={APPLICATION_ID}")
-                c.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-                self._set_meta("context", json.dumps(context, sort_keys=True))
-                c.execute("COMMIT")
-                return context
-            c.execute("ROLLBACK")
+        c.execute("PRAGMA synchronous=NORMAL")  # with WAL: a committed row survives a killed process
         stored = self._meta_json("context")
         if context is not None:
             ensure_same_context(stored, context, "the given context")

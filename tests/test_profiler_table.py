@@ -1,6 +1,7 @@
 """LatencyTable: the SQLite latency store (issue 5, part 4)."""
 import json
 import sqlite3
+import threading
 
 import numpy as np
 import pytest
@@ -138,6 +139,26 @@ def test_empty_file_left_by_a_killed_creator(tmp_path, rng):
         t.put(spec(), stats(rng))
     with LatencyTable(path) as t:
         assert len(t) == 1
+
+
+def test_concurrent_creators_agree(tmp_path):
+    """Several builders starting at once on a new file: one creates it, the others open it."""
+    path, errors = tmp_path / "t.sqlite", []
+
+    def create():
+        try:
+            LatencyTable(path, CTX).close()
+        except Exception as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=create) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    with LatencyTable(path) as t:
+        assert {k: v for k, v in t.context.items() if k != "date"} == CTX
 
 
 def test_newer_schema_refused(tmp_path):

@@ -210,6 +210,9 @@ class LocalPool(WorkerPool):
 
     def submit(self, key: str) -> None:
         worker = self._idle.pop()
+        if not worker.proc.is_alive():  # died while idle (the OOM killer, say): use a fresh one
+            worker.kill()
+            worker = self._fresh_worker()
         worker.key, worker.started = key, time.monotonic()
         worker.conn.send(key)
         self._busy.append(worker)
@@ -248,9 +251,12 @@ class LocalPool(WorkerPool):
 
     def _replace(self, worker: _ProcessWorker) -> None:
         worker.kill()
-        fresh = _ProcessWorker(self._mp, self._ref)
-        fresh.handshake(self._timeout_s)
-        self._idle.append(fresh)
+        self._idle.append(self._fresh_worker())
+
+    def _fresh_worker(self) -> _ProcessWorker:
+        worker = _ProcessWorker(self._mp, self._ref)
+        worker.handshake(self._timeout_s)
+        return worker
 
     def close(self) -> None:
         for worker in self._idle:

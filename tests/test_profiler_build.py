@@ -200,3 +200,19 @@ def test_specs_for_another_batch_or_precision_are_refused_up_front(tmp_path):
         build_table(tmp_path / "lut.sqlite", specs, backend(), progress=False)
     report = build_table(tmp_path / "lut.sqlite", specs[2:], backend(batch=4), progress=False)
     assert report.measured == 1
+
+
+def test_a_worker_that_dies_while_idle_is_replaced(tmp_path):
+    from profiler.build import LocalPool
+
+    pool = LocalPool(backend(), workers=1)
+    try:
+        pool._idle[0].proc.kill()  # as the OOM killer would, between two specs
+        pool._idle[0].proc.join()
+        pool.submit(make_specs(1)[0].key())
+        results = []
+        while pool.busy():
+            results += pool.wait()
+        assert [outcome[0] for _, outcome in results] == ["ok"]
+    finally:
+        pool.close()

@@ -115,3 +115,30 @@ PS24_HD int64_t cutlass_meta_offset(int64_t row, int64_t col, int64_t rows, int 
 }
 
 }  // namespace ps24
+
+namespace ps24 {
+
+// Non-finite test on raw bits (NaN or Inf; float8 e4m3fn has NaN only). int8 is always finite.
+PS24_HD bool is_nonfinite_bits(uint32_t bits, Kind kind) {
+  switch (kind) {
+    case Kind::F32: return (bits & 0x7f800000u) == 0x7f800000u;
+    case Kind::F16: return (bits & 0x7c00u) == 0x7c00u;
+    case Kind::BF16: return (bits & 0x7f80u) == 0x7f80u;
+    case Kind::F8E4M3: return (bits & 0x7fu) == 0x7fu;
+    case Kind::F8E5M2: return (bits & 0x7cu) == 0x7cu;
+    default: return false;
+  }
+}
+
+// Magnitude key of raw bits of any kind, widened to 32 bits (order = order of |x|).
+PS24_HD uint32_t magnitude_key_bits(uint32_t bits, Kind kind) {
+  switch (kind) {
+    case Kind::F32: return bits & 0x7fffffffu;
+    case Kind::F16:
+    case Kind::BF16: return bits & 0x7fffu;
+    case Kind::I8: return magnitude_key_int8(static_cast<int8_t>(bits & 0xffu));
+    default: return bits & 0x7fu;  // float8
+  }
+}
+
+}  // namespace ps24

@@ -1,0 +1,5 @@
+import sys
+
+from pysparse24.cli import main
+
+sys.exit(main())

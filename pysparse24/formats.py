@@ -1,0 +1,114 @@
+"""The compressed formats and the `Compressed` container.
+
+- "packed": this project's layout (docs/FORMATS.md): values (M, K/2) in ascending column order;
+  meta uint8 (M, K/8), one 4-bit code (idx0 | idx1 << 2) per group of four, first group in the low nibble.
+- "cutlass": the sm80 CUTLASS / PyTorch semi-structured layout, bit-identical to
+  torch.sparse._semi_structured_conversions.sparse_semi_structured_from_dense_cutlass; float32 is 1:2.
+- "cusparselt": cuSPARSELt's opaque compressed layout, produced on the GPU only (pysparse24.cuda).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pysparse24 import _arrays
+
+FORMATS = ("packed", "cutlass")
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Shape rules of one (format, dtype): dense multiples and the metadata array."""
+
+    row_multiple: int
+    col_multiple: int
+    meta_dtype: str
+    dense_cols_per_meta_col: int
+    pattern: str  # the sparsity the format stores: "2:4", or "1:2" for float32 on tensor cores
+
+
+def geometry(format: str, dtype: str) -> Geometry:
+    if format not in FORMATS:
+        raise ValueError(f"unknown format {format!r}; expected one of {FORMATS}")
+    if dtype not in _arrays.KINDS:
+        raise TypeError(f"unsupported dtype {dtype!r}; supported: {', '.join(_arrays.KINDS)}")
+    if format == "packed":
+        return Geometry(1, 8, "uint8", 8, "2:4")
+    # Meta words are swizzled in 2x2 blocks, so each row holds an even number of them.
+    nbytes = _arrays.KINDS[dtype][1]
+    if dtype == "float32":
+        return Geometry(32, 16, "int16", 8, "1:2")
+    if nbytes == 2:
+        return Geometry(32, 32, "int16", 16, "2:4")
+    return Geometry(16, 64, "int32", 32, "2:4")
+
+
+def check_dense_shape(shape, format: str, dtype: str) -> Geometry:
+    geo = geometry(format, dtype)
+    if len(shape) != 2:
+        raise ValueError(f"compression expects a 2-D (rows, reduction) matrix, got shape {tuple(shape)}")
+    rows, cols = shape
+    if rows == 0 or cols == 0:
+        raise ValueError(f"cannot compress an empty matrix of shape {tuple(shape)}")
+    if rows % geo.row_multiple or cols % geo.col_multiple:
+        raise ValueError(
+            f"the {format} format for {dtype} needs rows divisible by {geo.row_multiple} and columns "
+            f"divisible by {geo.col_multiple}; got shape {tuple(shape)}"
+        )
+    return geo
+
+
+@dataclass(frozen=True)
+class Compressed:
+    """A 2:4 (or 1:2) compressed weight: kept values + metadata, the dense shape and dtype, the format.
+
+    values and meta are numpy arrays or torch tensors (both of the same kind)."""
+
+    values: Any
+    meta: Any
+    shape: tuple
+    dtype: str
+    format: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
+        problems = self._disagreements()
+        if problems:
+            raise ValueError("Compressed fields disagree: " + "; ".join(problems))
+
+    def _disagreements(self) -> list[str]:
+        try:
+            geo = check_dense_shape(self.shape, self.format, self.dtype)
+        except (TypeError, ValueError) as exc:
+            return [str(exc)]
+        rows, cols = self.shape
+        problems = []
+        if _arrays.is_torch(self.values) != _arrays.is_torch(self.meta):
+            problems.append("values and meta must both be numpy arrays or both torch tensors")
+        if _arrays.dtype_name(self.values) != self.dtype:
+            problems.append(f"values have dtype {_arrays.dtype_name(self.values)}, expected {self.dtype}")
+        if tuple(self.values.shape) != (rows, cols // 2):
+            problems.append(f"values have shape {tuple(self.values.shape)}, expected {(rows, cols // 2)}")
+        meta_shape = (rows, cols // geo.dense_cols_per_meta_col)
+        if _arrays.dtype_name(self.meta) != geo.meta_dtype:
+            problems.append(f"meta has dtype {_arrays.dtype_name(self.meta)}, expected {geo.meta_dtype}")
+        if tuple(self.meta.shape) != meta_shape:
+            problems.append(f"meta has shape {tuple(self.meta.shape)}, expected {meta_shape}")
+        return problems
+
+    @property
+    def pattern(self) -> str:
+        return geometry(self.format, self.dtype).pattern
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of values + metadata (what a sparse GEMM reads)."""
+        return _nbytes(self.values) + _nbytes(self.meta)
+
+    @property
+    def dense_nbytes(self) -> int:
+        return self.shape[0] * self.shape[1] * _arrays.KINDS[self.dtype][1]
+
+
+def _nbytes(a) -> int:
+    return a.numel() * a.element_size() if _arrays.is_torch(a) else a.nbytes

@@ -1,0 +1,58 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import pysparse24
+from pysparse24.cli import main
+
+
+def test_npy_round_trip_with_prune(tmp_path, rng):
+    w = rng.standard_normal((64, 128)).astype(np.float16)
+    np.save(tmp_path / "w.npy", w)
+    assert main(["compress", str(tmp_path / "w.npy"), str(tmp_path / "out"), "--prune"]) == 0
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["tensors"]["w"]["status"] == "compressed"
+    assert manifest["totals"]["compressed_bytes"] == 64 * 64 * 2 + 64 * 16
+    assert main(["decompress", str(tmp_path / "out"), str(tmp_path / "back.npy")]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "back.npy"), pysparse24.prune(w))
+
+
+def test_safetensors_state_dict_reports_skips(tmp_path):
+    state = {
+        "fc1.weight": pysparse24.prune(torch.randn(32, 64).bfloat16()),   # already 2:4: compressed
+        "fc1.bias": torch.randn(32),                                       # 1-D: skipped
+        "fc2.weight": torch.randn(16, 64),                                  # dense, no --prune: skipped
+        "conv.weight": pysparse24.prune(torch.randn(8, 16, 3, 3), dim=1),  # conv, groups along C
+        "odd.weight": torch.randn(8, 12),                                   # 12 columns: not /8
+    }
+    save_file(state, str(tmp_path / "model.safetensors"))
+    assert main(["compress", str(tmp_path / "model.safetensors"), str(tmp_path / "c")]) == 0
+    entries = json.loads((tmp_path / "c" / "manifest.json").read_text())["tensors"]
+    assert entries["fc1.weight"]["status"] == "compressed"
+    assert entries["conv.weight"]["status"] == "compressed" and entries["conv.weight"]["layout"] == "KRSC"
+    assert "1-D" in entries["fc1.bias"]["reason"]
+    assert "not 2:4 sparse (pass --prune)" in entries["fc2.weight"]["reason"]
+    assert "divisible by 8" in entries["odd.weight"]["reason"]
+    assert main(["decompress", str(tmp_path / "c"), str(tmp_path / "back.safetensors")]) == 0
+    back = load_file(str(tmp_path / "back.safetensors"))
+    assert set(back) == set(state)
+    for name, tensor in state.items():
+        assert back[name].dtype == tensor.dtype and torch.equal(back[name], tensor), name
+
+
+def test_bad_paths_are_clear_errors(tmp_path, capsys):
+    assert main(["compress", str(tmp_path / "missing.npy"), str(tmp_path / "o")]) == 2
+    assert "no such file" in capsys.readouterr().out
+    (tmp_path / "w.txt").write_text("x")
+    assert main(["compress", str(tmp_path / "w.txt"), str(tmp_path / "o")]) == 2
+    assert main(["decompress", str(tmp_path), str(tmp_path / "x.safetensors")]) == 2
+
+
+def test_console_script_runs():
+    out = subprocess.run([sys.executable, "-m", "pysparse24", "--help"], capture_output=True, text=True, check=True)
+    assert "compress" in out.stdout

@@ -4,7 +4,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from profiler.cli import main
@@ -17,8 +16,7 @@ CTX = {"device": "Test CPU", "backend": "onnxruntime", "precision": "fp32", "bat
 
 
 @pytest.fixture
-def table_path(tmp_path):
-    rng = np.random.default_rng()
+def table_path(tmp_path, rng):
     path = tmp_path / "lut.sqlite"
     with LatencyTable(path, CTX) as t:
         for c in (8, 16, 32):

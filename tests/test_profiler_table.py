@@ -22,11 +22,6 @@ def stats(rng, scale=1.0):
     return LatencyStats.from_samples(rng.uniform(0.5, 1.5, size=25) * scale, warmup=5)
 
 
-@pytest.fixture
-def rng():
-    return np.random.default_rng()
-
-
 def test_put_get_by_spec_or_key_and_persist(tmp_path, rng):
     path = tmp_path / "t.sqlite"
     a, b = spec(16), spec(24, se=True)

@@ -1,26 +1,13 @@
 """Phase 1: the vectorized LUT estimate equals a plain per-layer loop; missing keys; sub-spaces."""
-import hashlib
-
 import numpy as np
 import pytest
 
 from profiler import calibration
 from profiler.nas.estimate import LatencyEstimator, bucket, space_index
 from profiler.nas.space import load_space
-from profiler.stats import LatencyStats
 from profiler.table import LatencyTable
 
-CONTEXT = {"device": "test", "backend": "fake", "precision": "fp32", "batch": 1, "threads": 1}
-
-
-def fake_ms(key: str) -> float:
-    """A deterministic, key-dependent latency (never 0, never the same for two blocks by design)."""
-    return 0.01 + int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) / 2**32
-
-
-def stats(ms: float) -> LatencyStats:
-    return LatencyStats(ms, ms * 0.9, ms * 1.1, ms, ms * 0.05, 20, 5)
-
+from nas_helpers import CONTEXT, fake_ms, fill_table, stats
 
 @pytest.fixture(scope="module")
 def demo():
@@ -29,10 +16,7 @@ def demo():
 
 @pytest.fixture()
 def full_table(tmp_path, demo):
-    table = LatencyTable(tmp_path / "lut.sqlite", CONTEXT)
-    for spec in demo.layer_specs():
-        table.put(spec, stats(fake_ms(spec.key())))
-    return table
+    return fill_table(tmp_path / "lut.sqlite", demo.layer_specs())
 
 
 def loop_estimate(table, space, vector, calib):
@@ -67,12 +51,9 @@ def test_gpunet_index_matches_decode():
 
 
 def test_missing_blocks_are_nan_and_reported(tmp_path, demo):
-    table = LatencyTable(tmp_path / "partial.sqlite", CONTEXT)
     specs = demo.layer_specs()
     dropped = {s.key() for s in specs[::7]}
-    for spec in specs:
-        if spec.key() not in dropped:
-            table.put(spec, stats(fake_ms(spec.key())))
+    table = fill_table(tmp_path / "partial.sqlite", specs, skip=dropped)
     est = LatencyEstimator(table, demo)
     vectors = demo.sample(512, seed=2)
     result = est.estimate(vectors)

@@ -32,6 +32,7 @@ demo: build
 	$(BIN)/python benchmarks/demo_compress.py --out $(OUT)
 	$(BIN)/profiler build --table $(OUT)/lut.sqlite --space demo  # all 132 demo-space layers, ~1 min on CPU; resumes
 	$(BIN)/profiler show --table $(OUT)/lut.sqlite --top 5
+	$(BIN)/nas search --table $(OUT)/lut.sqlite --space demo --budget-ms p40 --trials 10 --out $(OUT)/nas -q  # BO in the fastest 40%; ~20 s
 
 bench: build
 	$(BIN)/python -m pytest -q benchmarks --benchmark-only

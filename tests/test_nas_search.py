@@ -186,3 +186,15 @@ def test_ray_workers(tmp_path, demo, estimator, budget, monkeypatch):
         ray.shutdown()
     assert len(result.ranked) == 4 and result.failed == 0
     assert nas_helpers.cheap(demo.decode(result.best.vector)) == pytest.approx(result.best.score)
+
+
+def test_budget_argument_accepts_ms_or_percentile():
+    from profiler.nas.cli import make_parser
+
+    def parse(budget):
+        return make_parser().parse_args(["search", "--table", "t", "--budget-ms", budget]).budget_ms
+
+    assert parse("0.25") == 0.25 and parse("p30") == ("percentile", 30.0)
+    for bad in ("p0", "p101", "-1", "fast"):
+        with pytest.raises(SystemExit):
+            parse(bad)

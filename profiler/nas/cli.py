@@ -16,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from .estimate import LatencyEstimator, bucket
 from .proxy import DEFAULT_OBJECTIVE
 from .space import BUILTIN_SPACES, load_space
@@ -26,6 +28,22 @@ def _common(p) -> None:
     p.add_argument("--space", default="gpunet",
                    help=f"search space: built-in {', '.join(BUILTIN_SPACES)} or a .json/.toml file (default gpunet)")
     p.add_argument("--seed", type=int, default=0, help="Sobol / sampler seed (default 0)")
+
+
+def _budget(text: str):
+    """'0.5' -> 0.5 ms; 'p30' -> ('percentile', 30.0), resolved against the table's estimates."""
+    try:
+        if text.lower().startswith("p"):
+            q = float(text[1:])
+            if not 0 < q <= 100:
+                raise ValueError
+            return ("percentile", q)
+        value = float(text)
+        if value <= 0:
+            raise ValueError
+        return value
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected milliseconds > 0 or pNN (0 < NN <= 100), got {text!r}") from None
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -42,7 +60,9 @@ def make_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("search", help="Phase 2: Bayesian optimization inside a latency sub-space")
     _common(s)
-    s.add_argument("--budget-ms", type=float, required=True, help="latency budget: the sub-space's upper edge")
+    s.add_argument("--budget-ms", required=True, type=_budget,
+                   help="latency budget, the sub-space's upper edge: milliseconds, or pNN for the NNth percentile "
+                        "of the Sobol pool's estimates (e.g. p30: a budget any table can meet)")
     s.add_argument("--min-ms", type=float, default=0.0, help="the sub-space's lower edge (default 0)")
     s.add_argument("--trials", type=int, default=20, help="candidates to score (default 20)")
     s.add_argument("--objective", default=DEFAULT_OBJECTIVE,
@@ -103,14 +123,21 @@ def _run_search(args) -> int:
     from .search import SearchConfig, run_search
 
     estimator = _estimator(args)
+    budget_ms = args.budget_ms
+    if isinstance(budget_ms, tuple):
+        latency = estimator.estimate(estimator.space.sample(args.pool, seed=args.seed)).latency_ms
+        if not np.isfinite(latency).any():
+            raise ValueError("no Sobol candidate could be priced: the table lacks the space's blocks")
+        budget_ms = float(np.nanpercentile(latency, budget_ms[1]))
+        print(f"budget: {args.budget_ms[1]:g}th percentile of {args.pool} Sobol candidates = {budget_ms:.4g} ms")
     args.out.mkdir(parents=True, exist_ok=True)
     config = SearchConfig(
-        budget_ms=args.budget_ms, min_ms=args.min_ms, trials=args.trials, objective=args.objective,
+        budget_ms=budget_ms, min_ms=args.min_ms, trials=args.trials, objective=args.objective,
         storage=args.storage or args.out / "study.sqlite", study_name=args.study, workers=args.workers,
         ray_address=args.ray, retries=args.retries, seed=args.seed, initial=args.initial, pool=args.pool)
     result = run_search(estimator.space, estimator, config, progress=not args.quiet)
     _print_front(result, estimator.space)
-    write_results(result, estimator.space, args.out, config)
+    write_results(result, estimator.space, args.out, config, calibrated=estimator.calibration is not None)
     if result.best is not None and not args.no_onnx:
         from ..blocks import export_onnx
 
@@ -135,7 +162,7 @@ def _print_front(result, space) -> None:
         print(f"failed: {error}", file=sys.stderr)
 
 
-def write_results(result, space, out: Path, config) -> None:
+def write_results(result, space, out: Path, config, calibrated: bool) -> None:
     """ranked.json / ranked.csv (best score first, with predicted latency) and pareto.png."""
     on_front = {c.trial for c in result.pareto}
     rows = [{"rank": i + 1, "trial": c.trial, "score": c.score, "latency_ms": c.latency_ms,
@@ -149,10 +176,10 @@ def write_results(result, space, out: Path, config) -> None:
         for r in rows:
             writer.writerow([r["rank"], r["trial"], f"{r['score']:.6g}", f"{r['latency_ms']:.6g}", int(r["pareto"]),
                              " ".join(map(str, r["vector"]))])
-    plot_front(result, out / "pareto.png", config)
+    plot_front(result, out / "pareto.png", config, calibrated)
 
 
-def plot_front(result, path: Path, config) -> None:
+def plot_front(result, path: Path, config, calibrated: bool) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -166,7 +193,7 @@ def plot_front(result, path: Path, config) -> None:
         ax.step([c.latency_ms for c in front], [c.score for c in front], where="post", color="C3", marker="o",
                 label="Pareto front")
     ax.axvline(config.budget_ms, color="grey", linestyle="--", label=f"budget {config.budget_ms:g} ms")
-    ax.set_xlabel("estimated latency (ms, calibrated LUT sum)")
+    ax.set_xlabel(f"estimated latency (ms, {'calibrated ' if calibrated else ''}sum of table entries)")
     ax.set_ylabel("score")
     ax.set_title(result.study_name)
     ax.legend(loc="lower right", fontsize=8)

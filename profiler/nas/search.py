@@ -265,7 +265,7 @@ def run_search(space: SearchSpace, estimator: LatencyEstimator, config: SearchCo
                     trial.set_constraint("latency", violation)
                 if violation > 0:
                     study.tell(trial, _lowest_score(study, worst_score))
-                    bar.advance(f"trial {trial.number}: {_fmt(latency)} out of the sub-space, not scored")
+                    bar.describe(f"trial {trial.number}: {_fmt(latency)} out of the sub-space, not scored")
                     continue
                 keys = [s.key() for s in estimator.space.decode(vector)]
                 in_flight[trial.number] = (trial, keys, 0)
@@ -375,6 +375,10 @@ class _Progress:
     def advance(self, text: str) -> None:
         if self._bar:
             self._bar.update(self._task, advance=1, description=text)
+
+    def describe(self, text: str) -> None:
+        if self._bar:
+            self._bar.update(self._task, description=text)
 
     def note(self, text: str) -> None:
         if self._bar:

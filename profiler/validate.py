@@ -6,9 +6,11 @@ scatter plot. A calibration (see calibration.py) is fitted on a separate split o
 default, stored in the table, so NAS estimates with the same formula.
 
 Noise: the end-to-end timings are interleaved - every network is measured in each of several
-rounds, in a fresh random order, and the median of its round medians kept - so a burst of load
-from other processes lands on many networks a little instead of a few a lot, and a slow drift
-between the table build and this run is absorbed by the fitted scale.
+rounds, in a fresh random order, and its least-disturbed round (lowest median) kept - so a burst of
+load from other processes lands on many networks a little instead of a few a lot, and a slow drift
+between the table build and this run is absorbed by the fitted scale. On a shared machine the table
+itself is noisy too (one measurement window per layer); --remeasure measures the sampled networks'
+layers in the same interleaved rounds and stores their least-disturbed round in the table.
 """
 from __future__ import annotations
 
@@ -20,10 +22,12 @@ from pathlib import Path
 import numpy as np
 
 from . import calibration
-from .backends import TimingPolicy, measure_adaptive
+from .backends import TimingPolicy, least_disturbed, measure_interleaved
 from .spec import LayerSpec
 
-ROUND_POLICY = TimingPolicy(warmup_min=5, warmup_s=0.02, min_repeats=30, min_time_s=0.05, budget_s=0.5)
+# One round's measurement of one item: short, because every item gets `rounds` of them.
+ROUND_POLICY = TimingPolicy(warmup_min=5, warmup_s=0.01, min_repeats=30, min_time_s=0.03, rel_tol=0.02,
+                            budget_s=0.15)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -56,22 +60,17 @@ def fill_missing(table, backend, networks, log=print) -> int:
     return len(missing)
 
 
-def measure_networks(backend, networks, rounds: int = 3, policy: TimingPolicy = ROUND_POLICY,
-                     seed: int = 0, log=print) -> np.ndarray:
-    """Per-network end-to-end medians, shape (rounds, networks): every round measures every network,
-    in a fresh random order. Summarise with np.median(..., axis=0)."""
+def measure_interleaved_runs(backend, networks, layers=(), rounds: int = 3, policy: TimingPolicy = ROUND_POLICY,
+                             seed: int = 0, log=print) -> tuple[list[list], list[list]]:
+    """Networks end to end (and, optionally, single layers) measured in the same interleaved rounds:
+    (network stats[net][round], layer stats[layer][round])."""
     runners = []
-    for i, net in enumerate(networks, 1):
-        runners.append(backend.runner(net))
-        if i % 10 == 0 or i == len(networks):
-            log(f"  prepared {i}/{len(networks)} networks")
-    rng = np.random.default_rng(seed)
-    per_round = np.full((rounds, len(networks)), np.nan)
-    for r in range(rounds):
-        for i in rng.permutation(len(networks)):
-            per_round[r, i] = measure_adaptive(runners[i], policy).median_ms
-        log(f"  round {r + 1}/{rounds} done")
-    return per_round
+    for i, item in enumerate([*networks, *layers], 1):
+        runners.append(backend.runner(item))
+        if i % 25 == 0 or i == len(networks) + len(layers):
+            log(f"  prepared {i}/{len(networks) + len(layers)} networks and layers")
+    stats = measure_interleaved(runners, rounds, policy, seed=seed, log=log)
+    return stats[:len(networks)], stats[len(networks):]
 
 
 @dataclass
@@ -138,6 +137,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", type=Path, default=Path("validate_out"),
                         help="folder for validation.json and scatter.png")
     parser.add_argument("--no-store", action="store_true", help="do not store the fitted calibration in the table")
+    parser.add_argument("--remeasure", action="store_true",
+                        help="re-measure the sampled networks' layers in the same interleaved rounds as the "
+                             "networks and store them in the table (for tables built on a noisy, shared machine)")
     parser.add_argument("--min-within", type=float, default=None,
                         help="exit 1 if fewer than this share of test networks are within +-10%%")
 
@@ -175,9 +177,13 @@ def run(args) -> int:
 
     print(f"validate: {len(test_nets)} test + {len(calib_nets)} calibration networks from space "
           f"{args.space!r} on {backend.name} ({ctx.get('device')}, {ctx.get('threads')} thread(s))")
-    n_missing = fill_missing(table, backend, networks)
-    per_round = measure_networks(backend, networks, rounds=args.rounds, seed=args.seed)
-    measured = np.median(per_round, axis=0)
+    layers = list({s.key(): s for net in networks for s in net}.values()) if args.remeasure else []
+    n_missing = 0 if args.remeasure else fill_missing(table, backend, networks)
+    net_stats, layer_stats = measure_interleaved_runs(backend, networks, layers, args.rounds, seed=args.seed)
+    for spec, stats in zip(layers, layer_stats):
+        table.put(spec, least_disturbed(stats))
+    measured = np.array([least_disturbed(s).median_ms for s in net_stats])
+    per_round = np.array([[r.median_ms for r in s] for s in net_stats]).T
     sums, counts = layer_sums(table, networks)
     k = args.calibrate
     if k:
@@ -193,6 +199,7 @@ def run(args) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     report = result.to_dict()
     report.update(context=table.context, space=args.space, missing_layers_measured=n_missing,
+                  layers_remeasured=len(layers), rounds=args.rounds,
                   calibration_networks=[{"keys": [s.key() for s in net], "measured_ms": float(m)}
                                         for net, m in zip(calib_nets, measured[:k])],
                   rounds_ms=per_round.round(6).tolist(),   # [round][network], calibration nets first

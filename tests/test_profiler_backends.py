@@ -2,6 +2,7 @@
 import collections
 import importlib.util
 import itertools
+import os
 import sys
 import types
 
@@ -9,10 +10,20 @@ import numpy as np
 import onnx
 import pytest
 
-from profiler.backends import BackendUnavailable, TimingPolicy, get_backend, measure_adaptive
+from profiler.backends import (BackendUnavailable, TimingPolicy, get_backend, least_disturbed, measure_adaptive,
+                               measure_interleaved)
+from profiler.backends.base import pin_cpus
 from profiler.backends.tensorrt_backend import build_engine, build_plan, onnx_for_plan
 from profiler.blocks import output_shape
 from profiler.spec import LayerSpec
+
+@pytest.fixture(autouse=True)
+def restore_cpu_affinity():
+    """Backends pin the process to CPUs; give the rest of the test session all of them back."""
+    cpus = os.sched_getaffinity(0)
+    yield
+    os.sched_setaffinity(0, cpus)
+
 
 FAST = TimingPolicy(warmup_min=3, warmup_s=0.0, min_repeats=20, min_time_s=0.0, budget_s=0.5)
 HEAD = LayerSpec("head", (1, 3, 32, 32), 16, kernel=3, stride=2)
@@ -45,6 +56,37 @@ def test_unstable_timings_run_until_the_budget_or_the_cap():
         TimingPolicy(min_repeats=0)
 
 
+def test_interleaved_rounds_spread_load_and_keep_the_least_disturbed():
+    clock = itertools.count()
+    order = []
+
+    def sampler(name, base):
+        def sample(n):   # a load burst makes everything 3x slower during calls 100..199 (of 300)
+            order.append(name)
+            return [base * (3.0 if 100 <= next(clock) < 200 else 1.0) for _ in range(n)]
+        return sample
+    policy = TimingPolicy(warmup_min=0, warmup_s=0.0, min_repeats=20, max_repeats=20, min_time_s=0.0)
+    stats = measure_interleaved([sampler("a", 1.0), sampler("b", 2.0), sampler("c", 4.0)], 5, policy, seed=1)
+    assert [len(s) for s in stats] == [5, 5, 5]
+    rounds = [order[i:i + 6] for i in range(0, 30, 6)]          # 20 samples = 2 chunks of 10 per item
+    assert len({tuple(r[::2]) for r in rounds}) > 1              # the order changes between rounds
+    assert [least_disturbed(s).median_ms for s in stats] == [1.0, 2.0, 4.0]
+    assert max(s.median_ms for item in stats for s in item) > 4.0   # the burst did hit some rounds
+    with pytest.raises(ValueError):
+        measure_interleaved([], 0, policy)
+
+
+def test_pinning():
+    allowed = sorted(os.sched_getaffinity(0))
+    assert pin_cpus(1, None) is None and sorted(os.sched_getaffinity(0)) == allowed
+    pinned = pin_cpus(1)
+    assert len(pinned) == 1 and pinned[0] in allowed and os.sched_getaffinity(0) == set(pinned)
+    os.sched_setaffinity(0, allowed)
+    assert pin_cpus(99, [allowed[-1]]) == [allowed[-1]]
+    with pytest.raises(ValueError, match="cannot pin"):
+        pin_cpus(1, [10_000])
+
+
 # ------------------------------------------------------------------------------ real backends
 @pytest.mark.parametrize("name", ["onnxruntime", "torch"])
 def test_cpu_backends_measure_layers_and_networks(name):
@@ -55,7 +97,7 @@ def test_cpu_backends_measure_layers_and_networks(name):
         assert 0 < stats.p10_ms <= stats.median_ms <= stats.p90_ms and stats.n >= 20 and stats.warmup >= 3
     ctx = backend.context()
     assert ctx["backend"] == name and ctx["threads"] == 1 and ctx["precision"] == "fp32" and ctx["batch"] == 1
-    assert ctx["device"] and ctx["runtime"].startswith(name)
+    assert ctx["device"] and ctx["runtime"].startswith(name) and ctx["pinned"] is True
     with pytest.raises(ValueError, match="batch 1"):
         backend.measure(IRB.replace(in_shape=(2, 16, 16, 16)))
     with pytest.raises(ValueError, match="fp32"):

@@ -51,13 +51,13 @@ def test_metrics():
 
 
 def test_validate_command_end_to_end(tmp_path):
-    backend = get_backend("onnxruntime", threads=1)
+    backend = get_backend("onnxruntime", threads=1, cpus=None)   # no pinning of the test process
     path = tmp_path / "lut.sqlite"
     LatencyTable(path, context=backend.context()).close()          # empty: validate fills what it needs
     out = tmp_path / "val"
-    def argv(calibrate, seed):
+    def argv(calibrate, seed, *extra):
         return ["validate", "--table", str(path), "--networks", "3", "--calibrate", str(calibrate),
-                "--rounds", "1", "--seed", str(seed), "--out", str(out)]
+                "--rounds", "1", "--seed", str(seed), "--out", str(out), "-o", "cpus=null", *extra]
     assert profiler_main(argv(3, 5)) == 0
     report = json.loads((out / "validation.json").read_text())
     assert (out / "scatter.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -75,13 +75,18 @@ def test_validate_command_end_to_end(tmp_path):
             assert space.encode([LayerSpec.from_key(k) for k in net["keys"]]).shape == (space.width,)
     assert set(report["metrics"]) == {"calibrated", "plain_sum"}
 
-    # --calibrate 0 re-validates the stored calibration on fresh networks.
-    assert profiler_main(argv(0, 9)) == 0
-    assert json.loads((out / "validation.json").read_text())["calibration"] == report["calibration"]
+    # --calibrate 0 re-validates the stored calibration on fresh networks; --remeasure refreshes
+    # exactly the layers of the sampled networks.
+    assert profiler_main(argv(0, 9, "--remeasure")) == 0
+    again = json.loads((out / "validation.json").read_text())
+    assert again["calibration"] == report["calibration"] and again["missing_layers_measured"] == 0
+    assert again["layers_remeasured"] == len({k for net in again["networks"] for k in net["keys"]})
 
 
 def test_validate_refuses_another_context(tmp_path):
     path = tmp_path / "lut.sqlite"
-    LatencyTable(path, context={**get_backend("onnxruntime").context(), "device": "some other CPU"}).close()
-    assert profiler_main(["validate", "--table", str(path), "--networks", "3", "--out", str(tmp_path)]) == 2
+    other = {**get_backend("onnxruntime", cpus=None).context(), "device": "some other CPU"}
+    LatencyTable(path, context=other).close()
+    assert profiler_main(["validate", "--table", str(path), "--networks", "3", "--out", str(tmp_path),
+                          "-o", "cpus=null"]) == 2
     assert profiler_main(["validate", "--table", str(tmp_path / "nope.sqlite"), "--out", str(tmp_path)]) == 2

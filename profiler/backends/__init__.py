@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from .base import Backend, BackendUnavailable
-from .timing import TimingPolicy, measure_adaptive
+from .timing import TimingPolicy, least_disturbed, measure_adaptive, measure_interleaved
 
 BACKEND_NAMES = ("onnxruntime", "torch", "tensorrt")
 
@@ -22,4 +22,5 @@ def get_backend(name: str, **options) -> Backend:
     return cls(**options)
 
 
-__all__ = ["Backend", "BackendUnavailable", "TimingPolicy", "measure_adaptive", "get_backend", "BACKEND_NAMES"]
+__all__ = ["Backend", "BackendUnavailable", "TimingPolicy", "measure_adaptive", "measure_interleaved",
+           "least_disturbed", "get_backend", "BACKEND_NAMES"]

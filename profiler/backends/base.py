@@ -67,6 +67,36 @@ class Backend(ABC):
         """Device, runtime versions, threads, execution provider..."""
 
 
+def _current_cpu() -> int:
+    """The CPU this process last ran on (field 39 of /proc/self/stat)."""
+    with open("/proc/self/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[36])
+
+
+def pin_cpus(count: int, cpus="auto") -> list[int] | None:
+    """Pin this process to CPUs and return them (None = left alone).
+
+    Why: on a shared machine a process that migrates between cores arrives on cold caches; timings
+    then switch between two levels (~1.5x apart on the development VMs) for a second at a time.
+    'auto' takes `count` CPUs starting from the one the scheduler runs us on now (so parallel
+    builder workers tend to spread); a list pins to exactly those CPUs; None disables pinning."""
+    if cpus is None or not hasattr(os, "sched_setaffinity"):
+        return None
+    if cpus == "auto":
+        allowed = sorted(os.sched_getaffinity(0))
+        try:
+            start = allowed.index(_current_cpu())
+        except (OSError, ValueError, IndexError):
+            start = 0
+        cpus = [allowed[(start + i) % len(allowed)] for i in range(min(count, len(allowed)))]
+    cpus = sorted({int(c) for c in cpus})
+    try:
+        os.sched_setaffinity(0, cpus)
+    except OSError as exc:
+        raise ValueError(f"cannot pin to CPUs {cpus}: {exc}") from None
+    return cpus
+
+
 def cpu_name() -> str:
     try:
         with open("/proc/cpuinfo") as f:

@@ -6,15 +6,17 @@ run() returns). Thread counts are always set explicitly (never "all cores") and 
 from __future__ import annotations
 
 from ..blocks import export_onnx, random_input
-from .base import Backend, BackendUnavailable, cpu_context, gpu_context
+from .base import Backend, BackendUnavailable, cpu_context, gpu_context, pin_cpus
 from .timing import wall_clock_sampler
 
 
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
-    def __init__(self, precision="fp32", batch=1, device="auto", threads=1, inter_op_threads=1, policy=None):
-        """threads: ORT intra-op threads (1 = the calling thread does all the work, no pool)."""
+    def __init__(self, precision="fp32", batch=1, device="auto", threads=1, inter_op_threads=1,
+                 cpus="auto", policy=None):
+        """threads: ORT intra-op threads (1 = the calling thread does all the work, no pool);
+        cpus: pin the process to these CPUs ('auto': `threads` CPUs; None: no pinning)."""
         super().__init__(precision, batch, policy)
         try:
             import onnxruntime as ort
@@ -35,6 +37,7 @@ class OnnxRuntimeBackend(Backend):
             raise ValueError("threads and inter_op_threads must be >= 1")
         self.intra_op_threads = int(threads)
         self.inter_op_threads = int(inter_op_threads)
+        self.pinned = pin_cpus(self.intra_op_threads, cpus)
 
     def _session_options(self):
         so = self._ort.SessionOptions()
@@ -62,6 +65,7 @@ class OnnxRuntimeBackend(Backend):
         on_gpu = self.providers[0] == "CUDAExecutionProvider"
         info = gpu_context() if on_gpu else cpu_context(self.intra_op_threads)
         info.update({"runtime": f"onnxruntime {self._ort.__version__}", "provider": self.providers[0],
-                     "intra_op_threads": self.intra_op_threads, "inter_op_threads": self.inter_op_threads})
+                     "intra_op_threads": self.intra_op_threads, "inter_op_threads": self.inter_op_threads,
+                     "pinned": self.pinned is not None})
         info.setdefault("threads", self.intra_op_threads)
         return info

@@ -90,3 +90,26 @@ def cuda_event_sampler(run: Callable[[], object], stream=None) -> Callable[[int]
         s.synchronize()
         return [start.elapsed_time(end) for start, end in events]
     return sample
+
+
+def measure_interleaved(samplers, rounds: int, policy: TimingPolicy, seed: int = 0,
+                        log=None) -> list[list[LatencyStats]]:
+    """stats[item][round]: every sampler measured once per round, each round in a fresh random
+    order, so a burst of load from other processes lands on many items a little rather than on
+    a few a lot. Summarise an item with least_disturbed()."""
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}")
+    rng = np.random.default_rng(seed)
+    stats: list[list] = [[None] * rounds for _ in samplers]
+    for r in range(rounds):
+        for i in rng.permutation(len(samplers)):
+            stats[i][r] = measure_adaptive(samplers[i], policy)
+        if log:
+            log(f"  round {r + 1}/{rounds} done")
+    return stats
+
+
+def least_disturbed(stats) -> LatencyStats:
+    """The round with the lowest median. Load from other processes only ever adds time, so on a
+    shared machine the fastest round is the one closest to the machine's own speed."""
+    return min(stats, key=lambda s: s.median_ms)

@@ -4,14 +4,15 @@ from __future__ import annotations
 import torch
 
 from ..blocks import build_network, random_input
-from .base import Backend, BackendUnavailable, cpu_context, gpu_context
+from .base import Backend, BackendUnavailable, cpu_context, gpu_context, pin_cpus
 from .timing import cuda_event_sampler, wall_clock_sampler
 
 
 class TorchBackend(Backend):
     name = "torch"
 
-    def __init__(self, precision="fp32", batch=1, device="auto", threads=1, policy=None):
+    def __init__(self, precision="fp32", batch=1, device="auto", threads=1, cpus="auto", policy=None):
+        """threads: torch intra-op threads; cpus: pin the process ('auto': `threads` CPUs; None: don't)."""
         super().__init__(precision, batch, policy)
         if precision == "int8":
             raise ValueError("the torch backend runs fp32/fp16 eager modules; int8 is measured with "
@@ -24,7 +25,8 @@ class TorchBackend(Backend):
         if int(threads) < 1:
             raise ValueError("threads must be >= 1")
         self.threads = int(threads)
-        torch.set_num_threads(self.threads)   # process-wide: pinned for every measurement
+        torch.set_num_threads(self.threads)   # process-wide: fixed for every measurement
+        self.pinned = pin_cpus(self.threads, cpus)
 
     def _runner(self, specs):
         dtype = torch.float16 if self.precision == "fp16" else torch.float32
@@ -41,5 +43,5 @@ class TorchBackend(Backend):
     def _context(self):
         info = gpu_context() if self.device == "cuda" else cpu_context(self.threads)
         info.update({"runtime": f"torch {torch.__version__}", "device_kind": self.device,
-                     "threads": self.threads})
+                     "threads": self.threads, "pinned": self.pinned is not None})
         return info

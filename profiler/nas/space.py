@@ -333,7 +333,9 @@ class SearchSpace:
         if n == 0:
             return {f: 0 for f in FIELD_ORDER} | {"layers": stage.layers.index(0), "filters_value": c}
         if len(group) < n:
-            fail(pos + len(group), f"stage {stage.name} needs {n} layers, the network ends first")
+            # Ranked just below a mismatch at the same position: running out of layers while trying a
+            # longer stage says less than the value that did not fit.
+            fail(pos - 0.5, f"stage {stage.name} needs {n} layers, the network ends first")
             return None
         head = group[0]
         values = {"kernel": head.kernel, "act": head.act, "expansion": head.expansion,

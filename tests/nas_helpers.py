@@ -6,6 +6,8 @@ import hashlib
 import os
 from pathlib import Path
 
+import pytest
+
 from profiler.stats import LatencyStats
 from profiler.table import LatencyTable
 
@@ -75,3 +77,15 @@ def always_fails(network) -> float:
 
 def nan_score(network) -> float:
     return float("nan")
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Import into a test module to run its tests with one torch thread: on the 2 shared cores of the
+    dev machines, torch's thread pool (used by the blocks and by Optuna's GP) oversubscribes badly."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -26,11 +26,11 @@ def loop_estimate(table, space, vector, calib):
     return float(calibration.apply(np.array([total]), np.array([len(specs)]), calib)[0])
 
 
-def test_vectorized_estimate_equals_per_layer_loop(full_table, demo):
+def test_vectorized_estimate_equals_per_layer_loop(full_table, demo, rng):
     calib = {"kind": calibration.KIND, "scale": 0.9, "per_layer_ms": -0.01, "offset_ms": 0.05}
     full_table.set_calibration(calib)
     est = LatencyEstimator(full_table, demo)
-    vectors = demo.sample(300, seed=4)
+    vectors = demo.sample(300, seed=int(rng.integers(2**31)))
     result = est.estimate(vectors)
     expected = [loop_estimate(full_table, demo, v, calib) for v in vectors]
     np.testing.assert_allclose(result.latency_ms, expected, rtol=1e-12)

@@ -8,6 +8,8 @@ from profiler.blocks import build_network
 from profiler.nas.proxy import evaluate_keys, load_objective, naswot
 from profiler.nas.space import load_space
 
+from nas_helpers import one_torch_thread  # noqa: F401 (autouse fixture)
+
 
 def reference_naswot(network, batch=16, size=32, seed=0):
     """NASWOT as the paper writes it: K = C C^T + (1-C)(1-C)^T over all ReLU/Swish inputs, in float64."""

@@ -14,7 +14,7 @@ from profiler.nas.space import load_space
 from profiler.table import LatencyTable
 
 import nas_helpers
-from nas_helpers import cheap, fill_table
+from nas_helpers import cheap, fill_table, one_torch_thread  # noqa: F401 (autouse fixture)
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
@@ -108,7 +108,7 @@ def test_empty_sub_space_is_a_clear_error(tmp_path, demo, estimator):
 
 
 def nas(*args, env=None, check=True):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(REPO)]), **(env or {})}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(REPO)]), "OMP_NUM_THREADS": "1", **(env or {})}
     proc = subprocess.run([sys.executable, "-m", "profiler.nas.cli", *map(str, args)], capture_output=True,
                           text=True, env=env, timeout=300)
     if check:

@@ -33,8 +33,7 @@ def test_gpunet_space_matches_paper_table(gpunet):
     assert gpunet.size == math.prod(int(c) for c in gpunet.cardinalities)
 
 
-def test_decode_chains_shapes_and_strides(gpunet):
-    rng = np.random.default_rng(7)
+def test_decode_chains_shapes_and_strides(gpunet, rng):
     v = rng.integers(0, gpunet.cardinalities)
     net = gpunet.decode(v)
     res = gpunet.resolutions[v[0]]

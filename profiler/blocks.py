@@ -21,7 +21,8 @@ Notes for the table/builder and NAS code (what a spec's fields mean here):
   distill=True selects the "D" family (Fused_IRB, Inverted_Residual_Block, PrologueD, ...): mid =
   C * expansion exactly, ReLU only, no SE, `groups` on the irb's 1x1 convs. spec.mid_channels is the
   one place the expansion rounding lives.
-- Primitives: conv2d (Conv+BN+act, padding k//2, groups), dwconv2d (the same with groups = C),
+- Primitives: conv2d (Conv+BN+act, groups; timm's symmetric padding ((s-1)+(k-1))//2, as GPUNet's
+  conv and irb use: k//2 for odd k at stride 1 or 2), dwconv2d (the same with groups = C),
   linear (input (N, C, 1, 1), output (N, out)), se (squeeze-excite on C channels, reduced width
   round(C * 0.25 / expansion), as inside an irb), avgpool / maxpool (k, s, padding (k-1)//2; act ignored).
 - BN is kept in the torch module (eval mode) and folded into the conv by the ONNX export.
@@ -44,7 +45,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .spec import LayerSpec
+from .spec import BLOCK_OPS, LayerSpec
 
 TAIL_CLASSES = 1000          # every published GPUNet is an ImageNet-1k classifier
 TAIL_D_WIDTH = 1152          # EpilogueD's first 1x1 conv
@@ -116,6 +117,8 @@ def _check(spec: LayerSpec) -> None:
         problems.append(f"{spec.op} keeps the channel count: out_channels must be {c}")
     if spec.op == "dwconv2d" and spec.out_channels % c:
         problems.append(f"dwconv2d out_channels must be a multiple of in channels {c}")
+    if spec.op in BLOCK_OPS and spec.kernel % 2 == 0:
+        problems.append(f"GPUNet blocks take odd kernels (3, 5, 7), got {spec.kernel}")
     if spec.op == "linear" and (h, w) != (1, 1):
         problems.append("linear takes an (N, C, 1, 1) input")
     if spec.op not in ("linear", "se", "tail") and min(h, w) + 2 * _strided_conv_pad(spec) < spec.kernel:

@@ -111,6 +111,7 @@ def test_network_chains_shapes_and_matches_onnxruntime():
     (LayerSpec("maxpool", (1, 16, 8, 8), 8, kernel=3), "keeps the channel count"),
     (LayerSpec("linear", (1, 16, 2, 2), 8), r"\(N, C, 1, 1\)"),
     (LayerSpec("fused_irb", (1, 16, 3, 3), 16, kernel=5, stride=2), "larger than"),
+    (LayerSpec("head_large", (1, 3, 32, 32), 16, kernel=4, stride=2, distill=True), "odd kernels"),
 ])
 def test_unsupported_blocks_are_refused_with_a_reason(spec, message):
     with pytest.raises(ValueError, match=message):

@@ -98,3 +98,12 @@ def test_bucket_counts_and_labels():
         bucket(lat, [])
     with pytest.raises(ValueError, match="budgets"):
         bucket(lat, [0.5, 0.5])
+
+
+def test_invalid_vector_in_a_later_chunk_is_named(full_table, demo):
+    from profiler.nas.estimate import CHUNK
+
+    vectors = demo.sample(CHUNK + 10, seed=0)
+    vectors[CHUNK + 3, 1] = 99
+    with pytest.raises(ValueError, match=rf"row {CHUNK + 3}\).*0\.act"):
+        LatencyEstimator(full_table, demo).estimate(vectors)

@@ -225,8 +225,9 @@ class SearchSpace:
         """Vectors as an (N, width) int64 array; ValueError naming the first bad row and position."""
         return self._checked_columns(vectors).T.astype(np.int64)
 
-    def _checked_columns(self, vectors) -> np.ndarray:
-        """Validated vectors as contiguous (width, N) int32 columns (what vectorized code reads)."""
+    def _checked_columns(self, vectors, first_row: int = 0) -> np.ndarray:
+        """Validated vectors as contiguous (width, N) int32 columns (what vectorized code reads);
+        first_row numbers the rows in error messages when `vectors` is a slice of a larger batch."""
         v = np.asarray(vectors)
         if v.ndim == 1:
             v = v[None, :]
@@ -244,15 +245,15 @@ class SearchSpace:
             bad = (row < 0) | (row >= card)
             if bad.any():
                 first = int(np.argmax(bad))
-                raise ValueError(f"invalid vector (row {first}): position {pos} ({self.layout[pos]}) = {row[first]} "
+                raise ValueError(f"invalid vector (row {first_row + first}): position {pos} ({self.layout[pos]}) = {row[first]} "
                                  f"is outside 0..{card - 1}")
             columns[pos] = row
         return columns
 
-    def choice_indices(self, vectors) -> tuple[np.ndarray, list[dict[str, np.ndarray | int]]]:
+    def choice_indices(self, vectors, first_row: int = 0) -> tuple[np.ndarray, list[dict[str, np.ndarray | int]]]:
         """Vectors -> (resolution index (N,), per stage {field: choice index (N,)}), as contiguous
         int32 columns; a field with a single choice is the scalar 0."""
-        columns = self._checked_columns(vectors)
+        columns = self._checked_columns(vectors, first_row)
         per_stage = [{f: 0 for f in FIELD_ORDER} for _ in self.stages]
         for col, (i, f) in enumerate(self._positions):
             if i >= 0:

@@ -158,8 +158,10 @@ class ProcessEvaluator:
             return token, None, f"{type(exc).__name__}: {exc}"
 
     def close(self) -> None:
+        # Interrupted with evaluations in flight: do not wait for them (a trainer may run for hours);
+        # their trials stay RUNNING in the study and are queued again on resume.
         for pool in self._pools:
-            pool.shutdown(wait=True, cancel_futures=True)
+            pool.shutdown(wait=not self._futures, cancel_futures=True)
 
 
 class RayEvaluator:

@@ -147,6 +147,16 @@ def test_bad_space_files_are_rejected(stage, message):
         SearchSpace.from_dict({"name": "x", "resolution": [32], "stages": [stage]})
 
 
+def test_malformed_space_documents(tmp_path):
+    for text, message in [("[1, 2]", "a search space is an object"), ('{"name": "x", "resolution": [32], "stages": [3]}',
+                                                                       "stage 0 must be"), ("{", "not valid JSON")]:
+        (tmp_path / "s.json").write_text(text)
+        with pytest.raises(ValueError, match=message):
+            load_space(tmp_path / "s.json")
+    with pytest.raises(ValueError, match="neither a built-in"):
+        load_space(tmp_path / "absent.json")
+
+
 def test_layer_specs_enumerate_everything_decode_can_produce(demo):
     keys = {s.key() for s in demo.layer_specs()}
     assert len(keys) == len(demo.layer_specs())

@@ -3,7 +3,7 @@
 A space is data (a JSON or TOML file): an input resolution range and an ordered list of stages. Each
 stage has one block type (a LayerSpec op) and, per field, the values it may take:
 
-    layers     how many blocks the stage repeats (0 allowed only for stride-1 stages)
+    layers     how many blocks the stage repeats (0: the stage is skipped)
     kernel     kernel size
     act        activation ("relu" | "swish")
     expansion  expansion ratio (fused_irb / irb only)
@@ -12,6 +12,7 @@ stage has one block type (a LayerSpec op) and, per field, the values it may take
 
 Every block of a stage shares the stage's choices; only the first block has the stage's stride (the
 GPUNet rule). A value list is written either as a JSON list or as {"min": a, "max": b, "step": s}.
+Spatial sizes are chained with profiler.blocks.output_shape, the modules' own geometry.
 
 Vector layout (documented here because GPUNet's own 41-wide layout is unpublished). Every position
 holds a choice INDEX (0-based, into the value list), not a raw value, so every position is a small
@@ -88,6 +89,8 @@ class Stage:
 
     @classmethod
     def from_dict(cls, d: dict, position: int) -> "Stage":
+        if not isinstance(d, dict):
+            raise ValueError(f"stage {position} must be a table/object of fields, got {type(d).__name__}")
         name = str(d.get("name", position))
         where = f"stage {name}"
         known = {"name", "op", "stride", *FIELD_ORDER}
@@ -167,6 +170,8 @@ class SearchSpace:
     # ---------------------------------------------------------------- construction
     @classmethod
     def from_dict(cls, d: dict) -> "SearchSpace":
+        if not isinstance(d, dict) or not isinstance(d.get("stages", []), list):
+            raise ValueError("a search space is an object with 'name', 'resolution' and a list of 'stages'")
         known = {"name", "description", "in_channels", "resolution", "stages", "batch", "precision", "sparsity"}
         if set(d) - known:
             raise ValueError(f"search space: unknown keys {sorted(set(d) - known)} (known: {sorted(known)})")

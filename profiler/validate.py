@@ -160,6 +160,9 @@ def run(args) -> int:
     options = {k: ctx[k] for k in ("precision", "batch", "threads") if k in ctx}
     options.update(args.backend_options)
     backend = BackendRef(args.backend, options).create()
+    if not hasattr(backend, "runner"):
+        raise ValueError(f"validate times whole networks: backend {args.backend!r} must be a "
+                         "profiler.backends.Backend (measure_network/runner), not only measure(spec)")
     table = LatencyTable(args.table, context=backend.context())   # refuses a different machine/runtime
     space = load_space(args.space).with_context(batch=backend.batch, precision=backend.precision)
 

@@ -7,7 +7,7 @@ from profiler.nas.estimate import LatencyEstimator, bucket, space_index
 from profiler.nas.space import load_space
 from profiler.table import LatencyTable
 
-from nas_helpers import CONTEXT, fake_ms, fill_table, stats
+from nas_helpers import CONTEXT, fill_table, stats
 
 @pytest.fixture(scope="module")
 def demo():

@@ -1,6 +1,5 @@
 """The published GPUNet configs import into LayerSpecs, build, and match the published sizes."""
 import json
-from pathlib import Path
 
 import pytest
 

@@ -144,82 +144,92 @@ def add_arguments(parser) -> None:
                         help="exit 1 if fewer than this share of test networks are within +-10%%")
 
 
-def run(args) -> int:
+def sample_networks(space, count: int, seed: int) -> list[list[LayerSpec]]:
+    """`count` distinct networks from Sobol samples of `space` (in sample order)."""
+    unique: dict[tuple, list[LayerSpec]] = {}
+    for vector in space.sample(4 * count, seed=seed):
+        net = space.decode(vector)
+        unique.setdefault(tuple(s.key() for s in net), net)
+        if len(unique) == count:
+            return list(unique.values())
+    raise ValueError(f"the space gave only {len(unique)} distinct networks in {4 * count} samples; "
+                     f"ask for fewer than {count}")
+
+
+def _open(args):
+    """(backend, table) set up like the table: its precision, batch and threads are the defaults."""
     from .build import BackendRef
-    from .nas.space import load_space
     from .table import LatencyTable
 
-    if args.networks < 3 or args.calibrate < 0 or args.rounds < 1:
-        raise ValueError("--networks must be >= 3, --calibrate >= 0 and --rounds >= 1")
     if not args.table.exists():
         raise FileNotFoundError(f"no table at {args.table}: run `profiler build` first")
-    t0 = time.perf_counter()
     with LatencyTable(args.table) as probe:
         ctx = probe.context
-    # The table's precision, batch and threads are the backend's defaults: its context must match.
     options = {k: ctx[k] for k in ("precision", "batch", "threads") if k in ctx}
     options.update(args.backend_options)
     backend = BackendRef(args.backend, options).create()
     if not hasattr(backend, "runner"):
         raise ValueError(f"validate times whole networks: backend {args.backend!r} must be a "
                          "profiler.backends.Backend (measure_network/runner), not only measure(spec)")
-    table = LatencyTable(args.table, context=backend.context())   # refuses a different machine/runtime
-    space = load_space(args.space).with_context(batch=backend.batch, precision=backend.precision)
+    return backend, LatencyTable(args.table, context=backend.context())   # refuses another machine/runtime
 
-    # Distinct networks; the calibration split comes first, the test networks after it.
-    unique: dict[tuple, list[LayerSpec]] = {}
-    for vector in space.sample(4 * (args.networks + args.calibrate), seed=args.seed):
-        net = space.decode(vector)
-        unique.setdefault(tuple(s.key() for s in net), net)
-        if len(unique) == args.networks + args.calibrate:
-            break
-    if len(unique) < args.networks + args.calibrate:
-        raise ValueError(f"the space has only {len(unique)} distinct networks in this sample")
-    networks = list(unique.values())
-    calib_nets, test_nets = networks[:args.calibrate], networks[args.calibrate:]
 
-    print(f"validate: {len(test_nets)} test + {len(calib_nets)} calibration networks from space "
-          f"{args.space!r} on {backend.name} ({ctx.get('device')}, {ctx.get('threads')} thread(s))")
-    layers = list({s.key(): s for net in networks for s in net}.values()) if args.remeasure else []
-    n_missing = 0 if args.remeasure else fill_missing(table, backend, networks)
-    net_stats, layer_stats = measure_interleaved_runs(backend, networks, layers, args.rounds, seed=args.seed)
-    for spec, stats in zip(layers, layer_stats):
-        table.put(spec, least_disturbed(stats))
-    measured = np.array([least_disturbed(s).median_ms for s in net_stats])
-    per_round = np.array([[r.median_ms for r in s] for s in net_stats]).T
-    sums, counts = layer_sums(table, networks)
-    k = args.calibrate
-    if k:
-        calib = calibration.fit(sums[:k], counts[:k], measured[:k])
-        if not args.no_store:
-            table.set_calibration(calib)
-    else:
-        calib = table.calibration()
-        if calib is None:
-            raise ValueError("--calibrate 0 needs a calibration stored in the table")
-    result = Validation(test_nets, measured[k:], sums[k:], counts[k:], calib)
-
-    args.out.mkdir(parents=True, exist_ok=True)
-    report = result.to_dict()
-    report.update(context=table.context, space=args.space, missing_layers_measured=n_missing,
-                  layers_remeasured=len(layers), rounds=args.rounds,
-                  calibration_networks=[{"keys": [s.key() for s in net], "measured_ms": float(m)}
-                                        for net, m in zip(calib_nets, measured[:k])],
-                  rounds_ms=per_round.round(6).tolist(),   # [round][network], calibration nets first
-                  seconds=round(time.perf_counter() - t0, 1))
-    (args.out / "validation.json").write_text(json.dumps(report, indent=1) + "\n")
-    scatter_png(result, args.out / "scatter.png")
-    table.close()
-
-    m, p = result.metrics()["calibrated"], result.metrics()["plain_sum"]
+def _print_summary(result: Validation, stored: bool) -> None:
+    calib = result.calibration
     print(f"calibration: estimate = {calib['scale']:.4f} * sum {calib['per_layer_ms']:+.4f} ms * layers "
-          f"{calib['offset_ms']:+.4f} ms" + ("" if k == 0 or args.no_store else "  (stored in the table)"))
-    for name, x in (("plain sum ", p), ("calibrated", m)):
+          f"{calib['offset_ms']:+.4f} ms" + ("  (stored in the table)" if stored else ""))
+    for name, x in (("plain sum ", result.metrics()["plain_sum"]), ("calibrated", result.metrics()["calibrated"])):
         print(f"{name}: MAPE {x['mape_pct']:5.1f}%  within +-10%: {100 * x['within_10pct']:5.1f}%  "
               f"Spearman {x['spearman']:.3f}  worst {x['max_abs_err_pct']:.1f}%")
-    print(f"wrote {args.out / 'validation.json'} and {args.out / 'scatter.png'} "
-          f"({report['seconds']} s)")
-    if args.min_within is not None and m["within_10pct"] < args.min_within:
-        print(f"FAIL: {100 * m['within_10pct']:.1f}% within +-10% < required {100 * args.min_within:.1f}%")
+
+
+def run(args) -> int:
+    from .nas.space import load_space
+
+    if args.networks < 3 or args.calibrate < 0 or args.rounds < 1:
+        raise ValueError("--networks must be >= 3, --calibrate >= 0 and --rounds >= 1")
+    t0 = time.perf_counter()
+    backend, table = _open(args)
+    with table:
+        space = load_space(args.space).with_context(batch=backend.batch, precision=backend.precision)
+        k = args.calibrate
+        networks = sample_networks(space, args.networks + k, args.seed)   # calibration split first
+        print(f"validate: {args.networks} test + {k} calibration networks from space {args.space!r} on "
+              f"{backend.name} ({table.context.get('device')}, {table.context.get('threads')} thread(s))")
+
+        layers = list({s.key(): s for net in networks for s in net}.values()) if args.remeasure else []
+        n_missing = 0 if args.remeasure else fill_missing(table, backend, networks)
+        net_stats, layer_stats = measure_interleaved_runs(backend, networks, layers, args.rounds, seed=args.seed)
+        for spec, stats in zip(layers, layer_stats):
+            table.put(spec, least_disturbed(stats))
+        measured = np.array([least_disturbed(s).median_ms for s in net_stats])
+        sums, counts = layer_sums(table, networks)
+        if k:
+            calib = calibration.fit(sums[:k], counts[:k], measured[:k])
+            if not args.no_store:
+                table.set_calibration(calib)
+        else:
+            calib = table.calibration()
+            if calib is None:
+                raise ValueError("--calibrate 0 needs a calibration stored in the table")
+        result = Validation(networks[k:], measured[k:], sums[k:], counts[k:], calib)
+
+        report = result.to_dict()
+        report.update(context=table.context, space=args.space, missing_layers_measured=n_missing,
+                      layers_remeasured=len(layers), rounds=args.rounds,
+                      calibration_networks=[{"keys": [s.key() for s in net], "measured_ms": float(m)}
+                                            for net, m in zip(networks[:k], measured[:k])],
+                      # [round][network], calibration networks first
+                      rounds_ms=[[round(r.median_ms, 6) for r in rounds] for rounds in zip(*net_stats)],
+                      seconds=round(time.perf_counter() - t0, 1))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "validation.json").write_text(json.dumps(report, indent=1) + "\n")
+    scatter_png(result, args.out / "scatter.png")
+
+    _print_summary(result, stored=bool(k) and not args.no_store)
+    print(f"wrote {args.out / 'validation.json'} and {args.out / 'scatter.png'} ({report['seconds']} s)")
+    within = result.metrics()["calibrated"]["within_10pct"]
+    if args.min_within is not None and within < args.min_within:
+        print(f"FAIL: {100 * within:.1f}% within +-10% < required {100 * args.min_within:.1f}%")
         return 1
     return 0

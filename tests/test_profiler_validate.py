@@ -76,8 +76,8 @@ def test_validate_command_end_to_end(tmp_path):
     assert set(report["metrics"]) == {"calibrated", "plain_sum"}
 
     # --calibrate 0 re-validates the stored calibration on fresh networks; --remeasure refreshes
-    # exactly the layers of the sampled networks.
-    assert profiler_main(argv(0, 9, "--remeasure")) == 0
+    # exactly the layers of the sampled networks; --min-within above 100% must fail the run.
+    assert profiler_main(argv(0, 9, "--remeasure", "--min-within", "1.01")) == 1
     again = json.loads((out / "validation.json").read_text())
     assert again["calibration"] == report["calibration"] and again["missing_layers_measured"] == 0
     assert again["layers_remeasured"] == len({k for net in again["networks"] for k in net["keys"]})

@@ -194,3 +194,16 @@ def test_tensorrt_engine_build_sets_the_plan(monkeypatch, tmp_path):
     assert log["cache_in"] == b"timings-v1" and cache.read_bytes() == b"timings-v2"
     build_engine(b"onnx", build_plan("fp16", "dense", 10), None)
     assert log["flags"][-1] == "FP16" and log["network_flags"] == 0
+
+
+@pytest.mark.gpu
+def test_torch_cuda_backend_times_with_cuda_events():
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU here")
+    backend = get_backend("torch", device="cuda", precision="fp16", policy=FAST)
+    specs = [HEAD.replace(precision="fp16"), IRB.replace(precision="fp16")]
+    layer, net = backend.measure(specs[1]), backend.measure_network(specs)
+    assert 0 < layer.p10_ms <= layer.median_ms <= layer.p90_ms and net.median_ms > 0
+    ctx = backend.context()
+    assert ctx["device_kind"] == "cuda" and ctx["device"] and ctx["cuda_runtime"]

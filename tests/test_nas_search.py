@@ -67,6 +67,32 @@ def test_search_scores_only_in_budget_candidates(tmp_path, demo, estimator, budg
     assert front[-1].score == result.best.score
 
 
+def test_out_of_budget_proposals_are_replaced_by_in_budget_neighbours(tmp_path, demo, estimator):
+    import optuna
+    from optuna.trial import TrialState
+
+    tight = float(np.percentile(estimator.estimate(demo.sample(1024, seed=0)).latency_ms, 10))
+    cfg = config(tmp_path, tight, trials=8, initial=2, pool=1024)
+    result = run_search(demo, estimator, cfg, progress=False)
+    assert len(result.ranked) == 8 and all(c.latency_ms <= tight for c in result.ranked)
+    trials = optuna.load_study(study_name=result.study_name, storage=f"sqlite:///{cfg.storage}").get_trials()
+    skipped = [t for t in trials if t.user_attrs.get("out_of_budget")]
+    assert len(skipped) == result.out_of_budget > 0  # a tight budget: the GP does step outside
+    assert all(t.state == TrialState.FAIL and t.user_attrs["latency_ms"] > tight for t in skipped)
+    scored = [tuple(c.vector) for c in result.ranked]
+    assert len(set(scored)) == len(scored)  # stand-ins are never repeats
+
+
+def test_nearest_unused_pool_vector():
+    from profiler.nas.search import _nearest_unused
+
+    pool = np.array([[0, 0, 0], [2, 2, 2], [1, 2, 2]])
+    cards = np.array([3, 3, 3])
+    assert list(_nearest_unused(pool, np.array([2, 2, 1]), cards, set())) == [2, 2, 2]
+    assert list(_nearest_unused(pool, np.array([2, 2, 1]), cards, {(2, 2, 2)})) == [1, 2, 2]
+    assert _nearest_unused(pool, np.array([2, 2, 1]), cards, {tuple(p) for p in pool.tolist()}) is None
+
+
 def test_pareto_front_small_example():
     pts = [Candidate(i, np.zeros(1), lat, score) for i, (lat, score) in
            enumerate([(1.0, 5.0), (0.5, 4.0), (0.7, 3.0), (0.9, 6.0), (0.4, 1.0), (0.9, 2.0)])]

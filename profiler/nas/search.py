@@ -2,19 +2,21 @@
 
 GPUNet's client-server controller: one driver (this process) proposes candidates with Optuna's GP
 sampler and keeps `workers` evaluations in flight, on local worker processes or on a Ray cluster;
-workers only score networks. Each candidate is priced by the LUT estimate first (microseconds), and
-only candidates inside the sub-space (min_ms <= latency <= budget_ms) are sent out for scoring. The
-latency is given to the sampler as a constraint (Optuna's constrained GP), so it learns where the
-sub-space is.
+workers only score networks. Each proposal is priced by the LUT estimate first (microseconds); only
+candidates inside the sub-space (min_ms <= latency <= budget_ms) are scored.
+
+A proposal outside the sub-space is not scored and not shown to the GP as a fake score (a penalty
+would teach it that a whole region is bad when only its larger members are over budget). Instead the
+trial is closed as failed (the GP ignores failed trials) and the nearest not-yet-used in-budget
+candidate of the Sobol pool (L1 distance over choice indices scaled to [0, 1]) is queued and scored
+in its place, so every proposal yields one in-budget evaluation near where the GP wanted to look.
 
 Persistence: the study lives in an SQLite file (Optuna RDB storage), committed at every result.
 Kill the driver at any moment and run the same command again: finished trials are kept, trials that
 were in flight are marked failed and queued again. One driver per study.
 
-An out-of-budget proposal is not scored; it is recorded with the lowest score seen so far (a neutral
-"bad" value that does not stretch the GP's scale the way a large penalty would) and a positive
-constraint value. An evaluation that raises, or whose worker dies, is retried `retries` times, then
-recorded as failed with its error; the search goes on.
+An evaluation that raises, or whose worker dies, is retried `retries` times, then recorded as failed
+with its error; the search goes on.
 """
 from __future__ import annotations
 
@@ -46,8 +48,8 @@ class SearchConfig:
     retries: int = 2
     seed: int = 0
     initial: int = 8                  # first trials: Sobol candidates already inside the sub-space
-    pool: int = 4096                  # Sobol candidates priced to find those
-    max_proposals: int | None = None  # stop after this many trials in all (default 20 x trials)
+    pool: int = 4096                  # Sobol candidates priced: the seeds and the stand-ins for
+                                      # out-of-budget proposals come from its in-budget part
 
     def __post_init__(self) -> None:
         if not (self.budget_ms > 0 and 0 <= self.min_ms < self.budget_ms):
@@ -202,14 +204,6 @@ def _ray_evaluate(objective: str, keys: list[str]) -> float:
 
 # ------------------------------------------------------------------------------------------------
 
-def _constraint(trial) -> list[float]:
-    return trial.user_attrs.get("constraint", [1.0])
-
-
-def _in_budget(trial) -> bool:
-    return _constraint(trial)[0] <= 0
-
-
 def run_search(space: SearchSpace, estimator: LatencyEstimator, config: SearchConfig,
                progress: bool = True) -> SearchResult:
     import optuna
@@ -220,60 +214,61 @@ def run_search(space: SearchSpace, estimator: LatencyEstimator, config: SearchCo
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     name = config.study_name or f"{space.name}-{config.min_ms:g}-{config.budget_ms:g}ms"
     storage = optuna.storages.RDBStorage(f"sqlite:///{Path(config.storage).resolve()}")
-    # Optuna >= 5 reads constraints recorded on the trial (set_constraint); older ones take a function.
-    trial_constraints = hasattr(optuna.trial.Trial, "set_constraint")
-    sampler = optuna.samplers.GPSampler(seed=config.seed, n_startup_trials=config.initial,
-                                        **({} if trial_constraints else {"constraints_func": _constraint}))
+    sampler = optuna.samplers.GPSampler(seed=config.seed, n_startup_trials=config.initial)
     study = optuna.create_study(storage=storage, study_name=name, direction="maximize", sampler=sampler,
                                 load_if_exists=True)
     _check_study_matches(study, space, config)
     distributions = {label: IntDistribution(0, int(card) - 1)
                      for label, card in zip(space.layout, space.cardinalities)}
 
+    def queue(vector) -> None:
+        study.enqueue_trial({label: int(v) for label, v in zip(space.layout, vector)})
+
     # A previous driver that died left its in-flight trials RUNNING: fail them and queue them again.
     for stale in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         study.enqueue_trial(stale.params)
         study.tell(stale.number, state=TrialState.FAIL)
+    stand_ins = _in_budget_pool(space, estimator, config)
     if not study.trials:
-        for vector in _initial_candidates(space, estimator, config):
-            study.enqueue_trial({label: int(v) for label, v in zip(space.layout, vector)})
+        for vector in stand_ins[:config.initial]:
+            queue(vector)
+    used = {tuple(t.params[label] for label in space.layout)  # queued (WAITING) trials have no params yet
+            for t in study.get_trials(deepcopy=False) if len(t.params) == len(space.layout)}
 
     def finished() -> int:
-        """Scored in-budget trials plus given-up ones: what `trials` counts."""
-        return sum(_in_budget(t) if t.state == TrialState.COMPLETE else t.user_attrs.get("gave_up", False)
+        """Scored trials plus given-up ones: what `trials` counts."""
+        return sum(t.state == TrialState.COMPLETE or t.user_attrs.get("gave_up", False)
                    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)))
-
-    max_proposals = config.max_proposals or 20 * config.trials
 
     evaluator = _make_evaluator(config)
     in_flight: dict[int, tuple] = {}   # trial number -> (trial, keys, attempts)
-    worst_score = [None]
     bar = _Progress(progress, config.trials, finished())
     try:
         while finished() + len(in_flight) < config.trials or in_flight:
             while len(in_flight) < evaluator.capacity and finished() + len(in_flight) < config.trials:
-                if len(study.trials) >= max_proposals:
-                    bar.note(f"stopping: {max_proposals} proposals made, most outside the sub-space")
-                    break
                 trial = study.ask(distributions)
                 vector = np.array([trial.params[label] for label in space.layout], dtype=np.int64)
+                used.add(tuple(vector.tolist()))
                 latency = float(estimator.estimate(vector[None, :]).latency_ms[0])
                 trial.set_user_attr("vector", vector.tolist())
                 trial.set_user_attr("latency_ms", latency if np.isfinite(latency) else None)
-                violation = (1.0 if not np.isfinite(latency)
-                             else max(latency - config.budget_ms, config.min_ms - latency) / config.budget_ms)
-                trial.set_user_attr("constraint", [violation])
-                if trial_constraints:
-                    trial.set_constraint("latency", violation)
-                if violation > 0:
-                    study.tell(trial, _lowest_score(study, worst_score))
-                    bar.describe(f"trial {trial.number}: {_fmt(latency)} out of the sub-space, not scored")
+                if not config.min_ms <= latency <= config.budget_ms:  # also False for NaN (missing blocks)
+                    stand_in = _nearest_unused(stand_ins, vector, space.cardinalities, used)
+                    trial.set_user_attr("out_of_budget", True)
+                    study.tell(trial, state=TrialState.FAIL)
+                    if stand_in is None:
+                        bar.note("stopping: every in-budget candidate of the Sobol pool is used (raise --pool)")
+                        break
+                    used.add(tuple(stand_in.tolist()))
+                    queue(stand_in)
+                    bar.describe(f"trial {trial.number}: {_fmt(latency)} is out of the sub-space; "
+                                 "its nearest in-budget candidate goes next")
                     continue
                 keys = [s.key() for s in estimator.space.decode(vector)]
                 in_flight[trial.number] = (trial, keys, 0)
                 evaluator.submit(trial.number, keys)
             if not in_flight:
-                break  # nothing running and nothing more may be proposed
+                break  # nothing running and nothing more to propose
             number, score, error = evaluator.next_result()
             trial, keys, attempts = in_flight[number]
             if error is None:
@@ -301,9 +296,9 @@ def collect_results(study, space: SearchSpace) -> SearchResult:
 
     scored, out_of_budget, failed, errors = [], 0, 0, []
     for t in study.get_trials(deepcopy=False):
-        if t.state == TrialState.COMPLETE and _in_budget(t):
+        if t.state == TrialState.COMPLETE:
             scored.append(Candidate(t.number, np.array(t.user_attrs["vector"]), t.user_attrs["latency_ms"], t.value))
-        elif t.state == TrialState.COMPLETE:
+        elif t.user_attrs.get("out_of_budget"):
             out_of_budget += 1
         elif t.user_attrs.get("gave_up"):
             failed += 1
@@ -312,8 +307,9 @@ def collect_results(study, space: SearchSpace) -> SearchResult:
     return SearchResult(study.study_name, ranked, pareto_front(scored), out_of_budget, failed, errors)
 
 
-def _initial_candidates(space: SearchSpace, estimator: LatencyEstimator, config: SearchConfig) -> np.ndarray:
-    """The first `initial` Sobol candidates (of `pool`) whose estimate lies inside the sub-space."""
+def _in_budget_pool(space: SearchSpace, estimator: LatencyEstimator, config: SearchConfig) -> np.ndarray:
+    """The Sobol pool's candidates whose estimate lies inside the sub-space, in Sobol order (so the
+    first few are spread over the space: they seed the search)."""
     vectors = space.sample(config.pool, seed=config.seed)
     latency = estimator.estimate(vectors).latency_ms
     inside = np.flatnonzero((latency >= config.min_ms) & (latency <= config.budget_ms))
@@ -323,7 +319,17 @@ def _initial_candidates(space: SearchSpace, estimator: LatencyEstimator, config:
                   else "no candidate could be priced (the table lacks their blocks)")
         raise ValueError(f"none of {config.pool} Sobol candidates lies in the sub-space "
                          f"[{config.min_ms:g}, {config.budget_ms:g}] ms; {spread}")
-    return vectors[inside[:config.initial]]
+    return vectors[inside]
+
+
+def _nearest_unused(pool: np.ndarray, vector: np.ndarray, cardinalities: np.ndarray, used: set):
+    """The pool vector closest to `vector` (L1 over choice indices scaled to [0, 1]) not yet used."""
+    scale = np.maximum(cardinalities - 1, 1)
+    order = np.argsort(np.abs(pool - vector) / scale @ np.ones(len(vector)), kind="stable")
+    for i in order:
+        if tuple(pool[i].tolist()) not in used:
+            return pool[i]
+    return None
 
 
 def _check_study_matches(study, space: SearchSpace, config: SearchConfig) -> None:
@@ -339,14 +345,6 @@ def _check_study_matches(study, space: SearchSpace, config: SearchConfig) -> Non
     if differ:
         raise ValueError(f"study {study.study_name!r} in this storage was started with another "
                          f"{', '.join(differ)}; give another --study name or storage file")
-
-
-def _lowest_score(study, cache: list) -> float:
-    from optuna.trial import TrialState
-
-    values = [t.value for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if _in_budget(t)]
-    cache[0] = min(values) if values else (cache[0] if cache[0] is not None else 0.0)
-    return cache[0]
 
 
 def _make_evaluator(config: SearchConfig):

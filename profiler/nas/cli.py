@@ -76,6 +76,8 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--ray", metavar="ADDRESS", help="score on a Ray cluster ('local', 'auto', 'ray://host:10001')")
     s.add_argument("--retries", type=int, default=2, help="retries of a failed evaluation (default 2)")
     s.add_argument("--initial", type=int, default=8, help="first trials taken from in-budget Sobol candidates")
+    s.add_argument("--explore-every", type=int, default=3,
+                   help="after those, every Nth trial is an unused in-budget Sobol candidate (default 3; 0: never)")
     s.add_argument("--pool", type=int, default=4096, help="Sobol candidates priced to find them (default 4096)")
     s.add_argument("--no-onnx", action="store_true", help="do not export the best network as ONNX")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -134,7 +136,8 @@ def _run_search(args) -> int:
     config = SearchConfig(
         budget_ms=budget_ms, min_ms=args.min_ms, trials=args.trials, objective=args.objective,
         storage=args.storage or args.out / "study.sqlite", study_name=args.study, workers=args.workers,
-        ray_address=args.ray, retries=args.retries, seed=args.seed, initial=args.initial, pool=args.pool)
+        ray_address=args.ray, retries=args.retries, seed=args.seed, initial=args.initial,
+        explore_every=args.explore_every, pool=args.pool)
     result = run_search(estimator.space, estimator, config, progress=not args.quiet)
     _print_front(result, estimator.space)
     write_results(result, estimator.space, args.out, config, calibrated=estimator.calibration is not None)

@@ -10,6 +10,8 @@ would teach it that a whole region is bad when only its larger members are over 
 trial is closed as failed (the GP ignores failed trials) and the nearest not-yet-used in-budget
 candidate of the Sobol pool (L1 distance over choice indices scaled to [0, 1]) is queued and scored
 in its place, so every proposal yields one in-budget evaluation near where the GP wanted to look.
+The first `initial` trials, and then every `explore_every`-th, are unused in-budget Sobol candidates:
+a hedge against a GP that settles in one region (benchmarks/bench_nas_search.py measures it).
 
 Persistence: the study lives in an SQLite file (Optuna RDB storage), committed at every result.
 Kill the driver at any moment and run the same command again: finished trials are kept, trials that
@@ -48,14 +50,15 @@ class SearchConfig:
     retries: int = 2
     seed: int = 0
     initial: int = 8                  # first trials: Sobol candidates already inside the sub-space
+    explore_every: int = 3            # then every Nth trial is the next unused one of them (0: never)
     pool: int = 4096                  # Sobol candidates priced: the seeds and the stand-ins for
                                       # out-of-budget proposals come from its in-budget part
 
     def __post_init__(self) -> None:
         if not (self.budget_ms > 0 and 0 <= self.min_ms < self.budget_ms):
             raise ValueError(f"need 0 <= min_ms < budget_ms, got {self.min_ms} and {self.budget_ms}")
-        if self.trials < 1 or self.initial < 1 or self.pool < 1 or self.workers < 0 or self.retries < 0:
-            raise ValueError("trials, initial and pool must be >= 1; workers and retries >= 0")
+        if min(self.trials, self.initial, self.pool) < 1 or min(self.workers, self.retries, self.explore_every) < 0:
+            raise ValueError("trials, initial and pool must be >= 1; workers, retries and explore_every >= 0")
         load_objective(self.objective)  # fail now, not in a worker
 
 
@@ -246,6 +249,13 @@ def run_search(space: SearchSpace, estimator: LatencyEstimator, config: SearchCo
     try:
         while finished() + len(in_flight) < config.trials or in_flight:
             while len(in_flight) < evaluator.capacity and finished() + len(in_flight) < config.trials:
+                proposed = len(study.trials)
+                if (config.explore_every and proposed >= config.initial
+                        and (proposed - config.initial) % config.explore_every == config.explore_every - 1):
+                    fresh = next((v for v in stand_ins if tuple(v.tolist()) not in used), None)
+                    if fresh is not None:
+                        used.add(tuple(fresh.tolist()))
+                        queue(fresh)
                 trial = study.ask(distributions)
                 vector = np.array([trial.params[label] for label in space.layout], dtype=np.int64)
                 used.add(tuple(vector.tolist()))

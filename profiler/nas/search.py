@@ -5,7 +5,7 @@ sampler and keeps `workers` evaluations in flight, on local worker processes or 
 workers only score networks. Each proposal is priced by the LUT estimate first (microseconds); only
 candidates inside the sub-space (min_ms <= latency <= budget_ms) are scored.
 
-A proposal outside the sub-space is not scored and not shown to the GP as a fake score (a penalty
+A proposal outside the sub-space (or one already scored) is not scored and not shown to the GP as a fake score (a penalty
 would teach it that a whole region is bad when only its larger members are over budget). Instead the
 trial is closed as failed (the GP ignores failed trials) and the nearest not-yet-used in-budget
 candidate of the Sobol pool (L1 distance over choice indices scaled to [0, 1]) is queued and scored
@@ -224,19 +224,23 @@ def run_search(space: SearchSpace, estimator: LatencyEstimator, config: SearchCo
     distributions = {label: IntDistribution(0, int(card) - 1)
                      for label, card in zip(space.layout, space.cardinalities)}
 
+    queued: set[tuple] = set()  # vectors enqueued by this driver and not asked for yet
+
     def queue(vector) -> None:
+        used.add(tuple(vector.tolist()))
+        queued.add(tuple(vector.tolist()))
         study.enqueue_trial({label: int(v) for label, v in zip(space.layout, vector)})
 
-    # A previous driver that died left its in-flight trials RUNNING: fail them and queue them again.
-    for stale in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study.enqueue_trial(stale.params)
-        study.tell(stale.number, state=TrialState.FAIL)
     stand_ins = _in_budget_pool(space, estimator, config)
-    if not study.trials:
-        for vector in stand_ins[:config.initial]:
-            queue(vector)
     used = {tuple(t.params[label] for label in space.layout)  # queued (WAITING) trials have no params yet
             for t in study.get_trials(deepcopy=False) if len(t.params) == len(space.layout)}
+    # A previous driver that died left its in-flight trials RUNNING: fail them and queue them again.
+    for stale in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        study.tell(stale.number, state=TrialState.FAIL)
+        queue(np.array([stale.params[label] for label in space.layout]))
+    if not study.get_trials(deepcopy=False):
+        for vector in stand_ins[:config.initial]:
+            queue(vector)
 
     def finished() -> int:
         """Scored trials plus given-up ones: what `trials` counts."""
@@ -249,30 +253,33 @@ def run_search(space: SearchSpace, estimator: LatencyEstimator, config: SearchCo
     try:
         while finished() + len(in_flight) < config.trials or in_flight:
             while len(in_flight) < evaluator.capacity and finished() + len(in_flight) < config.trials:
-                proposed = len(study.trials)
+                proposed = len(study.get_trials(deepcopy=False))
                 if (config.explore_every and proposed >= config.initial
                         and (proposed - config.initial) % config.explore_every == config.explore_every - 1):
                     fresh = next((v for v in stand_ins if tuple(v.tolist()) not in used), None)
                     if fresh is not None:
-                        used.add(tuple(fresh.tolist()))
                         queue(fresh)
                 trial = study.ask(distributions)
                 vector = np.array([trial.params[label] for label in space.layout], dtype=np.int64)
-                used.add(tuple(vector.tolist()))
+                key = tuple(vector.tolist())
+                repeat = key in used and key not in queued  # the GP asked again for a scored candidate
+                queued.discard(key)
+                used.add(key)
                 latency = float(estimator.estimate(vector[None, :]).latency_ms[0])
                 trial.set_user_attr("vector", vector.tolist())
                 trial.set_user_attr("latency_ms", latency if np.isfinite(latency) else None)
-                if not config.min_ms <= latency <= config.budget_ms:  # also False for NaN (missing blocks)
+                outside = not config.min_ms <= latency <= config.budget_ms  # also True for NaN (missing blocks)
+                if outside or repeat:
                     stand_in = _nearest_unused(stand_ins, vector, space.cardinalities, used)
-                    trial.set_user_attr("out_of_budget", True)
+                    trial.set_user_attr("out_of_budget" if outside else "repeat", True)
                     study.tell(trial, state=TrialState.FAIL)
                     if stand_in is None:
                         bar.note("stopping: every in-budget candidate of the Sobol pool is used (raise --pool)")
                         break
-                    used.add(tuple(stand_in.tolist()))
                     queue(stand_in)
-                    bar.describe(f"trial {trial.number}: {_fmt(latency)} is out of the sub-space; "
-                                 "its nearest in-budget candidate goes next")
+                    bar.describe(f"trial {trial.number}: {_fmt(latency)}, "
+                                 f"{'out of the sub-space' if outside else 'already scored'}; "
+                                 "its nearest unused in-budget candidate goes next")
                     continue
                 keys = [s.key() for s in estimator.space.decode(vector)]
                 in_flight[trial.number] = (trial, keys, 0)

@@ -34,6 +34,10 @@ demo: build
 	$(BIN)/python benchmarks/demo_compress.py --out $(OUT)
 	$(BIN)/python benchmarks/torch_digits_demo.py --out $(OUT)/torch
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pysparse24.bench gemm --shapes 4096x1x4096,4096x8x4096 --repeats 10 --json $(OUT)/gemm.json --plot $(OUT)/gemm_speedup.png
+	$(BIN)/profiler build --table $(OUT)/lut.sqlite --space demo  # all 132 demo-space layers, ~1 min on CPU; resumes
+	$(BIN)/profiler show --table $(OUT)/lut.sqlite --top 5
+	$(BIN)/profiler validate --table $(OUT)/lut.sqlite --space demo --networks 50 --calibrate 20 --remeasure --out $(OUT)/validate  # LUT vs end to end, calibration stored for nas; ~1-2 min
+	$(BIN)/nas search --table $(OUT)/lut.sqlite --space demo --budget-ms p40 --trials 10 --out $(OUT)/nas -q  # BO in the fastest 40%; ~20 s
 
 bench: build
 	$(BIN)/python -m pytest -q benchmarks --benchmark-only

@@ -29,6 +29,14 @@ def _fmt_number(x: float) -> str:
     return f"{x:.6g}"
 
 
+def make_divisible(value: float, divisor: int = 8) -> int:
+    """Round to the nearest multiple of `divisor`, never more than 10% down (timm/GPUNet rule)."""
+    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * value:
+        rounded += divisor
+    return rounded
+
+
 @dataclass(frozen=True)
 class LayerSpec:
     """One measurable layer: what it is, and the input it sees.
@@ -81,8 +89,16 @@ class LayerSpec:
 
     @property
     def mid_channels(self) -> int:
-        """Channels after expansion (GPUNet rounds C * expansion to the nearest integer)."""
-        return int(round(self.in_shape[1] * self.expansion))
+        """Channels after expansion, exactly as the published GPUNet modules compute them.
+
+        The "D" family (distill=True: Fused_IRB, Inverted_Residual_Block) uses C * expansion as is;
+        the others (EdgeResidual, InvertedResidual) round it to a multiple of 8 (timm's
+        make_divisible), e.g. 704 * 3.82 -> 2688, not 2689. Parameter and MAC counts depend on it.
+        """
+        exact = self.in_shape[1] * self.expansion
+        if self.distill:
+            return int(round(exact))
+        return make_divisible(exact)
 
     def key(self) -> str:
         """Canonical, human-readable key, e.g. 'v1|irb|in=1x64x56x56|out=96|k=5|s=2|e=4|se=1|act=swish|g=1|d=0|fp16|2:4'."""

@@ -1,0 +1,209 @@
+"""profiler.backends: one measure() interface; adaptive timing; TensorRT up to the engine build."""
+import collections
+import importlib.util
+import itertools
+import os
+import sys
+import types
+
+import numpy as np
+import onnx
+import pytest
+
+from profiler.backends import (BackendUnavailable, TimingPolicy, get_backend, least_disturbed, measure_adaptive,
+                               measure_interleaved)
+from profiler.backends.base import pin_cpus
+from profiler.backends.tensorrt_backend import build_engine, build_plan, onnx_for_plan
+from profiler.blocks import output_shape
+from profiler.spec import LayerSpec
+
+@pytest.fixture(autouse=True)
+def restore_cpu_affinity():
+    """Backends pin the process to CPUs; give the rest of the test session all of them back."""
+    cpus = os.sched_getaffinity(0)
+    yield
+    os.sched_setaffinity(0, cpus)
+
+
+FAST = TimingPolicy(warmup_min=3, warmup_s=0.0, min_repeats=20, min_time_s=0.0, budget_s=0.5)
+HEAD = LayerSpec("head", (1, 3, 32, 32), 16, kernel=3, stride=2)
+IRB = LayerSpec("irb", output_shape(HEAD), 16, kernel=3, expansion=2)
+
+
+# ------------------------------------------------------------------------------ timing loop
+def test_warmup_is_rejected_and_the_median_is_robust():
+    calls = itertools.count()
+
+    def sample(n):   # 5 slow cold calls, then 1.0 ms with one 50 ms hiccup every 10 calls
+        out = []
+        for _ in range(n):
+            i = next(calls)
+            out.append(100.0 if i < 5 else (50.0 if i % 10 == 0 else 1.0))
+        return out
+    stats = measure_adaptive(sample, TimingPolicy(warmup_min=5, warmup_s=0.0, min_repeats=30, min_time_s=0.0))
+    assert stats.warmup == 5 and stats.median_ms == 1.0 and stats.p90_ms >= 1.0 and stats.std_ms > 0
+    assert 30 <= stats.n < 2000          # stable median: stops early, but never before min_repeats
+
+
+def test_unstable_timings_run_until_the_budget_or_the_cap():
+    rng = np.random.default_rng(0)
+    drifting = iter(np.cumsum(rng.uniform(0.5, 1.5, 100000)))   # median never settles
+    stats = measure_adaptive(lambda n: [float(next(drifting)) for _ in range(n)],
+                             TimingPolicy(warmup_min=0, warmup_s=0.0, min_repeats=10, max_repeats=300,
+                                          min_time_s=0.0, budget_s=30.0))
+    assert stats.n == 300
+    with pytest.raises(ValueError):
+        TimingPolicy(min_repeats=0)
+
+
+def test_interleaved_rounds_spread_load_and_keep_the_least_disturbed():
+    clock = itertools.count()
+    order = []
+
+    def sampler(name, base):
+        def sample(n):   # a load burst makes everything 3x slower during calls 100..199 (of 300)
+            order.append(name)
+            return [base * (3.0 if 100 <= next(clock) < 200 else 1.0) for _ in range(n)]
+        return sample
+    policy = TimingPolicy(warmup_min=0, warmup_s=0.0, min_repeats=20, max_repeats=20, min_time_s=0.0)
+    stats = measure_interleaved([sampler("a", 1.0), sampler("b", 2.0), sampler("c", 4.0)], 5, policy, seed=1)
+    assert [len(s) for s in stats] == [5, 5, 5]
+    rounds = [order[i:i + 6] for i in range(0, 30, 6)]          # 20 samples = 2 chunks of 10 per item
+    assert len({tuple(r[::2]) for r in rounds}) > 1              # the order changes between rounds
+    assert [least_disturbed(s).median_ms for s in stats] == [1.0, 2.0, 4.0]
+    assert max(s.median_ms for item in stats for s in item) > 4.0   # the burst did hit some rounds
+    with pytest.raises(ValueError):
+        measure_interleaved([], 0, policy)
+
+
+def test_pinning():
+    allowed = sorted(os.sched_getaffinity(0))
+    assert pin_cpus(1, None) is None and sorted(os.sched_getaffinity(0)) == allowed
+    pinned = pin_cpus(1)
+    assert len(pinned) == 1 and pinned[0] in allowed and os.sched_getaffinity(0) == set(pinned)
+    os.sched_setaffinity(0, allowed)
+    assert pin_cpus(99, [allowed[-1]]) == [allowed[-1]]
+    with pytest.raises(ValueError, match="cannot pin"):
+        pin_cpus(1, [10_000])
+
+
+# ------------------------------------------------------------------------------ real backends
+@pytest.mark.parametrize("name", ["onnxruntime", "torch"])
+def test_cpu_backends_measure_layers_and_networks(name):
+    backend = get_backend(name, policy=FAST, threads=1)
+    layer = backend.measure(IRB)
+    net = backend.measure_network([HEAD, IRB])
+    for stats in (layer, net):
+        assert 0 < stats.p10_ms <= stats.median_ms <= stats.p90_ms and stats.n >= 20 and stats.warmup >= 3
+    ctx = backend.context()
+    assert ctx["backend"] == name and ctx["threads"] == 1 and ctx["precision"] == "fp32" and ctx["batch"] == 1
+    assert ctx["device"] and ctx["runtime"].startswith(name) and ctx["pinned"] is True
+    with pytest.raises(ValueError, match="batch 1"):
+        backend.measure(IRB.replace(in_shape=(2, 16, 16, 16)))
+    with pytest.raises(ValueError, match="fp32"):
+        backend.measure(IRB.replace(precision="fp16"))
+
+
+def test_onnxruntime_int8_and_option_errors():
+    backend = get_backend("onnxruntime", precision="int8", policy=FAST)
+    assert backend.measure(IRB.replace(precision="int8")).median_ms > 0
+    assert backend.context()["provider"] == "CPUExecutionProvider"
+    with pytest.raises(ValueError, match="CUDA execution provider"):
+        get_backend("onnxruntime", precision="fp16", device="cpu")
+    with pytest.raises(ValueError, match="threads"):
+        get_backend("onnxruntime", threads=0)
+    with pytest.raises(ValueError, match="int8"):
+        get_backend("torch", precision="int8")
+    with pytest.raises(ValueError, match="unknown backend"):
+        get_backend("tflite")
+
+
+# ------------------------------------------------------------------------------ TensorRT
+def test_tensorrt_build_plan():
+    assert build_plan("fp32", "dense", 10) == build_plan("fp32", "dense", 10)
+    p = build_plan("fp16", "dense", 10)
+    assert (p.onnx_precision, p.builder_flags, p.strongly_typed) == ("fp32", ("FP16",), False)
+    p = build_plan("int8", "2:4", 10)
+    assert (p.onnx_precision, p.builder_flags, p.strongly_typed) == ("int8", ("INT8", "SPARSE_WEIGHTS"), False)
+    p = build_plan("fp16", "2:4", 11)     # 11.x: no FP16 flag, the graph carries fp16
+    assert (p.onnx_precision, p.builder_flags, p.strongly_typed) == ("fp16", ("SPARSE_WEIGHTS",), True)
+    assert build_plan("fp32", "dense", 11).builder_flags == ()
+    with pytest.raises(ValueError, match="TensorRT 8"):
+        build_plan("fp16", "dense", 8)
+    with pytest.raises(ValueError):
+        build_plan("bf16", "dense", 10)
+
+
+def test_tensorrt_consumes_the_graph_of_its_plan():
+    specs = [HEAD.replace(precision="fp16"), IRB.replace(precision="fp16")]
+    weak = onnx.load_from_string(onnx_for_plan(specs, build_plan("fp16", "dense", 10)))
+    strong = onnx.load_from_string(onnx_for_plan(specs, build_plan("fp16", "dense", 11)))
+    assert {i.data_type for i in weak.graph.initializer} == {onnx.TensorProto.FLOAT}
+    assert {i.data_type for i in strong.graph.initializer} == {onnx.TensorProto.FLOAT16}
+    int8 = onnx.load_from_string(onnx_for_plan([IRB.replace(precision="int8")], build_plan("int8", "dense", 11)))
+    ops = collections.Counter(n.op_type for n in int8.graph.node)
+    assert ops["QuantizeLinear"] > 0 and ops["Conv"] == 3 and "BatchNormalization" not in ops
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed here")
+def test_tensorrt_absent_is_a_clear_error():
+    with pytest.raises(BackendUnavailable, match="TensorRT 10 or 11"):
+        get_backend("tensorrt")
+
+
+def _recording_tensorrt(log):
+    """A stand-in `tensorrt` module recording what build_engine asks of it (TensorRT 10 API names)."""
+    class Config:
+        def set_memory_pool_limit(self, pool, size): log["workspace"] = size
+        def set_flag(self, flag): log.setdefault("flags", []).append(flag)
+        def create_timing_cache(self, data): log["cache_in"] = bytes(data); return "cache"
+        def set_timing_cache(self, cache, ignore_mismatch): log["cache_set"] = cache
+        def get_timing_cache(self): return types.SimpleNamespace(serialize=lambda: b"timings-v2")
+
+    class Parser:
+        def __init__(self, network, logger): pass
+        def parse(self, data): log["onnx"] = data; return True
+
+    class Builder:
+        def __init__(self, logger): pass
+        def create_network(self, flags): log["network_flags"] = flags; return "network"
+        def create_builder_config(self): return Config()
+        def build_serialized_network(self, network, config): return b"plan"
+
+    class Runtime:
+        def __init__(self, logger): pass
+        def deserialize_cuda_engine(self, data): return ("engine", data)
+
+    return types.SimpleNamespace(
+        Logger=type("Logger", (), {"WARNING": 2, "__init__": lambda self, level: None}),
+        Builder=Builder, OnnxParser=Parser, Runtime=Runtime,
+        BuilderFlag=types.SimpleNamespace(FP16="FP16", INT8="INT8", SPARSE_WEIGHTS="SPARSE_WEIGHTS"),
+        NetworkDefinitionCreationFlag=types.SimpleNamespace(STRONGLY_TYPED=1),
+        MemoryPoolType=types.SimpleNamespace(WORKSPACE="ws"))
+
+
+def test_tensorrt_engine_build_sets_the_plan(monkeypatch, tmp_path):
+    log = {}
+    monkeypatch.setitem(sys.modules, "tensorrt", _recording_tensorrt(log))
+    cache = tmp_path / "timing.cache"
+    cache.write_bytes(b"timings-v1")
+    plan = build_plan("fp16", "2:4", 11)
+    engine = build_engine(b"onnx-bytes", plan, str(cache), workspace_bytes=123)
+    assert engine == ("engine", b"plan")
+    assert log["flags"] == ["SPARSE_WEIGHTS"] and log["network_flags"] == 1 << 1 and log["workspace"] == 123
+    assert log["cache_in"] == b"timings-v1" and cache.read_bytes() == b"timings-v2"
+    build_engine(b"onnx", build_plan("fp16", "dense", 10), None)
+    assert log["flags"][-1] == "FP16" and log["network_flags"] == 0
+
+
+@pytest.mark.gpu
+def test_torch_cuda_backend_times_with_cuda_events():
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU here")
+    backend = get_backend("torch", device="cuda", precision="fp16", policy=FAST)
+    specs = [HEAD.replace(precision="fp16"), IRB.replace(precision="fp16")]
+    layer, net = backend.measure(specs[1]), backend.measure_network(specs)
+    assert 0 < layer.p10_ms <= layer.median_ms <= layer.p90_ms and net.median_ms > 0
+    ctx = backend.context()
+    assert ctx["device_kind"] == "cuda" and ctx["device"] and ctx["cuda_runtime"]

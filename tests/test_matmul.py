@@ -11,8 +11,8 @@ PATHS = [isa for isa in ("scalar", "avx2", "avx512")
          if ["scalar", "avx2", "avx512"].index(isa) <= ["scalar", "avx2", "avx512"].index(_C.best_isa())]
 # (M, K, N): GEMV, N=2 (the GEMV tiles), odd N, K with short tail blocks for every ISA (K/2 not a multiple of 16 / 64),
 # non-square, and enough rows for several row tiles and both threads.
-# N >= _C.matmul_large_n takes the large-N kernels: N not a multiple of any panel width, several K
-# blocks, rows not a multiple of the row tile, and more rows than one thread's block.
+# float32 with N >= _C.matmul_large_n takes the large-N kernels: N not a multiple of any panel width,
+# several K blocks, rows not a multiple of the row tile, and more rows than one thread's block.
 SHAPES = [(1, 8, 1), (29, 520, 2), (7, 40, 3), (33, 136, 9), (64, 1032, 17), (13, 4104, 1), (130, 256, 70),
           (5, 8, 32), (45, 2056, 97)]
 
@@ -249,15 +249,13 @@ def test_low_level_binding_checks_shapes():
                          np.empty((4, 1), np.float32), "float32")
 
 
-@pytest.mark.parametrize("n", [5, 40])  # both summation regimes
-def test_bfloat16_denormals_follow_one_rule_on_every_path(n):
+def test_bfloat16_denormals_follow_one_rule_on_every_path():
     # Products and partial sums in the float32 denormal range, and denormal bfloat16 inputs: every
     # path reads denormal inputs as zero and flushes denormal partial sums (the vdpbf16ps rule).
-    assert (n >= _C.matmul_large_n) == (n == 40)
     rng = np.random.default_rng(9)
     w = (rng.standard_normal((21, 264)) * 1e-19).astype(np.float32)
     w[:, ::7] = 3e-39  # a denormal bfloat16 after rounding
-    x = (rng.standard_normal((264, n)) * 1e-19).astype(np.float32)
+    x = (rng.standard_normal((264, 5)) * 1e-19).astype(np.float32)
     x[::5] = -2e-39
     w = pysparse24.prune(w.astype(ml_dtypes.bfloat16))
     x = x.astype(ml_dtypes.bfloat16)
@@ -273,8 +271,8 @@ def test_bfloat16_denormals_follow_one_rule_on_every_path(n):
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_batch_invariant_each_column_equals_its_gemv(dtype):
-    # Below _C.matmul_large_n, one summation order per output element whatever N and the tiling:
-    # serving a request alone or inside a small batch gives the same bits.
+    # One summation order per output element whatever N and the tiling (float32: below
+    # _C.matmul_large_n): serving a request alone or inside a batch gives the same bits.
     assert 13 < _C.matmul_large_n
     rng = np.random.default_rng(11)
     w = random_sparse(rng, 37, 264, dtype)
@@ -286,15 +284,14 @@ def test_batch_invariant_each_column_equals_its_gemv(dtype):
                                       np.ascontiguousarray(batched[:, j]).view(np.uint8))
 
 
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_batch_invariant_within_the_large_n_regime(dtype):
-    # From N = _C.matmul_large_n on, one running sum per output element: any batch of at least that
-    # many columns gives each column the same bits (the regime boundary is the only place they change).
+def test_float32_batch_invariant_within_the_large_n_regime():
+    # From N = _C.matmul_large_n on, float32 keeps one running sum per output element: any batch of
+    # at least that many columns gives each column the same bits (only the regime boundary changes them).
     rng = np.random.default_rng(12)
-    w = random_sparse(rng, 70, 1032, dtype)
+    w = random_sparse(rng, 70, 1032, "float32")
     c = pysparse24.compress(w)
     n_min = _C.matmul_large_n
-    x = random_x(rng, (1032, 2 * n_min + 37), dtype)
+    x = random_x(rng, (1032, 2 * n_min + 37), "float32")
     batched = pysparse24.matmul(c, x)
     for start, width in [(0, n_min), (5, n_min + 1), (n_min + 20, n_min + 17)]:
         part = pysparse24.matmul(c, np.ascontiguousarray(x[:, start:start + width]))

@@ -137,77 +137,37 @@ void scalar_int8_tile(const Problem& p, const PackedX& x, int64_t r0, int rows, 
 // Scalar operations of the large-N regime (matmul_axpy.h): vectors of one element.
 struct ScalarOps {
   using Vec = float;
-  struct Pair { float v0, v1; };
   static constexpr int kWidth = 1;
   static float zero() { return 0.0f; }
   static float load(const float* x) { return *x; }
   static float broadcast(float v) { return v; }
   static float fma(float a, float b, float c) { return std::fma(a, b, c); }
   static void store(float* dst, float v) { *dst = v; }
-  static Pair broadcast_pair(uint32_t bits) {
-    return {bf16_daz_to_float(uint16_t(bits)), bf16_daz_to_float(uint16_t(bits >> 16))};
-  }
-  static float dot_pair(float acc, Pair w, const uint32_t* x) {
-    acc = flush_denormal(std::fma(w.v1, bf16_to_float(uint16_t(*x >> 16)), acc));
-    return flush_denormal(std::fma(w.v0, bf16_to_float(uint16_t(*x)), acc));
-  }
 };
 
 // Panel width (columns) of the large-N regime for an ISA of `lanes` floats per vector: 4 vectors
 // (the broadcast value serves 4 loads), fewer when N is smaller.
-constexpr int kMaxPanelWidth = 64;
 int axpy_panel_width(const Problem& p, int lanes) {
   int vectors = 4;
   while (vectors > 1 && int64_t(lanes) * vectors >= p.N + lanes) vectors /= 2;
   return lanes * vectors;
 }
 
-// Row k of X, columns [n0, n0 + count), as float bits (bfloat16: widened, denormals flushed),
-// zero past column N. Contiguous rows take a loop the compiler vectorizes.
-void x_row_bits(const Problem& p, int64_t k, int64_t n0, int count, uint32_t* dst) {
-  const int have = int(p.N - n0 < count ? p.N - n0 : count);
-  if (p.kind == Kind::BF16) {
-    const uint16_t* src = static_cast<const uint16_t*>(p.x) + k * p.x_stride_k + n0 * p.x_stride_n;
-    const int64_t step = p.x_stride_n;
-    for (int c = 0; c < have; ++c) {
-      const uint32_t b = src[c * step];
-      dst[c] = ((b & 0x7f80u) ? b : b & 0x8000u) << 16;
-    }
-  } else {
-    const float* src = static_cast<const float*>(p.x) + k * p.x_stride_k + n0 * p.x_stride_n;
-    if (p.x_stride_n == 1) std::memcpy(dst, src, size_t(have) * 4);
-    else for (int c = 0; c < have; ++c) std::memcpy(&dst[c], &src[c * p.x_stride_n], 4);
-  }
-  for (int c = have; c < count; ++c) dst[c] = 0;
-}
-
 // Packs X into the regime's panels (matmul_axpy.h), zero-padded to whole panels, from a 64-byte
 // boundary (`data`): a vector load that straddles two cache lines costs two.
-std::unique_ptr<uint32_t[]> pack_panels(const Problem& p, int width, int64_t& panel_elems,
-                                        uint32_t*& data) {
-  const bool bf16 = p.kind == Kind::BF16;
-  panel_elems = (bf16 ? p.K / 4 * 6 : p.K) * width;
+std::unique_ptr<float[]> pack_panels(const Problem& p, int width, int64_t& panel_elems, float*& data) {
+  panel_elems = p.K * width;
   const int64_t panels = (p.N + width - 1) / width;
-  std::unique_ptr<uint32_t[]> storage(new uint32_t[size_t(panels * panel_elems) + 16]);
-  uint32_t* const packed = storage.get() + (16 - reinterpret_cast<uintptr_t>(storage.get()) / 4 % 16) % 16;
+  std::unique_ptr<float[]> storage(new float[size_t(panels * panel_elems) + 16]);
+  float* const packed = storage.get() + (16 - reinterpret_cast<uintptr_t>(storage.get()) / 4 % 16) % 16;
   data = packed;
+  const float* x = static_cast<const float*>(p.x);
   const int threads = p.threads > 0 ? p.threads : omp_get_max_threads();
 #pragma omp parallel for schedule(static) num_threads(threads) if (p.K * p.N > (1 << 16))
-  for (int64_t g = 0; g < p.K / 4; ++g) {
-    for (int64_t j = 0; j < panels; ++j) {
-      uint32_t rows[4][kMaxPanelWidth];
-      for (int i = 0; i < 4; ++i) x_row_bits(p, 4 * g + i, j * width, width, rows[i]);
-      uint32_t* panel = &packed[size_t(j * panel_elems)];
-      if (bf16) {
-        for (int s = 0; s < 6; ++s) {
-          const uint32_t* hi = rows[kPairIdx[s][1]];
-          const uint32_t* lo = rows[kPairIdx[s][0]];
-          uint32_t* dst = panel + (6 * g + s) * width;
-          for (int c = 0; c < width; ++c) dst[c] = hi[c] | lo[c] >> 16;
-        }
-      } else {
-        for (int i = 0; i < 4; ++i) std::memcpy(panel + (4 * g + i) * width, rows[i], size_t(width) * 4);
-      }
+  for (int64_t k = 0; k < p.K; ++k) {
+    for (int64_t n = 0; n < panels * width; ++n) {
+      packed[size_t(n / width * panel_elems + k * width + n % width)] =
+          n < p.N ? x[k * p.x_stride_k + n * p.x_stride_n] : 0.0f;
     }
   }
   return storage;
@@ -258,7 +218,7 @@ void run(const Problem& p) {
   if (axpy_regime(p)) {
     const int width = axpy_panel_width(p, isa == Isa::Avx512 ? 16 : isa == Isa::Avx2 ? 8 : 1);
     int64_t panel_elems = 0;
-    uint32_t* data = nullptr;
+    float* data = nullptr;
     const auto panels = pack_panels(p, width, panel_elems, data);
     const PackedX x{data, panel_elems};
     switch (isa) {

@@ -12,16 +12,14 @@
 //             AVX-512 vdpbf16ps), with its denormals-are-zero inputs and flush-to-zero results.
 // int8 sums are exact (int32, wrapping), so their order is free.
 //
-// Large-N regime (N >= kAxpyMinN, float32 and bfloat16; matmul_axpy.h): one running sum per
-// output element instead of 16 lanes, so a result depends on which side of kAxpyMinN its N is:
-//   float32:  fma(v_p, x, sum) over the kept values p in increasing order (both of a group: p even
-//             then odd).
-//   bfloat16: per group, value 2g+1 then 2g, each fused multiply-add flushed to zero if denormal,
-//             inputs read with denormals as zero (vdpbf16ps with one pair per lane).
-// Within a regime every path still gives bit-identical results and a column's result does not
-// depend on the other columns (batch-invariant for every N >= kAxpyMinN, and for every N below).
+// Large-N regime (N >= kAxpyMinN, float32 only; matmul_axpy.h): one running sum per output
+// element instead of 16 lanes, fma(v_p, x, sum) over the kept values p in increasing order, then
+// the bias. So a float32 result depends on which side of kAxpyMinN its N is; within a regime every
+// path gives bit-identical results and a column's result does not depend on the other columns
+// (batch-invariant for every N >= kAxpyMinN, and for every N below). bfloat16 and int8 keep the
+// lane kernels at every N.
 //
-// Every kernel reads X from a private copy ("packed X": one row of Kp elements per output column,
+// The small-N kernels read X from a private copy ("packed X": one row of Kp elements per output column,
 // zero-padded) whose element order within a block may be permuted for the ISA's shuffles; see
 // x_layout(). Packing costs O(K*N), small next to the O(M*K*N) product.
 #pragma once
@@ -79,9 +77,9 @@ struct PackedX {
 };
 
 // The large-N regime: X packed into panels of `width` columns (matmul_axpy.h; PackedX::stride is
-// then the number of 4-byte elements per panel).
+// then the number of floats per panel).
 constexpr int64_t kAxpyMinN = 32;
-inline bool axpy_regime(const Problem& p) { return p.kind != Kind::I8 && p.N >= kAxpyMinN; }
+inline bool axpy_regime(const Problem& p) { return p.kind == Kind::F32 && p.N >= kAxpyMinN; }
 void run_axpy_scalar(const Problem& p, const PackedX& x, int width);
 void run_axpy_avx2(const Problem& p, const PackedX& x, int width);
 void run_axpy_avx512(const Problem& p, const PackedX& x, int width);

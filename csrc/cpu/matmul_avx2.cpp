@@ -201,27 +201,16 @@ template <int R, int C> struct F32Tile { static void run(const Problem& p, const
 template <int R, int C> struct BF16Tile { static void run(const Problem& p, const PackedX& x, int64_t r0, int64_t c0) { bf16_tile<R, C>(p, x, r0, c0); } };
 template <int R, int C> struct I8Tile { static void run(const Problem& p, const PackedX& x, int64_t r0, int64_t c0) { int8_tile<R, C>(p, x, r0, c0); } };
 
-// ---- the large-N regime (matmul_axpy.h); bfloat16 as vdpbf16ps emulated lane by lane ----------
+// ---- the large-N regime (matmul_axpy.h) ---------------------------------------------------
 
 struct Avx2Ops {
   using Vec = __m256;
-  struct Pair { __m256 v0, v1; };
   static constexpr int kWidth = 8;
   static __m256 zero() { return _mm256_setzero_ps(); }
   static __m256 load(const float* x) { return _mm256_loadu_ps(x); }
   static __m256 broadcast(float v) { return _mm256_set1_ps(v); }
   static __m256 fma(__m256 a, __m256 b, __m256 c) { return _mm256_fmadd_ps(a, b, c); }
   static void store(float* dst, __m256 v) { _mm256_storeu_ps(dst, v); }
-  static Pair broadcast_pair(uint32_t bits) {
-    return {_mm256_set1_ps(bf16_daz_to_float(uint16_t(bits))), _mm256_set1_ps(bf16_daz_to_float(uint16_t(bits >> 16)))};
-  }
-  static __m256 dot_pair(__m256 acc, const Pair& w, const uint32_t* x) {
-    const __m256i pairs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x));
-    const __m256 x1 = _mm256_castsi256_ps(_mm256_and_si256(pairs, _mm256_set1_epi32(int(0xffff0000u))));
-    const __m256 x0 = _mm256_castsi256_ps(_mm256_slli_epi32(pairs, 16));
-    acc = flush_denormals(_mm256_fmadd_ps(w.v1, x1, acc));
-    return flush_denormals(_mm256_fmadd_ps(w.v0, x0, acc));
-  }
 };
 
 // 16 ymm registers: 2 rows x 2 columns of split accumulators (8) plus weights and indices.

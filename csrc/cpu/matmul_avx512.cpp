@@ -176,21 +176,16 @@ void run_kernel(const Problem& p, const PackedX& x, int64_t column_bytes) {
   else run_tiles<Kernel, 4, 4>(p, x, column_bytes);
 }
 
-// ---- the large-N regime (matmul_axpy.h): broadcast value, X row loads, FMA / vdpbf16ps -----
+// ---- the large-N regime (matmul_axpy.h): broadcast value, X row loads, FMA ------------------
 
 struct Avx512Ops {
   using Vec = __m512;
-  using Pair = __m512i;
   static constexpr int kWidth = 16;
   static __m512 zero() { return _mm512_setzero_ps(); }
   static __m512 load(const float* x) { return _mm512_loadu_ps(x); }
   static __m512 broadcast(float v) { return _mm512_set1_ps(v); }
   static __m512 fma(__m512 a, __m512 b, __m512 c) { return _mm512_fmadd_ps(a, b, c); }
   static void store(float* dst, __m512 v) { _mm512_storeu_ps(dst, v); }
-  static __m512i broadcast_pair(uint32_t bits) { return _mm512_set1_epi32(int(bits)); }
-  static __m512 dot_pair(__m512 acc, __m512i w, const uint32_t* x) {
-    return _mm512_dpbf16_ps(acc, (__m512bh)w, (__m512bh)_mm512_loadu_ps(x));
-  }
 };
 
 }  // namespace

@@ -1,44 +1,35 @@
-// The large-N regime of the sparse matmul (N >= kAxpyMinN, float32 and bfloat16): "axpy over N".
+// The large-N regime of the sparse matmul (N >= kAxpyMinN, float32): "axpy over N".
 // For output row m and group g with kept values (v0, v1) at k-rows 4g+i0 and 4g+i1,
 //   y[m, columns] += v0 * X[4g+i0, columns] + v1 * X[4g+i1, columns]
 // with v broadcast and X rows contiguous, so the hot loop is a broadcast, loads and FMAs: no
-// permutes. X is packed once into panels of `width` columns (zero-padded), sized to stay in L2:
-//   float32:  panel = K rows of `width` floats.
-//   bfloat16: panel = K/4 groups x 6 index pairs x `width` dwords; dword (g, pair, n) holds the
-//             bfloat16 bits of X[4g+i1, n] (high half) and X[4g+i0, n] (low half), the operand
-//             layout of vdpbf16ps against the broadcast value pair (v1 | v0) of a group.
-// Summation order of this regime (matmul.h): one running sum per output element, over the kept
-// values in increasing order (float32: fma(v0, x) then fma(v1, x) per group; bfloat16: per group
-// v1 then v0, each flushed to zero if denormal, the vdpbf16ps order), then bias, then rounding.
-// Every ISA includes this file with its own vector operations (Ops), so the order is one code.
+// permutes. X is packed once into panels of `width` columns (zero-padded): K rows of `width`
+// floats each (blocked over K below).
+// Summation order of this regime (matmul.h): one running sum per output element, fma(v, x, sum)
+// over the kept values in increasing order, then bias, then rounding. Every ISA includes this file
+// with its own vector operations (Ops), so the order is one code.
+//
+// bfloat16 stays on the small-N kernels: the same design with vdpbf16ps against X packed as the 6
+// index pairs of each group measured no faster than them on Zen 5 (about 0.7x dense either way at
+// N = 128..512; benchmarks/RESULTS.md), so it was not worth a second bfloat16 summation order.
 #pragma once
-#include <array>
 #include <memory>
 
 #include "cpu/matmul.h"
 
 namespace ps24::cpu::matmul {
 
-// Index pair (i0, i1) of each packed bfloat16 slot, and the slot of each meta code i0 | i1 << 2
-// (a nibble table; invalid codes read slot 0, so no meta can address outside the panel).
-static constexpr int kPairIdx[6][2] = {{0, 1}, {0, 2}, {0, 3}, {1, 2}, {1, 3}, {2, 3}};
-static constexpr uint64_t kSlotOfCode = (uint64_t(1) << 4 * 8) | (uint64_t(2) << 4 * 12) |
-                                        (uint64_t(3) << 4 * 9) | (uint64_t(4) << 4 * 13) |
-                                        (uint64_t(5) << 4 * 14);  // code 4 -> slot 0
-
-static constexpr int slot_of_code(unsigned code) { return int(kSlotOfCode >> (4 * code)) & 15; }
-
-// Blocking: rows in macro blocks of kMacroRows (the unit of work of a thread), K in blocks of
-// groups whose X (all panels) fits an L2 budget. For each K block a thread walks its macro block
-// in R-row tiles and each tile across every panel, so the X block is reused by all rows of the
-// macro block from L2 and a tile's weights by all panels from L1. Partial sums wait in a
-// per-thread float buffer between K blocks (stored and reloaded exactly: the order is unchanged).
+// Blocking: rows in macro blocks of kMacroRows (the unit of work of a thread); within one, panel
+// by panel, K in blocks of groups whose X (of that panel) fits in L1, and for each K block the
+// macro block's R-row tiles. So each X block is loaded once from L2 for all rows of the macro
+// block. Partial sums wait in a per-thread float buffer between K blocks (stored and reloaded
+// exactly: the order is unchanged). Measured on Zen 5 (1 thread, 2048x512x4096, loaded machine):
+// panels aligned to 64 bytes were worth 1.5x (float32); an L2-sized K block was no faster.
 constexpr int64_t kMacroRows = 96;
 constexpr int64_t kXBlockBytes = 40 * 1024;
 
 // One tile: R rows x CV vectors of Ops::kWidth columns of panel `panel`, groups [g0, g1).
 // `partial` holds the tile's running sums (R rows of `ld` floats, from this panel's first column).
-template <class Ops, bool Bf16, int R, int CV>
+template <class Ops, int R, int CV>
 static void axpy_tile(const Problem& p, const PackedX& x, int64_t r0, int64_t g0, int64_t g1,
                       int64_t panel, float* partial, int64_t ld) {
   using Vec = typename Ops::Vec;
@@ -47,51 +38,26 @@ static void axpy_tile(const Problem& p, const PackedX& x, int64_t r0, int64_t g0
   Vec acc[R][CV];
   for (int r = 0; r < R; ++r)
     for (int c = 0; c < CV; ++c) acc[r][c] = g0 == 0 ? Ops::zero() : Ops::load(partial + r * ld + c * W);
-  // Groups come in pairs (one meta byte; K is a multiple of 8, block edges are even); each
-  // 4-bit code becomes X row offsets through a table, so the loop is loads and FMAs.
+  // Groups come in pairs (one meta byte; K is a multiple of 8, block edges are even).
   const uint8_t* meta = p.meta + r0 * p.meta_cols;
-  if constexpr (Bf16) {
-    const uint32_t* xs = static_cast<const uint32_t*>(x.data) + panel * x.stride;
-    const uint8_t* values = static_cast<const uint8_t*>(p.values) + r0 * nv * 2;
-    static constexpr auto offset = [] {
-      std::array<int32_t, 16> t{};
-      for (unsigned code = 0; code < 16; ++code) t[code] = slot_of_code(code) * width;
-      return t;
-    }();
-    for (int64_t g = g0; g < g1; g += 2) {
-      const uint32_t* xg = xs + 6 * g * width;
+  const float* xs = static_cast<const float*>(x.data) + panel * x.stride;
+  const float* values = static_cast<const float*>(p.values) + r0 * nv;
+  for (int64_t g = g0; g < g1; g += 2) {
+    const float* xg = xs + 4 * g * width;
 #pragma GCC unroll 8
-      for (int r = 0; r < R; ++r) {
-        const unsigned byte = meta[r * p.meta_cols + g / 2];
+    for (int r = 0; r < R; ++r) {
+      const unsigned byte = meta[r * p.meta_cols + g / 2];
 #pragma GCC unroll 2
-        for (int h = 0; h < 2; ++h) {
-          const uint32_t* xp = xg + 6 * width * h + offset[h ? byte >> 4 : byte & 15u];
-          const auto pair = Ops::broadcast_pair(load_u32(values + r * nv * 2 + 4 * (g + h)));
+      for (int h = 0; h < 2; ++h) {
+        const unsigned code = h ? byte >> 4 : byte & 15u;
+        const float* x0 = xg + (4 * h + (code & 3)) * width;
+        const float* x1 = xg + (4 * h + (code >> 2)) * width;
+        const Vec v0 = Ops::broadcast(values[r * nv + 2 * (g + h)]);
+        const Vec v1 = Ops::broadcast(values[r * nv + 2 * (g + h) + 1]);
 #pragma GCC unroll 8
-          for (int c = 0; c < CV; ++c) acc[r][c] = Ops::dot_pair(acc[r][c], pair, xp + c * W);
-        }
-      }
-    }
-  } else {
-    const float* xs = static_cast<const float*>(x.data) + panel * x.stride;
-    const float* values = static_cast<const float*>(p.values) + r0 * nv;
-    for (int64_t g = g0; g < g1; g += 2) {
-      const float* xg = xs + 4 * g * width;
+        for (int c = 0; c < CV; ++c) acc[r][c] = Ops::fma(v0, Ops::load(x0 + c * W), acc[r][c]);
 #pragma GCC unroll 8
-      for (int r = 0; r < R; ++r) {
-        const unsigned byte = meta[r * p.meta_cols + g / 2];
-#pragma GCC unroll 2
-        for (int h = 0; h < 2; ++h) {
-          const unsigned code = h ? byte >> 4 : byte & 15u;
-          const float* x0 = xg + (4 * h + (code & 3)) * width;
-          const float* x1 = xg + (4 * h + (code >> 2)) * width;
-          const Vec v0 = Ops::broadcast(values[r * nv + 2 * (g + h)]);
-          const Vec v1 = Ops::broadcast(values[r * nv + 2 * (g + h) + 1]);
-#pragma GCC unroll 8
-          for (int c = 0; c < CV; ++c) acc[r][c] = Ops::fma(v0, Ops::load(x0 + c * W), acc[r][c]);
-#pragma GCC unroll 8
-          for (int c = 0; c < CV; ++c) acc[r][c] = Ops::fma(v1, Ops::load(x1 + c * W), acc[r][c]);
-        }
+        for (int c = 0; c < CV; ++c) acc[r][c] = Ops::fma(v1, Ops::load(x1 + c * W), acc[r][c]);
       }
     }
   }
@@ -112,12 +78,12 @@ static void axpy_tile(const Problem& p, const PackedX& x, int64_t r0, int64_t g0
 using AxpyTileFn = void (*)(const Problem&, const PackedX&, int64_t, int64_t, int64_t, int64_t,
                             float*, int64_t);
 
-template <class Ops, bool Bf16, int CV, int... Rs>
+template <class Ops, int CV, int... Rs>
 static void axpy_run_rows(const Problem& p, const PackedX& x, std::integer_sequence<int, Rs...>) {
   constexpr int R = sizeof...(Rs), width = Ops::kWidth * CV;
-  static constexpr AxpyTileFn table[R] = {&axpy_tile<Ops, Bf16, Rs + 1, CV>...};
+  static constexpr AxpyTileFn table[R] = {&axpy_tile<Ops, Rs + 1, CV>...};
   const int64_t groups = p.K / 4, panels = (p.N + width - 1) / width, ld = panels * width;
-  const int64_t x_bytes_per_group = (Bf16 ? 6 : 4) * 4 * width;  // of one panel
+  const int64_t x_bytes_per_group = 4 * 4 * width;  // of one panel
   int64_t block = kXBlockBytes / x_bytes_per_group;
   block = block < 8 ? 8 : block / 2 * 2;  // whole meta bytes
   const int64_t macro_blocks = (p.M + kMacroRows - 1) / kMacroRows;
@@ -148,11 +114,10 @@ static void axpy_run_rows(const Problem& p, const PackedX& x, std::integer_seque
 template <class Ops, int R>
 static void run_axpy(const Problem& p, const PackedX& x, int width) {
   const auto rows = std::make_integer_sequence<int, R>{};
-  const bool bf16 = p.kind == Kind::BF16;
   switch (width / Ops::kWidth) {
-    case 4: bf16 ? axpy_run_rows<Ops, true, 4>(p, x, rows) : axpy_run_rows<Ops, false, 4>(p, x, rows); break;
-    case 2: bf16 ? axpy_run_rows<Ops, true, 2>(p, x, rows) : axpy_run_rows<Ops, false, 2>(p, x, rows); break;
-    default: bf16 ? axpy_run_rows<Ops, true, 1>(p, x, rows) : axpy_run_rows<Ops, false, 1>(p, x, rows); break;
+    case 4: axpy_run_rows<Ops, 4>(p, x, rows); break;
+    case 2: axpy_run_rows<Ops, 2>(p, x, rows); break;
+    default: axpy_run_rows<Ops, 1>(p, x, rows); break;
   }
 }
 

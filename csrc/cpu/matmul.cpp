@@ -173,30 +173,6 @@ std::unique_ptr<float[]> pack_panels(const Problem& p, int width, int64_t& panel
   return storage;
 }
 
-// Packs int8 X into 16-bit index-pair rows (matmul.h: kInt8PanelWidth), from a 64-byte boundary.
-std::unique_ptr<uint16_t[]> pack_int8_pairs(const Problem& p, int64_t& panel_elems, uint16_t*& data) {
-  constexpr int width = kInt8PanelWidth;
-  panel_elems = p.K / 4 * 6 * width;
-  const int64_t panels = (p.N + width - 1) / width;
-  std::unique_ptr<uint16_t[]> storage(new uint16_t[size_t(panels * panel_elems) + 32]);
-  uint16_t* const packed = storage.get() + (32 - reinterpret_cast<uintptr_t>(storage.get()) / 2 % 32) % 32;
-  data = packed;
-  const int8_t* x = static_cast<const int8_t*>(p.x);
-  const int threads = p.threads > 0 ? p.threads : omp_get_max_threads();
-#pragma omp parallel for schedule(static) num_threads(threads) if (p.K * p.N > (1 << 16))
-  for (int64_t g = 0; g < p.K / 4; ++g) {
-    for (int64_t n = 0; n < panels * width; ++n) {
-      uint8_t biased[4];
-      for (int i = 0; i < 4; ++i)
-        biased[i] = n < p.N ? uint8_t(x[(4 * g + i) * p.x_stride_k + n * p.x_stride_n]) ^ 0x80 : 0x80;
-      uint16_t* dst = packed + n / width * panel_elems + 6 * g * width + n % width;
-      for (int s = 0; s < 6; ++s)
-        dst[s * width] = uint16_t(biased[kPairIdx[s][0]] | biased[kPairIdx[s][1]] << 8);
-    }
-  }
-  return storage;
-}
-
 }  // namespace
 
 void run_axpy_scalar(const Problem& p, const PackedX& x, int width) {
@@ -239,13 +215,6 @@ void run(const Problem& p) {
   Isa isa = active_isa();
   // The AVX-512 kernels also use byte permutes (VBMI; every CPU with the dispatch's VBMI2 has it).
   if (isa == Isa::Avx512 && !avx512_vbmi_supported()) isa = Isa::Avx2;
-  if (p.kind == Kind::I8 && isa == Isa::Avx512 && p.N >= kAxpyMinN) {
-    int64_t panel_elems = 0;
-    uint16_t* data = nullptr;
-    const auto pairs = pack_int8_pairs(p, panel_elems, data);
-    run_axpy_int8_avx512(p, PackedX{data, panel_elems});
-    return;
-  }
   if (axpy_regime(p)) {
     const int width = axpy_panel_width(p, isa == Isa::Avx512 ? 16 : isa == Isa::Avx2 ? 8 : 1);
     int64_t panel_elems = 0;

@@ -84,20 +84,6 @@ void run_axpy_scalar(const Problem& p, const PackedX& x, int width);
 void run_axpy_avx2(const Problem& p, const PackedX& x, int width);
 void run_axpy_avx512(const Problem& p, const PackedX& x, int width);
 
-// int8 from kAxpyMinN on, AVX-512 only (sums are exact, so the other paths need no twin): X packed
-// per group of four K rows as its 6 possible index pairs (i0, i1), each a row of kInt8PanelWidth
-// 16-bit entries (x[4g+i0] ^ 0x80) | (x[4g+i1] ^ 0x80) << 8, per panel of that many columns.
-// vpdpbusd then takes two groups' pairs, interleaved, against 4 broadcast weight bytes.
-constexpr int kInt8PanelWidth = 64;
-constexpr int kPairIdx[6][2] = {{0, 1}, {0, 2}, {0, 3}, {1, 2}, {1, 3}, {2, 3}};
-// The pair slot of meta code i0 | i1 << 2, as a nibble table (invalid codes read slot 0, so no
-// meta can address outside a panel).
-constexpr uint64_t kSlotOfCode = (uint64_t(1) << 4 * 8) | (uint64_t(2) << 4 * 12) |
-                                 (uint64_t(3) << 4 * 9) | (uint64_t(4) << 4 * 13) |
-                                 (uint64_t(5) << 4 * 14);  // code 4 -> slot 0
-constexpr int slot_of_code(unsigned code) { return int(kSlotOfCode >> (4 * code)) & 15; }
-void run_axpy_int8_avx512(const Problem& p, const PackedX& x);
-
 // Per-ISA kernels over a validated problem and its packed X.
 void run_scalar(const Problem& p, const PackedX& x);
 void run_avx2(const Problem& p, const PackedX& x);

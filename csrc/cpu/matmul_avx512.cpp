@@ -188,79 +188,7 @@ struct Avx512Ops {
   static void store(float* dst, __m512 v) { _mm512_storeu_ps(dst, v); }
 };
 
-// ---- int8 from kAxpyMinN on: vpdpbusd over pairs of groups (matmul.h: kInt8PanelWidth) ------
-// For groups g, g+1 of a row with codes c0, c1, the 32-column rows A = pairs(g, c0) and
-// B = pairs(g+1, c1) interleaved word by word (unpacklo/hi) give per column the 4 bytes
-// x[4g+i0], x[4g+i1], x[4g+4+j0], x[4g+4+j1] (+128 each), matching the 4 weight bytes
-// values[2g .. 2g+3] broadcast as one dword. The unpacks work within 128-bit lanes, so lane l of
-// vector (chunk, half) is column 32*chunk + 8*(l/4) + 4*half + l%4.
-
-template <int R>
-void int8_axpy_tile(const Problem& p, const PackedX& x, int64_t r0, int64_t g0, int64_t g1,
-                    int64_t panel, float* partial_float, int64_t ld) {
-  constexpr int width = kInt8PanelWidth;
-  static constexpr auto offset = [] {
-    std::array<int32_t, 16> t{};
-    for (unsigned code = 0; code < 16; ++code) t[code] = slot_of_code(code) * width;
-    return t;
-  }();
-  const int64_t nv = p.K / 2;
-  int32_t* partial = reinterpret_cast<int32_t*>(partial_float);
-  __m512i acc[R][4];
-  for (int r = 0; r < R; ++r)
-    for (int c = 0; c < 4; ++c)
-      acc[r][c] = g0 == 0 ? _mm512_setzero_si512() : _mm512_loadu_si512(partial + r * ld + 16 * c);
-  const uint16_t* xs = static_cast<const uint16_t*>(x.data) + panel * x.stride;
-  const int8_t* values = static_cast<const int8_t*>(p.values) + r0 * nv;
-  const uint8_t* meta = p.meta + r0 * p.meta_cols;
-  for (int64_t g = g0; g < g1; g += 2) {
-    const uint16_t* xg = xs + 6 * g * width;
-#pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) {
-      const unsigned byte = meta[r * p.meta_cols + g / 2];
-      const uint16_t* a = xg + offset[byte & 15u];
-      const uint16_t* b = xg + 6 * width + offset[byte >> 4];
-      const __m512i w = _mm512_set1_epi32(int(load_u32(reinterpret_cast<const uint8_t*>(values + r * nv + 2 * g))));
-#pragma GCC unroll 2
-      for (int chunk = 0; chunk < 2; ++chunk) {
-        const __m512i va = _mm512_loadu_si512(a + 32 * chunk), vb = _mm512_loadu_si512(b + 32 * chunk);
-        acc[r][2 * chunk] = _mm512_dpbusd_epi32(acc[r][2 * chunk], _mm512_unpacklo_epi16(va, vb), w);
-        acc[r][2 * chunk + 1] = _mm512_dpbusd_epi32(acc[r][2 * chunk + 1], _mm512_unpackhi_epi16(va, vb), w);
-      }
-    }
-  }
-  if (g1 < p.K / 4) {
-    for (int r = 0; r < R; ++r)
-      for (int c = 0; c < 4; ++c) _mm512_storeu_si512(partial + r * ld + 16 * c, acc[r][c]);
-    return;
-  }
-  for (int r = 0; r < R; ++r) {
-    // X was read as x + 128: take 128 * sum(w) back off (wrapping, like the sums).
-    uint32_t weight_sum = 0;
-    for (int64_t v = 0; v < nv; ++v) weight_sum += uint32_t(int32_t(values[r * nv + v]));
-    for (int c = 0; c < 4; ++c) {
-      alignas(64) uint32_t lanes[16];
-      _mm512_store_si512(lanes, acc[r][c]);
-      for (int l = 0; l < 16; ++l) {
-        const int64_t n = panel * width + 32 * (c / 2) + 8 * (l / 4) + 4 * (c % 2) + l % 4;
-        if (n < p.N) store_int(p, r0 + r, n, lanes[l] - 128u * weight_sum);
-      }
-    }
-  }
-}
-
-template <int... Rs>
-void run_int8_axpy_rows(const Problem& p, const PackedX& x, std::integer_sequence<int, Rs...>) {
-  static constexpr AxpyTileFn table[] = {&int8_axpy_tile<Rs + 1>...};
-  axpy_walk(p, x, table, kInt8PanelWidth, 6 * 2 * kInt8PanelWidth);
-}
-
 }  // namespace
-
-// 6 rows x 4 vectors (64 columns), as the float32 kernel.
-void run_axpy_int8_avx512(const Problem& p, const PackedX& x) {
-  run_int8_axpy_rows(p, x, std::make_integer_sequence<int, 6>{});
-}
 
 // 6 rows x up to 4 vectors: 24 accumulators; each broadcast value serves the panel's vectors.
 void run_axpy_avx512(const Problem& p, const PackedX& x, int width) {

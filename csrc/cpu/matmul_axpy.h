@@ -78,13 +78,12 @@ static void axpy_tile(const Problem& p, const PackedX& x, int64_t r0, int64_t g0
 using AxpyTileFn = void (*)(const Problem&, const PackedX&, int64_t, int64_t, int64_t, int64_t,
                             float*, int64_t);
 
-// Walks the output in the blocking above with table[rows - 1] as the tile of `rows` rows; panels
-// of `width` columns whose X takes x_bytes_per_group per group of four K rows. The partial-sum
-// buffer holds 4-byte elements (float, or int32 for int8 tiles).
-template <int R>
-static void axpy_walk(const Problem& p, const PackedX& x, const AxpyTileFn (&table)[R], int width,
-                      int64_t x_bytes_per_group) {
+template <class Ops, int CV, int... Rs>
+static void axpy_run_rows(const Problem& p, const PackedX& x, std::integer_sequence<int, Rs...>) {
+  constexpr int R = sizeof...(Rs), width = Ops::kWidth * CV;
+  static constexpr AxpyTileFn table[R] = {&axpy_tile<Ops, Rs + 1, CV>...};
   const int64_t groups = p.K / 4, panels = (p.N + width - 1) / width, ld = panels * width;
+  const int64_t x_bytes_per_group = 4 * 4 * width;  // of one panel
   int64_t block = kXBlockBytes / x_bytes_per_group;
   block = block < 8 ? 8 : block / 2 * 2;  // whole meta bytes
   const int64_t macro_blocks = (p.M + kMacroRows - 1) / kMacroRows;
@@ -108,12 +107,6 @@ static void axpy_walk(const Problem& p, const PackedX& x, const AxpyTileFn (&tab
       }
     }
   }
-}
-
-template <class Ops, int CV, int... Rs>
-static void axpy_run_rows(const Problem& p, const PackedX& x, std::integer_sequence<int, Rs...>) {
-  static constexpr AxpyTileFn table[] = {&axpy_tile<Ops, Rs + 1, CV>...};
-  axpy_walk(p, x, table, Ops::kWidth * CV, 4 * 4 * Ops::kWidth * CV);
 }
 
 // Runs the regime with R-row tiles on panels of `width` columns (a multiple of Ops::kWidth whose

@@ -296,3 +296,14 @@ def test_float32_batch_invariant_within_the_large_n_regime():
     for start, width in [(0, n_min), (5, n_min + 1), (n_min + 20, n_min + 17)]:
         part = pysparse24.matmul(c, np.ascontiguousarray(x[:, start:start + width]))
         np.testing.assert_array_equal(part.view(np.uint8), batched[:, start:start + width].view(np.uint8))
+
+
+@pytest.mark.parametrize("isa", PATHS)
+@pytest.mark.parametrize("n", [5, 40])  # both float32 regimes
+def test_empty_reduction_writes_the_bias(isa, n):
+    _C.set_isa(isa)
+    out = np.full((3, n), np.nan, np.float32)
+    bias = np.array([1.0, -2.0, 3.5], np.float32)
+    _C.sparse_matmul(np.zeros((3, 0), np.float32), np.zeros((3, 0), np.uint8), np.zeros((0, n), np.float32),
+                     out, "float32", bias)
+    np.testing.assert_array_equal(out, np.repeat(bias[:, None], n, axis=1))

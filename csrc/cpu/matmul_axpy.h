@@ -23,7 +23,7 @@ namespace ps24::cpu::matmul {
 // macro block's R-row tiles. So each X block is loaded once from L2 for all rows of the macro
 // block. Partial sums wait in a per-thread float buffer between K blocks (stored and reloaded
 // exactly: the order is unchanged). Measured on Zen 5 (1 thread, 2048x512x4096, loaded machine):
-// panels aligned to 64 bytes were worth 1.5x (float32); an L2-sized K block was no faster.
+// panels aligned to 64 bytes were worth 1.5x; an L2-sized K block was no faster (before aligning).
 constexpr int64_t kMacroRows = 96;
 constexpr int64_t kXBlockBytes = 40 * 1024;
 
@@ -97,7 +97,7 @@ static void axpy_run_rows(const Problem& p, const PackedX& x, std::integer_seque
       const int64_t m_begin = mb * kMacroRows;
       const int64_t m_end = m_begin + kMacroRows < p.M ? m_begin + kMacroRows : p.M;
       for (int64_t panel = 0; panel < panels; ++panel) {
-        for (int64_t g0 = 0; g0 < groups; g0 += block) {
+        for (int64_t g0 = 0; g0 < groups || g0 == 0; g0 += block) {  // K = 0: one pass writes bias
           const int64_t g1 = g0 + block < groups ? g0 + block : groups;
           for (int64_t r0 = m_begin; r0 < m_end; r0 += R) {
             const int rows = int(m_end - r0 < R ? m_end - r0 : R);

@@ -78,7 +78,7 @@ struct PackedX {
 
 // The large-N regime: X packed into panels of `width` columns (matmul_axpy.h; PackedX::stride is
 // then the number of floats per panel).
-constexpr int64_t kAxpyMinN = 32;
+constexpr int64_t kAxpyMinN = 16;  // measured: the lane kernel is faster at N = 8, slower from 16
 inline bool axpy_regime(const Problem& p) { return p.kind == Kind::F32 && p.N >= kAxpyMinN; }
 void run_axpy_scalar(const Problem& p, const PackedX& x, int width);
 void run_axpy_avx2(const Problem& p, const PackedX& x, int width);

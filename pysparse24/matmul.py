@@ -1,7 +1,8 @@
 """2:4 sparse matrix products on the CPU, computed straight from the packed values + metadata.
 
 The dense weight is never rebuilt: the C++ kernels (csrc/cpu/matmul*.cpp) decode each group's
-2-bit indices in registers and pick the matching elements of x, on AVX-512, AVX2 or scalar code
+2-bit indices in registers and pick the matching elements of x (or, for float32 from N = 16 on,
+the matching rows of x: csrc/cpu/matmul_axpy.h), on AVX-512, AVX2 or scalar code
 chosen at run time; all three give identical results (see csrc/cpu/matmul.h for the summation
 order they share).
 

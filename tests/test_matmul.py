@@ -11,7 +11,10 @@ PATHS = [isa for isa in ("scalar", "avx2", "avx512")
          if ["scalar", "avx2", "avx512"].index(isa) <= ["scalar", "avx2", "avx512"].index(_C.best_isa())]
 # (M, K, N): GEMV, N=2 (the GEMV tiles), odd N, K with short tail blocks for every ISA (K/2 not a multiple of 16 / 64),
 # non-square, and enough rows for several row tiles and both threads.
-SHAPES = [(1, 8, 1), (29, 520, 2), (7, 40, 3), (33, 136, 9), (64, 1032, 17), (13, 4104, 1), (130, 256, 70)]
+# float32 with N >= _C.matmul_large_n takes the large-N kernels: N not a multiple of any panel width,
+# several K blocks, rows not a multiple of the row tile, and more rows than one thread's block.
+SHAPES = [(1, 8, 1), (29, 520, 2), (7, 40, 3), (33, 136, 9), (64, 1032, 17), (13, 4104, 1), (130, 256, 70),
+          (5, 8, 32), (45, 2056, 97)]
 
 
 @pytest.fixture(autouse=True)
@@ -268,8 +271,9 @@ def test_bfloat16_denormals_follow_one_rule_on_every_path():
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_batch_invariant_each_column_equals_its_gemv(dtype):
-    # One summation order per output element, whatever N and the tiling: serving a request alone
-    # or inside a batch gives the same bits.
+    # One summation order per output element whatever N and the tiling (float32: below
+    # _C.matmul_large_n): serving a request alone or inside a batch gives the same bits.
+    assert 13 < _C.matmul_large_n
     rng = np.random.default_rng(11)
     w = random_sparse(rng, 37, 264, dtype)
     c = pysparse24.compress(w)
@@ -278,3 +282,28 @@ def test_batch_invariant_each_column_equals_its_gemv(dtype):
     for j in range(x.shape[1]):
         np.testing.assert_array_equal(pysparse24.matmul(c, np.ascontiguousarray(x[:, j])).view(np.uint8),
                                       np.ascontiguousarray(batched[:, j]).view(np.uint8))
+
+
+def test_float32_batch_invariant_within_the_large_n_regime():
+    # From N = _C.matmul_large_n on, float32 keeps one running sum per output element: any batch of
+    # at least that many columns gives each column the same bits (only the regime boundary changes them).
+    rng = np.random.default_rng(12)
+    w = random_sparse(rng, 70, 1032, "float32")
+    c = pysparse24.compress(w)
+    n_min = _C.matmul_large_n
+    x = random_x(rng, (1032, 2 * n_min + 37), "float32")
+    batched = pysparse24.matmul(c, x)
+    for start, width in [(0, n_min), (5, n_min + 1), (n_min + 20, n_min + 17)]:
+        part = pysparse24.matmul(c, np.ascontiguousarray(x[:, start:start + width]))
+        np.testing.assert_array_equal(part.view(np.uint8), batched[:, start:start + width].view(np.uint8))
+
+
+@pytest.mark.parametrize("isa", PATHS)
+@pytest.mark.parametrize("n", [5, 40])  # both float32 regimes
+def test_empty_reduction_writes_the_bias(isa, n):
+    _C.set_isa(isa)
+    out = np.full((3, n), np.nan, np.float32)
+    bias = np.array([1.0, -2.0, 3.5], np.float32)
+    _C.sparse_matmul(np.zeros((3, 0), np.float32), np.zeros((3, 0), np.uint8), np.zeros((0, n), np.float32),
+                     out, "float32", bias)
+    np.testing.assert_array_equal(out, np.repeat(bias[:, None], n, axis=1))

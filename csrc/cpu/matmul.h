@@ -12,7 +12,14 @@
 //             AVX-512 vdpbf16ps), with its denormals-are-zero inputs and flush-to-zero results.
 // int8 sums are exact (int32, wrapping), so their order is free.
 //
-// Every kernel reads X from a private copy ("packed X": one row of Kp elements per output column,
+// Large-N regime (N >= kAxpyMinN, float32 only; matmul_axpy.h): one running sum per output
+// element instead of 16 lanes, fma(v_p, x, sum) over the kept values p in increasing order, then
+// the bias. So a float32 result depends on which side of kAxpyMinN its N is; within a regime every
+// path gives bit-identical results and a column's result does not depend on the other columns
+// (batch-invariant for every N >= kAxpyMinN, and for every N below). bfloat16 and int8 keep the
+// lane kernels at every N.
+//
+// The small-N kernels read X from a private copy ("packed X": one row of Kp elements per output column,
 // zero-padded) whose element order within a block may be permuted for the ISA's shuffles; see
 // x_layout(). Packing costs O(K*N), small next to the O(M*K*N) product.
 #pragma once
@@ -68,6 +75,14 @@ struct PackedX {
   const void* data;
   int64_t stride;  // elements between columns (= Kp)
 };
+
+// The large-N regime: X packed into panels of `width` columns (matmul_axpy.h; PackedX::stride is
+// then the number of floats per panel).
+constexpr int64_t kAxpyMinN = 16;  // measured: the lane kernel is faster at N = 8, slower from 16
+inline bool axpy_regime(const Problem& p) { return p.kind == Kind::F32 && p.N >= kAxpyMinN; }
+void run_axpy_scalar(const Problem& p, const PackedX& x, int width);
+void run_axpy_avx2(const Problem& p, const PackedX& x, int width);
+void run_axpy_avx512(const Problem& p, const PackedX& x, int width);
 
 // Per-ISA kernels over a validated problem and its packed X.
 void run_scalar(const Problem& p, const PackedX& x);

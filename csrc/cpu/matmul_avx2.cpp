@@ -5,6 +5,7 @@
 #include <immintrin.h>
 
 #include "cpu/matmul.h"
+#include "cpu/matmul_axpy.h"
 
 namespace ps24::cpu::matmul {
 namespace {
@@ -200,10 +201,25 @@ template <int R, int C> struct F32Tile { static void run(const Problem& p, const
 template <int R, int C> struct BF16Tile { static void run(const Problem& p, const PackedX& x, int64_t r0, int64_t c0) { bf16_tile<R, C>(p, x, r0, c0); } };
 template <int R, int C> struct I8Tile { static void run(const Problem& p, const PackedX& x, int64_t r0, int64_t c0) { int8_tile<R, C>(p, x, r0, c0); } };
 
+// ---- the large-N regime (matmul_axpy.h) ---------------------------------------------------
+
+struct Avx2Ops {
+  using Vec = __m256;
+  static constexpr int kWidth = 8;
+  static __m256 zero() { return _mm256_setzero_ps(); }
+  static __m256 load(const float* x) { return _mm256_loadu_ps(x); }
+  static __m256 broadcast(float v) { return _mm256_set1_ps(v); }
+  static __m256 fma(__m256 a, __m256 b, __m256 c) { return _mm256_fmadd_ps(a, b, c); }
+  static void store(float* dst, __m256 v) { _mm256_storeu_ps(dst, v); }
+};
+
 // 16 ymm registers: 2 rows x 2 columns of split accumulators (8) plus weights and indices.
 constexpr int kRows = 2, kCols = 2;
 
 }  // namespace
+
+// 2 rows x up to 4 vectors: 8 accumulators of the 16 ymm registers.
+void run_axpy_avx2(const Problem& p, const PackedX& x, int width) { run_axpy<Avx2Ops, 2>(p, x, width); }
 
 void run_avx2(const Problem& p, const PackedX& x) {
   switch (p.kind) {

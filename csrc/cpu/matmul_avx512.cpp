@@ -9,6 +9,7 @@
 // run() sends work here only when the CPU has it (avx512_vbmi_supported()).
 #pragma GCC target("avx512vbmi")
 #include "cpu/matmul.h"
+#include "cpu/matmul_axpy.h"
 
 namespace ps24::cpu::matmul {
 namespace {
@@ -175,7 +176,24 @@ void run_kernel(const Problem& p, const PackedX& x, int64_t column_bytes) {
   else run_tiles<Kernel, 4, 4>(p, x, column_bytes);
 }
 
+// ---- the large-N regime (matmul_axpy.h): broadcast value, X row loads, FMA ------------------
+
+struct Avx512Ops {
+  using Vec = __m512;
+  static constexpr int kWidth = 16;
+  static __m512 zero() { return _mm512_setzero_ps(); }
+  static __m512 load(const float* x) { return _mm512_loadu_ps(x); }
+  static __m512 broadcast(float v) { return _mm512_set1_ps(v); }
+  static __m512 fma(__m512 a, __m512 b, __m512 c) { return _mm512_fmadd_ps(a, b, c); }
+  static void store(float* dst, __m512 v) { _mm512_storeu_ps(dst, v); }
+};
+
 }  // namespace
+
+// 6 rows x up to 4 vectors: 24 accumulators; each broadcast value serves the panel's vectors.
+void run_axpy_avx512(const Problem& p, const PackedX& x, int width) {
+  run_axpy<Avx512Ops, 6>(p, x, width);
+}
 
 bool avx512_vbmi_supported() { return __builtin_cpu_supports("avx512vbmi"); }
 

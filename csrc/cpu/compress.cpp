@@ -110,25 +110,31 @@ inline uint32_t group_nonzeros(const Bits<K>* g, int m) {
 
 // ---- 4x4 block patterns ------------------------------------------------------------------------
 
-// The 90 4x4 0/1 patterns with exactly two ones in every row and every column, as 16-bit masks
-// (bit 4*r + c), in ascending numeric order so that ties pick the same pattern every time.
-const std::array<uint16_t, 90>& patterns_4x4() {
-  static const std::array<uint16_t, 90> table = [] {
-    std::array<uint16_t, 90> out{};
-    int count = 0;
-    for (uint32_t p = 0; p < (1u << 16); ++p) {
-      bool ok = true;
-      for (int i = 0; i < 4 && ok; ++i) {
+// The maximal 4x4 0/1 patterns with at most two ones in every row and every column (no element can
+// be added): the 90 with exactly two everywhere, and 96 where one row and one column hold a single
+// element (greedy can end in those, and they can beat every full pattern). Ascending numeric order
+// (bit 4*r + c), so ties pick the same pattern every time.
+const std::vector<uint16_t>& maximal_patterns_4x4() {
+  static const std::vector<uint16_t> table = [] {
+    auto fits = [](uint32_t p) {
+      for (int i = 0; i < 4; ++i) {
         int row = 0, col = 0;
         for (int j = 0; j < 4; ++j) {
           row += (p >> (4 * i + j)) & 1;
           col += (p >> (4 * j + i)) & 1;
         }
-        ok = row == 2 && col == 2;
+        if (row > 2 || col > 2) return false;
       }
-      if (ok) out[count++] = static_cast<uint16_t>(p);
+      return true;
+    };
+    std::vector<uint16_t> out;
+    for (uint32_t p = 0; p < (1u << 16); ++p) {
+      if (!fits(p)) continue;
+      bool maximal = true;
+      for (int b = 0; b < 16 && maximal; ++b) maximal = ((p >> b) & 1) || !fits(p | (1u << b));
+      if (maximal) out.push_back(static_cast<uint16_t>(p));
     }
-    if (count != 90) throw std::logic_error("expected 90 valid 4x4 2:4 patterns");
+    if (out.size() != 186) throw std::logic_error("expected 186 maximal 4x4 2:4 patterns");
     return out;
   }();
   return table;
@@ -145,7 +151,7 @@ void mask_4x4_block(const Bits<K>* x, int64_t cols, int64_t r0, int64_t c0, uint
     for (int i = 0; i < 4; ++i)
       for (int j = 0; j < 4; ++j) mags[4 * i + j] = magnitude_value(x[(r0 + i) * cols + c0 + j], K);
     double best = -1;
-    for (uint16_t p : patterns_4x4()) {
+    for (uint16_t p : maximal_patterns_4x4()) {
       double kept = 0;
       for (int b = 0; b < 16; ++b)
         if (p >> b & 1) kept += mags[b];

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <stdexcept>
 #include <type_traits>
 #include <vector>
@@ -365,11 +366,16 @@ template <Kind K>
 void packed_to_cutlass(const Bits<K>* x, int64_t rows, int64_t cols, bool prune, Bits<K>* values,
                        uint8_t* packed_meta, void* meta) {
   const CutlassGeometry geo = cutlass_geometry(K);
-  const int bytes_per_word = geo.nibbles_per_word / 2;
   for_each_row(rows, cols, [&](int64_t r) {
     Bits<K>* vrow = values + r * (cols / 2);
     uint8_t* mrow = packed_meta + r * (cols / 8);
-    for (int64_t g = 0; g < cols / 4; ++g) {
+    // A cheap, vectorizable scan first: most rows need no re-encoding.
+    constexpr Bits<K> all_ones = static_cast<Bits<K>>(~Bits<K>(0));
+    constexpr Bits<K> magnitude_bits = K == Kind::I8 ? all_ones : static_cast<Bits<K>>(all_ones >> 1);
+    uint32_t zeros = 0;
+    for (int64_t p = 0; p < cols / 2; ++p) zeros += (vrow[p] & magnitude_bits) == 0;
+    const bool any_zero = zeros != 0;
+    for (int64_t g = 0; any_zero && g < cols / 4; ++g) {
       const uint32_t nz0 = key_of<K>(vrow[2 * g]) != 0, nz1 = key_of<K>(vrow[2 * g + 1]) != 0;
       if (nz0 && nz1) continue;
       const uint32_t old_code = packed_code(mrow, g);
@@ -382,12 +388,27 @@ void packed_to_cutlass(const Bits<K>* x, int64_t rows, int64_t cols, bool prune,
       }
       set_packed_code(mrow, g, code);
     }
-    for (int64_t w = 0; w < cols / geo.cols_per_word; ++w) {
-      uint32_t word = 0;
-      std::memcpy(&word, mrow + w * bytes_per_word, bytes_per_word);  // nibble order is the same
-      store_meta_word(meta, cutlass_meta_offset(r, w, rows, geo.word_bytes), geo.word_bytes, word);
-    }
   });
+  // Word w of row r lands at offset(r, w % 2) + (w / 2) * 2 * rows: the 2x2 swizzle only depends on
+  // the parity of w, and rows are interwoven only within blocks of `group`. Walking one block of rows
+  // word pair by word pair writes the destination contiguously instead of one cache line per word.
+  using Word = std::conditional_t<sizeof(Bits<K>) == 1, uint32_t, uint16_t>;  // the packed nibble order is CUTLASS's
+  const int64_t group = sizeof(Word) == 2 ? 32 : 16, pairs = cols / geo.cols_per_word / 2;
+  const auto* words = reinterpret_cast<const Word*>(packed_meta);  // rows are whole, aligned words
+  auto* out = static_cast<Word*>(meta);
+#pragma omp parallel for schedule(static) if (worth_threads(rows, cols))
+  for (int64_t block = 0; block < rows / group; ++block) {
+    int64_t base[32][2];
+    for (int64_t i = 0; i < group; ++i)
+      for (int parity = 0; parity < 2; ++parity)
+        base[i][parity] = cutlass_meta_offset(block * group + i, parity, rows, sizeof(Word));
+    for (int64_t pair = 0; pair < pairs; ++pair)
+      for (int64_t i = 0; i < group; ++i) {
+        const Word* src = words + (block * group + i) * (2 * pairs) + 2 * pair;
+        out[base[i][0] + pair * 2 * rows] = src[0];
+        out[base[i][1] + pair * 2 * rows] = src[1];
+      }
+  }
 }
 
 // Locates the first NaN/Inf (the SIMD paths only say whether there is one).
@@ -484,13 +505,13 @@ Findings compress_cutlass(const void* x, int64_t rows, int64_t cols, Kind kind, 
   if (kind != Kind::F32 && active_isa() != Isa::Scalar) {
     // 2:4 kinds: the SIMD packed kernel does the heavy lifting (its codes are CUTLASS's codes), then
     // the few groups with fewer than two non-zeros are re-encoded and the words are reordered.
-    std::vector<uint8_t> packed_meta(static_cast<size_t>(rows * (cols / 8)));
-    const Findings f = compress_packed(x, rows, cols, kind, prune, values, packed_meta.data());
+    std::unique_ptr<uint8_t[]> packed_meta(new uint8_t[static_cast<size_t>(rows * (cols / 8))]);  // no zero-fill
+    const Findings f = compress_packed(x, rows, cols, kind, prune, values, packed_meta.get());
     if (f.first_nonfinite >= 0 || f.first_overfull >= 0) return f;
     with_kind(kind, [&](auto tag) {
       constexpr Kind K = decltype(tag)::value;
       packed_to_cutlass<K>(static_cast<const Bits<K>*>(x), rows, cols, prune, static_cast<Bits<K>*>(values),
-                           packed_meta.data(), meta);
+                           packed_meta.get(), meta);
     });
     return f;
   }

@@ -39,8 +39,10 @@ demo: build
 	$(BIN)/profiler validate --table $(OUT)/lut.sqlite --space demo --networks 50 --calibrate 20 --remeasure --out $(OUT)/validate  # LUT vs end to end, calibration stored for nas; ~1-2 min
 	$(BIN)/nas search --table $(OUT)/lut.sqlite --space demo --budget-ms p40 --trials 10 --out $(OUT)/nas -q  # BO in the fastest 40%; ~20 s
 
+# pytest-benchmark suites (the scripts in benchmarks/ print the tables kept in benchmarks/RESULTS.md).
 bench: build
-	$(BIN)/python -m pytest -q benchmarks --benchmark-only
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -q --benchmark-only benchmarks/bench_compress.py \
+		benchmarks/bench_nas_estimate.py benchmarks/test_bench_gemm.py
 
 clean:
 	rm -rf build $(OUT) pysparse24/_C*.so

@@ -207,8 +207,9 @@ PS24_INLINE static inline void for_each_block(const Problem& p, int64_t r0, Deco
   const Value* values = static_cast<const Value*>(p.values) + r0 * nv;
   const uint8_t* meta = p.meta + r0 * p.meta_cols;
   // Every block is one 64-byte line of values. The R rows are R short interleaved streams, which
-  // hardware prefetchers pick up late, so ask for the lines 1 KB ahead (harmless past the end).
-  constexpr int kAhead = 16;
+  // hardware prefetchers pick up late, so ask for the lines 4 KB ahead (harmless past the end; 4 KB
+  // measured 5-10% faster than 1 KB for GEMV on every dtype, A/B interleaved on the quiet machine).
+  constexpr int kAhead = 64;
   for (int64_t b = 0; b < full_blocks; ++b) {
     for (int r = 0; r < R; ++r) {
       __builtin_prefetch(values + r * nv + BlockValues * (b + kAhead));

@@ -22,7 +22,7 @@ from . import build as builder
 from .table import LatencyTable, read_export
 
 
-def _option(text: str) -> tuple[str, object]:
+def backend_option(text: str) -> tuple[str, object]:
     """'KEY=VALUE' -> (key, value), the value parsed as JSON when it parses (numbers, true, ...)."""
     key, sep, raw = text.partition("=")
     if not sep or not key:
@@ -53,7 +53,7 @@ def _add_build(sub) -> None:
     p.add_argument("--sparsity", default="dense", choices=("dense", "2:4"))
     p.add_argument("--backend", default="onnxruntime",
                    help="onnxruntime | torch | tensorrt, or your own factory as module:callable")
-    p.add_argument("-o", "--backend-option", dest="backend_options", action="append", type=_option, default=[],
+    p.add_argument("-o", "--backend-option", dest="backend_options", action="append", type=backend_option, default=[],
                    metavar="KEY=VALUE", help="backend option (repeatable), e.g. -o threads=2")
     p.add_argument("--workers", type=int, default=1,
                    help="local worker processes measuring at once (default 1; on a CPU target they share its "

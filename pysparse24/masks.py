@@ -75,6 +75,11 @@ def prune(w, n: int = 2, m: int = 4, dim: int | None = None):
         import torch
 
         return torch.where(keep, w.detach(), torch.zeros((), dtype=w.dtype, device=w.device))
+    if _arrays.is_cuda_array(w):  # cupy (or another __cuda_array_interface__ array that cupy can wrap)
+        import cupy
+
+        w = cupy.asarray(w)
+        return cupy.where(cupy.asarray(keep), w, cupy.zeros((), dtype=w.dtype))
     raw = _arrays.to_raw(w, "weight")
     return raw.wrap(np.where(keep, raw.bits, 0).astype(raw.bits.dtype))
 

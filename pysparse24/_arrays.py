@@ -71,11 +71,16 @@ class Raw:
 
     def wrap_plain(self, arr: np.ndarray):
         """A plain numpy result (bool mask, integer metadata) -> the caller's kind."""
-        if self.torch_input:
-            import torch
+        return wrap_plain(arr, self.torch_input)
 
-            return torch.from_numpy(arr)
-        return arr
+
+def wrap_plain(arr: np.ndarray, as_torch: bool):
+    """A numpy array of a dtype both libraries share (bool, int16/32, ...), as torch when asked."""
+    if as_torch:
+        import torch
+
+        return torch.from_numpy(arr)
+    return arr
 
 
 def wrap_bits(bits: np.ndarray, dtype: str, as_torch: bool):

@@ -105,8 +105,7 @@ def _check_out(out, x, shape, dtype: str) -> None:
 def _output_like(x, shape, dtype: str):
     """An uninitialised result of x's kind (numpy or torch)."""
     if dtype == "int32":
-        result = np.empty(shape, dtype=np.int32)
-        return _arrays.Raw(result, dtype, -1, _arrays.is_torch(x)).wrap_plain(result)
+        return _arrays.wrap_plain(np.empty(shape, dtype=np.int32), _arrays.is_torch(x))
     bits = np.empty(shape, dtype=np.uint32 if dtype == "float32" else np.uint16)
     return _arrays.wrap_bits(bits, dtype, _arrays.is_torch(x))
 

@@ -108,9 +108,10 @@ def compress_checkpoint(src, dst, format: str = "packed", prune: bool = False, m
             if dtype not in _arrays.KINDS:
                 raise ValueError(f"dtype {dtype} is not supported")
             matrix, layout = _as_matrix(w)
-            check_dense_shape(tuple(matrix.shape), format, dtype)
-            if not prune and not pysparse24.is_sparse(matrix, *_pattern(format, dtype)):
-                raise ValueError(f"not {'1:2' if _pattern(format, dtype) == (1, 2) else '2:4'} sparse (pass --prune)")
+            pattern = check_dense_shape(tuple(matrix.shape), format, dtype).pattern
+            n, m = (int(v) for v in pattern.split(":"))
+            if not prune and not pysparse24.is_sparse(matrix, n, m):
+                raise ValueError(f"not {pattern} sparse (pass --prune)")
             c = pysparse24.compress(matrix, format=format, prune=prune)
         except ValueError as exc:
             out[name] = w
@@ -138,10 +139,6 @@ def compress_checkpoint(src, dst, format: str = "packed", prune: bool = False, m
     tmp.write_text(json.dumps(manifest, indent=2))
     os.replace(tmp, dst / MANIFEST)
     return manifest
-
-
-def _pattern(format: str, dtype: str) -> tuple[int, int]:
-    return (1, 2) if format == "cutlass" and dtype == "float32" else (2, 4)
 
 
 def decompress_checkpoint(src_dir, dst) -> dict:

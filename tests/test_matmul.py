@@ -12,9 +12,10 @@ PATHS = [isa for isa in ("scalar", "avx2", "avx512")
 # (M, K, N): GEMV, N=2 (the GEMV tiles), odd N, K with short tail blocks for every ISA (K/2 not a multiple of 16 / 64),
 # non-square, and enough rows for several row tiles and both threads.
 # float32 with N >= _C.matmul_large_n takes the large-N kernels: N not a multiple of any panel width,
-# several K blocks, rows not a multiple of the row tile, and more rows than one thread's block.
+# several K blocks, rows not a multiple of the row tile, and more rows than one thread's block;
+# 13x8200x70: packed X larger than one L2 chunk, so every row block is decoded once per chunk.
 SHAPES = [(1, 8, 1), (29, 520, 2), (7, 40, 3), (33, 136, 9), (64, 1032, 17), (13, 4104, 1), (130, 256, 70),
-          (5, 8, 32), (45, 2056, 97)]
+          (5, 8, 32), (45, 2056, 97), (13, 8200, 70)]
 
 
 @pytest.fixture(autouse=True)
@@ -129,12 +130,17 @@ def test_strided_x_and_out_views():
     assert np.all(np.isnan(out_big[:, 1::2]))  # the gaps are untouched
 
 
-def test_threads_do_not_change_results():
-    rng = np.random.default_rng(3)
-    w = random_sparse(rng, 101, 512, "float32")
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "int8"])
+@pytest.mark.parametrize("n", [1, 9])  # GEMV tiles; 4 x 4 tiles (int8: per-thread decoded panels)
+def test_threads_do_not_change_results(dtype, n):
+    rng = np.random.default_rng()
+    M, K = 300, 4104  # M*N*K above the size at which the kernels go parallel
+    w = random_sparse(rng, M, K, dtype)
     c = pysparse24.compress(w)
-    x = random_x(rng, (512, 11), "float32")
-    np.testing.assert_array_equal(pysparse24.matmul(c, x, threads=1), pysparse24.matmul(c, x, threads=2))
+    x = random_x(rng, (K, n), dtype)
+    one, two = pysparse24.matmul(c, x, threads=1), pysparse24.matmul(c, x, threads=2)
+    np.testing.assert_array_equal(np.asarray(one).view(np.uint8), np.asarray(two).view(np.uint8))
+    assert_close_to_reference(two, w, x, dtype)
     with pytest.raises(ValueError, match="threads must be a positive integer"):
         pysparse24.matmul(c, x, threads=0)
 

@@ -170,9 +170,14 @@ static inline void load_value_block(const Problem& p, int64_t m, int64_t first, 
 // Runs tile(r0, rows, c0, cols) over the output in row blocks of R and column blocks of C, rows
 // spread over the threads. Columns come in chunks whose packed X fits in L2, so each thread's
 // weight rows are re-read from cache rather than memory for every column block.
-template <class Tile>
+// start_rows(r0, rows) runs on the same thread just before a row block's tiles (to decode its
+// weights once for all of them).
+struct NoRowStart {
+  void operator()(int64_t, int) const {}
+};
+template <class Tile, class RowStart = NoRowStart>
 static void for_each_tile(const Problem& p, int R, int C, int64_t x_bytes_per_column,
-                          const Tile& tile) {
+                          const Tile& tile, const RowStart& start_rows = {}) {
   const int64_t l2_budget = 512 * 1024;
   int64_t chunk = l2_budget / (x_bytes_per_column > 0 ? x_bytes_per_column : 1);
   chunk = chunk < C ? C : chunk / C * C;
@@ -189,6 +194,7 @@ static void for_each_tile(const Problem& p, int R, int C, int64_t x_bytes_per_co
     for (int64_t rb = 0; rb < row_blocks; ++rb) {
       const int64_t r0 = rb * R;
       const int rows = int(p.M - r0 < R ? p.M - r0 : R);
+      start_rows(r0, rows);
       for (int64_t c0 = c_begin; c0 < c_end; c0 += C) {
         tile(r0, rows, c0, int(c_end - c0 < C ? c_end - c0 : C));
       }
@@ -258,12 +264,14 @@ constexpr auto tile_table(std::integer_sequence<int, Rs...>) {
       tile_row<Kernel, Rs + 1>(std::make_integer_sequence<int, MaxC>{})...};
 }
 
-template <template <int, int> class Kernel, int R, int C>
-static void run_tiles(const Problem& p, const PackedX& x, int64_t column_bytes) {
+template <template <int, int> class Kernel, int R, int C, class RowStart = NoRowStart>
+static void run_tiles(const Problem& p, const PackedX& x, int64_t column_bytes,
+                      const RowStart& start_rows = {}) {
   static constexpr auto table = tile_table<Kernel, C>(std::make_integer_sequence<int, R>{});
-  for_each_tile(p, R, C, column_bytes, [&](int64_t r0, int rows, int64_t c0, int cols) {
-    table[rows - 1][cols - 1](p, x, r0, c0);
-  });
+  for_each_tile(
+      p, R, C, column_bytes,
+      [&](int64_t r0, int rows, int64_t c0, int cols) { table[rows - 1][cols - 1](p, x, r0, c0); },
+      start_rows);
 }
 
 }  // namespace ps24::cpu::matmul

@@ -177,17 +177,19 @@ struct PanelEntry {
 };
 struct Panel {
   std::vector<PanelEntry> entries;  // block b of row r at b * kPanelRows + r
-  int64_t blocks = 0;
   uint32_t weight_sums[kPanelRows] = {};  // each row's sum of weights (the u8 correction)
 };
 thread_local Panel panel;
 
+// Blocks of 64 kept values per row, the last one zero-padded.
+inline int64_t panel_blocks(const Problem& p) { return (p.K / 2 + 63) / 64; }
+
 // Decodes rows r0 .. r0+rows-1 into this thread's panel (the short last block zero-padded by
 // for_each_block) and sums each row's weights.
 void decode_int8_panel(const Problem& p, int64_t r0, int rows) {
-  panel.blocks = (p.K / 2 + 63) / 64;
-  if (int64_t(panel.entries.size()) < panel.blocks * kPanelRows)
-    panel.entries.resize(size_t(panel.blocks * kPanelRows));
+  const int64_t blocks = panel_blocks(p);
+  if (int64_t(panel.entries.size()) < blocks * kPanelRows)
+    panel.entries.resize(size_t(blocks * kPanelRows));
   PanelEntry* entries = panel.entries.data();
   const __m512i ones = _mm512_set1_epi8(1);
   for (int r = 0; r < rows; ++r) {
@@ -213,7 +215,8 @@ void int8_panel_tile(const Problem& p, const PackedX& x, int64_t r0, int64_t c0)
   __m512i acc[R][C];
   for (int r = 0; r < R; ++r)
     for (int c = 0; c < C; ++c) acc[r][c] = _mm512_setzero_si512();
-  for (int64_t b = 0; b < panel.blocks; ++b, entry += kPanelRows) {
+  const int64_t blocks = panel_blocks(p);
+  for (int64_t b = 0; b < blocks; ++b, entry += kPanelRows) {
     __m512i w[R], idx[R];
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {

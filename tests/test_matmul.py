@@ -117,17 +117,20 @@ def test_torch_tensors_in_torch_out_float32_and_bfloat16():
         torch.testing.assert_close(y.double(), ref, rtol=2**-7, atol=1e-4)
 
 
-def test_strided_x_and_out_views():
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "int8"])
+@pytest.mark.parametrize("K, N", [(64, 7), (200, 70)])  # X packed in one tile / in 64 x 64 tiles
+def test_strided_x_and_out_views(dtype, K, N):
     rng = np.random.default_rng(2)
-    w = random_sparse(rng, 24, 64, "float32")
+    w = random_sparse(rng, 24, K, dtype)
     c = pysparse24.compress(w)
-    x_big = random_x(rng, (N := 7, 64), "float32")
-    x = x_big.T  # (64, 7), not contiguous
-    out_big = np.full((24, 2 * N), np.nan, dtype=np.float32)
+    x = random_x(rng, (N, K), dtype).T  # (K, N), columns contiguous
+    out_big = poisoned((24, 2 * N), dtype)
     out = out_big[:, ::2]
     pysparse24.matmul(c, x, out=out)
     np.testing.assert_array_equal(out, pysparse24.matmul(c, np.ascontiguousarray(x)))
-    assert np.all(np.isnan(out_big[:, 1::2]))  # the gaps are untouched
+    assert_close_to_reference(out, w, x, dtype)
+    gaps = np.ascontiguousarray(out_big[:, 1::2])
+    np.testing.assert_array_equal(gaps.view(np.uint8), poisoned((24, N), dtype).view(np.uint8))
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16", "int8"])

@@ -69,8 +69,18 @@ void pack_tile(const Problem& p, const XLayout& layout, int64_t kp, Dst* packed,
     return;
   }
   Dst tile[kPackTile][kPackTile];  // rows of X in, columns out
-  for (int64_t slot = s0; slot < s1; ++slot)
-    for (int64_t n = n0; n < n1; ++n) tile[slot - s0][n - n0] = element(slot, n);
+  for (int64_t slot = s0; slot < s1; ++slot) {
+    const int64_t k = source_row[slot - s0];
+    Dst* to = tile[slot - s0];
+    if (k < 0) {
+      for (int64_t n = n0; n < n1; ++n) to[n - n0] = Dst(0);
+    } else if (p.x_stride_n == 1) {  // a row-major X (the usual case): a loop the compiler vectorizes
+      const Src* row = x + k * p.x_stride_k + n0;
+      for (int64_t i = 0; i < n1 - n0; ++i) to[i] = convert(row[i]);
+    } else {
+      for (int64_t n = n0; n < n1; ++n) to[n - n0] = element(slot, n);
+    }
+  }
   for (int64_t n = n0; n < n1; ++n)
     for (int64_t slot = s0; slot < s1; ++slot) packed[n * kp + slot] = tile[slot - s0][n - n0];
 }

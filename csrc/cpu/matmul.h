@@ -185,12 +185,16 @@ static void for_each_tile(const Problem& p, int R, int C, int64_t x_bytes_per_co
   const int threads = p.threads > 0 ? p.threads : omp_get_max_threads();
   // Small products finish before a second thread would have woken up.
   const bool worth_threads = p.M * p.N * p.K > (int64_t(1) << 20);
+  // Row blocks per grab: ~16 grabs per thread. Each grab is one run of consecutive weight rows,
+  // which the prefetches (4 KB ahead) and the hardware follow; a thread hopping over small grabs
+  // restarts its stream at every hop.
+  const int64_t grab = row_blocks / (16 * threads) > 8 ? row_blocks / (16 * threads) : 8;
 #pragma omp parallel num_threads(threads) if (worth_threads)
   for (int64_t c_begin = 0; c_begin < p.N; c_begin += chunk) {
     const int64_t c_end = c_begin + chunk < p.N ? c_begin + chunk : p.N;
     // Dynamic schedule: a thread that the OS parks (busy machine) does not hold up half of the
     // work. No barrier between chunks: they write disjoint outputs.
-#pragma omp for schedule(dynamic, 8) nowait
+#pragma omp for schedule(dynamic, grab) nowait
     for (int64_t rb = 0; rb < row_blocks; ++rb) {
       const int64_t r0 = rb * R;
       const int rows = int(p.M - r0 < R ? p.M - r0 : R);

@@ -55,7 +55,8 @@ void f32_tile(const Problem& p, const PackedX& x, int64_t r0, int64_t c0) {
               acc[r][c][h] = _mm256_fmadd_ps(w[r][h], select_x(a, b, idx[r][h]), acc[r][c][h]);
           }
         }
-      });
+      },
+      c0 == 0);
   for (int r = 0; r < R; ++r)
     for (int c = 0; c < C; ++c)
       store_float(p, r0 + r, c0 + c, reduce_lanes(acc[r][c][0], acc[r][c][1]));
@@ -126,7 +127,8 @@ void bf16_tile(const Problem& p, const PackedX& x, int64_t r0, int64_t c0) {
             }
           }
         }
-      });
+      },
+      c0 == 0);
   for (int r = 0; r < R; ++r)
     for (int c = 0; c < C; ++c)
       store_float(p, r0 + r, c0 + c, reduce_lanes(acc[r][c][0], acc[r][c][1]));
@@ -184,7 +186,8 @@ void int8_tile(const Problem& p, const PackedX& x, int64_t r0, int64_t c0) {
                                   _mm256_extracti128_si256(sel, 1));
           }
         }
-      });
+      },
+      c0 == 0);
   for (int r = 0; r < R; ++r)
     for (int c = 0; c < C; ++c) {
       alignas(32) uint32_t lanes[8];

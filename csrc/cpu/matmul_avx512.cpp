@@ -58,7 +58,8 @@ void f32_tile(const Problem& p, const PackedX& x, int64_t r0, int64_t c0) {
           for (int r = 0; r < R; ++r)
             acc[r][c] = _mm512_fmadd_ps(w[r], _mm512_permutex2var_ps(lo, idx[r], hi), acc[r][c]);
         }
-      });
+      },
+      c0 == 0);
   for (int r = 0; r < R; ++r)
     for (int c = 0; c < C; ++c) store_float(p, r0 + r, c0 + c, reduce_lanes(acc[r][c]));
 }
@@ -109,7 +110,8 @@ void bf16_tile(const Problem& p, const PackedX& x, int64_t r0, int64_t c0) {
             acc[r][c] = _mm512_dpbf16_ps(acc[r][c], (__m512bh)w[r], (__m512bh)picked);
           }
         }
-      });
+      },
+      c0 == 0);
   for (int r = 0; r < R; ++r)
     for (int c = 0; c < C; ++c) store_float(p, r0 + r, c0 + c, reduce_lanes(acc[r][c]));
 }
@@ -155,7 +157,8 @@ void int8_tile(const Problem& p, const PackedX& x, int64_t r0, int64_t c0) {
           for (int r = 0; r < R; ++r)
             acc[r][c] = _mm512_dpbusd_epi32(acc[r][c], _mm512_permutex2var_epi8(lo, idx[r], hi), w[r]);
         }
-      });
+      },
+      c0 == 0);
   for (int r = 0; r < R; ++r) {
     const uint32_t correction = 128u * uint32_t(_mm512_reduce_add_epi32(weight_sum[r]));
     for (int c = 0; c < C; ++c)

@@ -175,7 +175,6 @@ static inline void load_value_block(const Problem& p, int64_t m, int64_t first, 
 struct NoRowStart {
   void operator()(int64_t, int) const {}
 };
-
 template <class Tile, class RowStart = NoRowStart>
 static void for_each_tile(const Problem& p, int R, int C, int64_t x_bytes_per_column,
                           const Tile& tile, const RowStart& start_rows = {}) {

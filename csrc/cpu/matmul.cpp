@@ -87,14 +87,13 @@ void pack_tile(const Problem& p, const XLayout& layout, int64_t kp, Dst* packed,
 
 // Copies X into one zero-padded row of Kp elements per column, in the ISA's element order, in
 // tiles of 64 x 64 (element by element down each column of a row-major X cost ~1.3 ns per
-// element, ~1 ms at K = 4096, N = 128: measured), from a 64-byte boundary (`data`): a vector load
-// that straddles two cache lines costs two.
+// element, ~1 ms at K = 4096, N = 128: measured), from a 64-byte boundary (`data`).
 std::unique_ptr<uint8_t[]> pack_x(const Problem& p, const XLayout& layout, int64_t& kp,
                                    uint8_t*& data) {
   kp = (p.K + layout.pad - 1) / layout.pad * layout.pad;
   const int elem = p.kind == Kind::I8 ? 1 : layout.bf16_bits ? 2 : 4;
   std::unique_ptr<uint8_t[]> storage(new uint8_t[size_t(kp * p.N * elem) + 128]);
-  uint8_t* const packed = storage.get() + (64 - reinterpret_cast<uintptr_t>(storage.get()) % 64);
+  uint8_t* const packed = align_to_64(storage.get());
   data = packed;
   const int64_t column_tiles = (p.N + kPackTile - 1) / kPackTile;
   const int64_t slot_tiles = (kp + kPackTile - 1) / kPackTile;
@@ -113,7 +112,7 @@ std::unique_ptr<uint8_t[]> pack_x(const Problem& p, const XLayout& layout, int64
                          [](float v) { return v; });
       } else if (layout.bf16_bits) {  // bfloat16 with denormals flushed (the bfloat16 contract)
         pack_tile<uint16_t>(p, layout, kp, reinterpret_cast<uint16_t*>(packed), s0, s1, n0,
-                            n1, [](uint16_t v) { return uint16_t(v & 0x7f80u ? v : v & 0x8000u); });
+                            n1, [](uint16_t v) { return bf16_daz(v); });
       } else {
         pack_tile<uint16_t>(p, layout, kp, reinterpret_cast<float*>(packed), s0, s1, n0, n1,
                             [](uint16_t v) { return bf16_daz_to_float(v); });
@@ -202,12 +201,12 @@ int axpy_panel_width(const Problem& p, int lanes) {
 }
 
 // Packs X into the regime's panels (matmul_axpy.h), zero-padded to whole panels, from a 64-byte
-// boundary (`data`): a vector load that straddles two cache lines costs two.
+// boundary (`data`).
 std::unique_ptr<float[]> pack_panels(const Problem& p, int width, int64_t& panel_elems, float*& data) {
   panel_elems = p.K * width;
   const int64_t panels = (p.N + width - 1) / width;
   std::unique_ptr<float[]> storage(new float[size_t(panels * panel_elems) + 16]);
-  float* const packed = storage.get() + (16 - reinterpret_cast<uintptr_t>(storage.get()) / 4 % 16) % 16;
+  float* const packed = align_to_64(storage.get());
   data = packed;
   const float* x = static_cast<const float*>(p.x);
   const int threads = p.threads > 0 ? p.threads : omp_get_max_threads();

@@ -100,9 +100,18 @@ static inline float bf16_to_float(uint16_t bits) {
   return f;
 }
 
-// bfloat16 with denormals read as zero (vdpbf16ps's "DAZ"), as float.
-static inline float bf16_daz_to_float(uint16_t bits) {
-  return bf16_to_float((bits & 0x7f80u) ? bits : uint16_t(bits & 0x8000u));
+// bfloat16 with denormals read as zero (vdpbf16ps's "DAZ"), keeping the sign.
+static inline uint16_t bf16_daz(uint16_t bits) {
+  return (bits & 0x7f80u) ? bits : uint16_t(bits & 0x8000u);
+}
+
+static inline float bf16_daz_to_float(uint16_t bits) { return bf16_to_float(bf16_daz(bits)); }
+
+// The first 64-byte boundary at or after p: packed X is read with 64-byte vector loads, and one
+// that straddles two cache lines costs two.
+template <typename T>
+static inline T* align_to_64(T* p) {
+  return reinterpret_cast<T*>((reinterpret_cast<uintptr_t>(p) + 63) & ~uintptr_t(63));
 }
 
 // Flush-to-zero of a float result, keeping its sign (vdpbf16ps's "FTZ").

@@ -84,17 +84,18 @@ def test_every_path_matches_reference_and_each_other(dtype, shape):
 
 
 @pytest.mark.parametrize("isa", PATHS)
-def test_int8_sum_wraps_like_int32_on_every_path(isa):
+@pytest.mark.parametrize("M, N", [(1, 1), (8, 4)])  # a GEMV row; a full tile of row pairs
+def test_int8_sum_wraps_like_int32_on_every_path(isa, M, N):
     # K/2 * 128 * 128 > 2**31: the int32 sum overflows; every path wraps it the same way.
     K = 2 * 140_000
-    w = np.zeros((1, K), dtype=np.int8)
-    w[0, 0::4] = -128
-    w[0, 1::4] = -128
-    x = np.full((K, 1), -128, dtype=np.int8)
+    w = np.zeros((M, K), dtype=np.int8)
+    w[:, 0::4] = -128
+    w[:, 1::4] = -128
+    x = np.full((K, N), -128, dtype=np.int8)
     _C.set_isa(isa)
     y = pysparse24.matmul(pysparse24.compress(w), x)
     expected = np.int64(K // 2) * 128 * 128
-    assert y[0, 0] == np.int64(expected).astype(np.int32)  # the low 32 bits
+    np.testing.assert_array_equal(y, np.full((M, N), np.int64(expected).astype(np.int32)))  # the low 32 bits
 
 
 def test_gemv_with_1d_x_and_default_output():

@@ -166,80 +166,220 @@ void int8_tile(const Problem& p, const PackedX& x, int64_t r0, int64_t c0) {
   }
 }
 
-// ---- more than two columns: each row block decoded once --------------------------------------
-
-// int8 with N > 2: a weight block meets several column tiles, and decoding its permute indices
-// inside every tile took about 40% of the time at N = 128 (measured). So a block of kPanelRows
-// rows is decoded once, on the thread that owns it, into a panel (indices and zero-padded weights,
-// 64-byte aligned, block-major) that each of its column tiles then streams from L1. (bfloat16
-// decodes with two cheap instructions per block; a panel made it slower: 32 KB of panel plus the X
-// stream overflow L1.)
-constexpr int kPanelRows = 4;
-struct PanelEntry {
+// ---- int8 with more than two columns: row pairs and one-register permutes ----------------------
+//
+// A permute that picks from one register (vpermb) costs, with its vpdpbusd, 0.75 cycles where the
+// two-register vpermt2b of int8_tile costs 1.05 (measured, 4 x 4 blocks in L1). One register holds
+// 64 elements of X (a "window"), of which a row keeps 32: half a dot product. So one permute serves
+// two rows: lanes 0-7 of the dot product take row A's 32 kept values, lanes 8-15 row B's. (int8
+// sums are exact, so which lane a product lands in is free.)
+//
+// A block of kPairRows rows is decoded once, on the thread that owns it, into a panel: per window
+// and row pair, the permute indices and weights of both rows' kept values (A in bytes 0-31, B in
+// bytes 32-63). Its column tiles then stream the panel from L1 (decoding inside every tile took
+// about 40% of the time at N = 128, measured in session 1).
+constexpr int kPairRows = 8;
+constexpr int kPairs = kPairRows / 2;
+struct PairEntry {
   __m512i index, weights;
 };
-struct Panel {
-  std::vector<PanelEntry> entries;  // block b of row r at b * kPanelRows + r
-  uint32_t weight_sums[kPanelRows] = {};  // each row's sum of weights (the u8 correction)
+struct PairPanel {
+  std::vector<PairEntry> entries;           // window w of pair q at w * kPairs + q
+  alignas(32) int32_t weight_sums[kPairRows] = {};  // each row's sum of weights (the u8 correction)
 };
-thread_local Panel panel;
+thread_local PairPanel pair_panel;
 
-// Blocks of 64 kept values per row, the last one zero-padded.
-inline int64_t panel_blocks(const Problem& p) { return (p.K / 2 + 63) / 64; }
+// Windows of 64 elements of X, i.e. 32 kept values per row; the last one zero-padded.
+inline int64_t panel_windows(const Problem& p) { return (p.K / 2 + 31) / 32; }
 
-// Decodes rows r0 .. r0+rows-1 into this thread's panel (the short last block zero-padded by
-// for_each_block) and sums each row's weights.
-void decode_int8_panel(const Problem& p, int64_t r0, int rows) {
-  const int64_t blocks = panel_blocks(p);
-  if (int64_t(panel.entries.size()) < blocks * kPanelRows)
-    panel.entries.resize(size_t(blocks * kPanelRows));
-  PanelEntry* entries = panel.entries.data();
-  const __m512i ones = _mm512_set1_epi8(1);
-  for (int r = 0; r < rows; ++r) {
-    PanelEntry entry;
-    __m512i weight_sum = _mm512_setzero_si512();
-    for_each_block<int8_t, 1, 64>(
+// Permute indices (0..63 within the window) of 32 kept values from their 8 meta bytes: value
+// v = 8q + j (qword q, byte j) sits in group v/2 and picks element 4 * (v/2) + its 2-bit field.
+inline __m256i int8_window_index(uint64_t meta64) {
+  alignas(32) static constexpr uint8_t kShift[32] = {  // 2v: value v's field
+      0,  2,  4,  6,  8,  10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30,
+      32, 34, 36, 38, 40, 42, 44, 46, 48, 50, 52, 54, 56, 58, 60, 62};
+  alignas(32) static constexpr uint8_t kGroup[32] = {  // 4 * (v/2)
+      0,  0,  4,  4,  8,  8,  12, 12, 16, 16, 20, 20, 24, 24, 28, 28,
+      32, 32, 36, 36, 40, 40, 44, 44, 48, 48, 52, 52, 56, 56, 60, 60};
+  const __m256i fields = _mm256_multishift_epi64_epi8(
+      _mm256_load_si256(reinterpret_cast<const __m256i*>(kShift)), _mm256_set1_epi64x(int64_t(meta64)));
+  return _mm256_ternarylogic_epi32(fields, _mm256_set1_epi8(3),
+                                   _mm256_load_si256(reinterpret_cast<const __m256i*>(kGroup)), 0xEA);
+}
+
+// Decodes rows r0 .. r0+rows-1 into this thread's panel, each row into its half of its pair's
+// entries (the short last window zero-padded by for_each_block), and sums each row's weights. The
+// partner of an odd last row gets zero weights.
+void decode_pair_panel(const Problem& p, int64_t r0, int rows) {
+  const int64_t windows = panel_windows(p);
+  if (int64_t(pair_panel.entries.size()) < windows * kPairs)
+    pair_panel.entries.resize(size_t(windows * kPairs));
+  const __m256i ones = _mm256_set1_epi8(1);
+  for (int r = 0; r < rows + rows % 2; ++r) {
+    // Row r's index half; its weight half is 64 bytes further, the next window kPairs entries on.
+    uint8_t* half = reinterpret_cast<uint8_t*>(pair_panel.entries.data() + r / 2) + 32 * (r % 2);
+    auto store = [&](int64_t window, __m256i index, __m256i weights) PS24_INLINE {
+      uint8_t* at = half + window * int64_t(sizeof(PairEntry)) * kPairs;
+      _mm256_store_si256(reinterpret_cast<__m256i*>(at), index);
+      _mm256_store_si256(reinterpret_cast<__m256i*>(at + 64), weights);
+    };
+    if (r == rows) {
+      for (int64_t w = 0; w < windows; ++w) store(w, _mm256_setzero_si256(), _mm256_setzero_si256());
+      pair_panel.weight_sums[r] = 0;
+      continue;
+    }
+    __m256i index, weights, weight_sum = _mm256_setzero_si256();
+    for_each_block<int8_t, 1, 32>(
         p, r0 + r,
         [&](int, const int8_t* values, const uint8_t* meta) PS24_INLINE {
-          entry = {int8_index(meta), _mm512_loadu_si512(values)};
-          weight_sum = _mm512_dpbusd_epi32(weight_sum, ones, entry.weights);
+          index = int8_window_index(load_u64(meta));
+          weights = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(values));
+          weight_sum = _mm256_dpbusd_epi32(weight_sum, ones, weights);
         },
-        [&](int64_t block) PS24_INLINE { entries[block * kPanelRows + r] = entry; });
-    panel.weight_sums[r] = uint32_t(_mm512_reduce_add_epi32(weight_sum));
+        [&](int64_t window) PS24_INLINE { store(window, index, weights); });
+    pair_panel.weight_sums[r] = _mm512_reduce_add_epi32(_mm512_zextsi256_si512(weight_sum));
   }
 }
 
-// int8_tile's arithmetic with the decoding hoisted out. Plain loops rather than for_each_block's
-// lambdas: with those, GCC 12 copied accumulators to the stack in every block (seen in the asm).
+// acc[q][c] (in memory, 64-byte aligned) += the dot products of a full tile (4 pairs x 4 columns)
+// over `windows` windows, in assembly: from the C++ loop GCC 12 copies every accumulator to
+// another register and back in each window (seen in the asm), ~30% more instructions.
+// zmm(4q + c): acc[q][c]; zmm16-19: the pairs' indices, zmm20-23: their weights; zmm24: one
+// column's window of X; zmm25-28: the picked bytes.
+#define PS24_PAIR_COLUMN(x, a0, a1, a2, a3)          \
+  "vmovdqu64 " x ", %%zmm24\n\t"                     \
+  "vpermb %%zmm24, %%zmm16, %%zmm25\n\t"             \
+  "vpdpbusd %%zmm20, %%zmm25, %%zmm" a0 "\n\t"       \
+  "vpermb %%zmm24, %%zmm17, %%zmm26\n\t"             \
+  "vpdpbusd %%zmm21, %%zmm26, %%zmm" a1 "\n\t"       \
+  "vpermb %%zmm24, %%zmm18, %%zmm27\n\t"             \
+  "vpdpbusd %%zmm22, %%zmm27, %%zmm" a2 "\n\t"       \
+  "vpermb %%zmm24, %%zmm19, %%zmm28\n\t"             \
+  "vpdpbusd %%zmm23, %%zmm28, %%zmm" a3 "\n\t"
+void int8_pair_windows_4x4(__m512i (&acc)[kPairs][4], const PairEntry* entry, const uint8_t* x,
+                           int64_t stride, int64_t windows) {
+  static_assert(kPairs == 4 && sizeof(PairEntry) == 128, "the assembly's register and offset plan");
+  if (windows <= 0) return;
+  const int64_t stride3 = 3 * stride;
+  asm volatile(
+      "vmovdqa64 0(%[acc]), %%zmm0\n\t"    "vmovdqa64 64(%[acc]), %%zmm1\n\t"
+      "vmovdqa64 128(%[acc]), %%zmm2\n\t"  "vmovdqa64 192(%[acc]), %%zmm3\n\t"
+      "vmovdqa64 256(%[acc]), %%zmm4\n\t"  "vmovdqa64 320(%[acc]), %%zmm5\n\t"
+      "vmovdqa64 384(%[acc]), %%zmm6\n\t"  "vmovdqa64 448(%[acc]), %%zmm7\n\t"
+      "vmovdqa64 512(%[acc]), %%zmm8\n\t"  "vmovdqa64 576(%[acc]), %%zmm9\n\t"
+      "vmovdqa64 640(%[acc]), %%zmm10\n\t" "vmovdqa64 704(%[acc]), %%zmm11\n\t"
+      "vmovdqa64 768(%[acc]), %%zmm12\n\t" "vmovdqa64 832(%[acc]), %%zmm13\n\t"
+      "vmovdqa64 896(%[acc]), %%zmm14\n\t" "vmovdqa64 960(%[acc]), %%zmm15\n\t"
+      "1:\n\t"
+      "vmovdqa64 0(%[e]), %%zmm16\n\t"     "vmovdqa64 64(%[e]), %%zmm20\n\t"
+      "vmovdqa64 128(%[e]), %%zmm17\n\t"   "vmovdqa64 192(%[e]), %%zmm21\n\t"
+      "vmovdqa64 256(%[e]), %%zmm18\n\t"   "vmovdqa64 320(%[e]), %%zmm22\n\t"
+      "vmovdqa64 384(%[e]), %%zmm19\n\t"   "vmovdqa64 448(%[e]), %%zmm23\n\t"
+      PS24_PAIR_COLUMN("(%[x])", "0", "4", "8", "12")
+      PS24_PAIR_COLUMN("(%[x],%[s],1)", "1", "5", "9", "13")
+      PS24_PAIR_COLUMN("(%[x],%[s],2)", "2", "6", "10", "14")
+      PS24_PAIR_COLUMN("(%[x],%[s3],1)", "3", "7", "11", "15")
+      "add $512, %[e]\n\t"
+      "add $64, %[x]\n\t"
+      "dec %[n]\n\t"
+      "jnz 1b\n\t"
+      "vmovdqa64 %%zmm0, 0(%[acc])\n\t"    "vmovdqa64 %%zmm1, 64(%[acc])\n\t"
+      "vmovdqa64 %%zmm2, 128(%[acc])\n\t"  "vmovdqa64 %%zmm3, 192(%[acc])\n\t"
+      "vmovdqa64 %%zmm4, 256(%[acc])\n\t"  "vmovdqa64 %%zmm5, 320(%[acc])\n\t"
+      "vmovdqa64 %%zmm6, 384(%[acc])\n\t"  "vmovdqa64 %%zmm7, 448(%[acc])\n\t"
+      "vmovdqa64 %%zmm8, 512(%[acc])\n\t"  "vmovdqa64 %%zmm9, 576(%[acc])\n\t"
+      "vmovdqa64 %%zmm10, 640(%[acc])\n\t" "vmovdqa64 %%zmm11, 704(%[acc])\n\t"
+      "vmovdqa64 %%zmm12, 768(%[acc])\n\t" "vmovdqa64 %%zmm13, 832(%[acc])\n\t"
+      "vmovdqa64 %%zmm14, 896(%[acc])\n\t" "vmovdqa64 %%zmm15, 960(%[acc])\n\t"
+      : [e] "+r"(entry), [x] "+r"(x), [n] "+r"(windows)
+      : [acc] "r"(&acc[0][0]), [s] "r"(stride), [s3] "r"(stride3)
+      : "zmm0", "zmm1", "zmm2", "zmm3", "zmm4", "zmm5", "zmm6", "zmm7", "zmm8", "zmm9", "zmm10",
+        "zmm11", "zmm12", "zmm13", "zmm14", "zmm15", "zmm16", "zmm17", "zmm18", "zmm19", "zmm20",
+        "zmm21", "zmm22", "zmm23", "zmm24", "zmm25", "zmm26", "zmm27", "zmm28", "cc", "memory");
+}
+#undef PS24_PAIR_COLUMN
+
+// The 32 row sums of a full tile, as two vectors of rows x 4 columns (rows 0-3, rows 4-7): a tree
+// of adds over all 16 accumulators at once instead of a horizontal sum per half accumulator.
+inline void pair_row_sums(const __m512i (&acc)[kPairs][4], __m512i (&rows)[2]) {
+  __m512i chunk_sums[kPairs];  // 128-bit chunk j of pair q: its 4 lanes summed, for columns 0-3
+  for (int q = 0; q < kPairs; ++q) {
+    const __m512i& a = acc[q][0], &b = acc[q][1], &c = acc[q][2], &d = acc[q][3];
+    const __m512i ab = _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b));
+    const __m512i cd = _mm512_add_epi32(_mm512_unpacklo_epi32(c, d), _mm512_unpackhi_epi32(c, d));
+    chunk_sums[q] = _mm512_add_epi32(_mm512_unpacklo_epi64(ab, cd), _mm512_unpackhi_epi64(ab, cd));
+  }
+  // Row A of a pair is chunks 0 + 1, row B chunks 2 + 3.
+  for (int h = 0; h < 2; ++h) {
+    const __m512i& u = chunk_sums[2 * h], &v = chunk_sums[2 * h + 1];
+    rows[h] = _mm512_add_epi32(_mm512_shuffle_i32x4(u, v, 0x88), _mm512_shuffle_i32x4(u, v, 0xDD));
+  }
+}
+
+// While a row block's tiles run, bring the next block's weights into cache, a slice per tile:
+// decoding waited on memory for ~10% of the time at 4096 x 128 x 4096 without it (measured).
+inline void prefetch_next_rows(const Problem& p, int64_t next_r0, int64_t c0, int C) {
+  if (next_r0 >= p.M) return;
+  const int64_t rows = p.M - next_r0 < kPairRows ? p.M - next_r0 : kPairRows;
+  const int64_t tiles = (p.N + C - 1) / C, tile = c0 / C;
+  auto slice = [&](const uint8_t* begin, int64_t bytes) {
+    for (int64_t at = bytes * tile / tiles & ~int64_t(63); at < bytes * (tile + 1) / tiles; at += 64)
+      _mm_prefetch(reinterpret_cast<const char*>(begin + at), _MM_HINT_T1);
+  };
+  slice(static_cast<const uint8_t*>(p.values) + next_r0 * (p.K / 2), rows * (p.K / 2));
+  slice(p.meta + next_r0 * p.meta_cols, rows * p.meta_cols);
+}
+
+// R rows (R/2 pairs, rounded up) x C columns of the output from the panel of rows r0 .. r0+R-1.
+// Full tiles run the assembly loop and the summing tree; edge tiles a plain loop.
 template <int R, int C>
-void int8_panel_tile(const Problem& p, const PackedX& x, int64_t r0, int64_t c0) {
+void int8_pair_tile(const Problem& p, const PackedX& x, int64_t r0, int64_t c0) {
+  constexpr int Q = (R + 1) / 2;
   const uint8_t* xs = static_cast<const uint8_t*>(x.data) + c0 * x.stride;
-  const PanelEntry* entry = panel.entries.data();
-  __m512i acc[R][C];
-  for (int r = 0; r < R; ++r)
-    for (int c = 0; c < C; ++c) acc[r][c] = _mm512_setzero_si512();
-  const int64_t blocks = panel_blocks(p);
-  for (int64_t b = 0; b < blocks; ++b, entry += kPanelRows) {
-    __m512i w[R], idx[R];
-#pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) {
-      idx[r] = _mm512_load_si512(&entry[r].index);
-      w[r] = _mm512_load_si512(&entry[r].weights);
+  const int64_t windows = panel_windows(p);
+  prefetch_next_rows(p, r0 + kPairRows, c0, 4);
+  alignas(64) __m512i acc[kPairs][4];
+  for (int q = 0; q < Q; ++q)
+    for (int c = 0; c < C; ++c) acc[q][c] = _mm512_setzero_si512();
+  const int32_t* weight_sums = pair_panel.weight_sums;
+  if constexpr (R == kPairRows && C == 4) {
+    int8_pair_windows_4x4(acc, pair_panel.entries.data(), xs, x.stride, windows);
+    __m512i rows[2];
+    pair_row_sums(acc, rows);
+    alignas(64) int32_t sums[kPairRows][4];
+    // Lane i of rows[h] belongs to row 4h + i/4; subtract 128 * its weight sum, add its bias.
+    const __m512i row_of_lane = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+    const __m512i all_sums = _mm512_castsi256_si512(
+        _mm256_load_si256(reinterpret_cast<const __m256i*>(weight_sums)));
+    const __m256i bias = p.bias ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(
+                                      static_cast<const int32_t*>(p.bias) + r0))
+                                : _mm256_setzero_si256();
+    for (int h = 0; h < 2; ++h) {
+      const __m512i lanes = _mm512_add_epi32(row_of_lane, _mm512_set1_epi32(4 * h));
+      const __m512i correction = _mm512_slli_epi32(_mm512_permutexvar_epi32(lanes, all_sums), 7);
+      const __m512i row_bias = _mm512_permutexvar_epi32(lanes, _mm512_castsi256_si512(bias));
+      _mm512_store_si512(sums[4 * h], _mm512_add_epi32(_mm512_sub_epi32(rows[h], correction), row_bias));
     }
-#pragma GCC unroll 8
+    int32_t* out = static_cast<int32_t*>(p.out);
+    for (int r = 0; r < kPairRows; ++r)
+      for (int c = 0; c < 4; ++c) out[(r0 + r) * p.out_stride_m + (c0 + c) * p.out_stride_n] = sums[r][c];
+    return;
+  }
+  const PairEntry* entry = pair_panel.entries.data();
+  for (int64_t w = 0; w < windows; ++w, entry += kPairs) {
     for (int c = 0; c < C; ++c) {
-      const uint8_t* xb = xs + c * x.stride + 128 * b;
-      const __m512i lo = _mm512_loadu_si512(xb), hi = _mm512_loadu_si512(xb + 64);
-#pragma GCC unroll 8
-      for (int r = 0; r < R; ++r) {
-        acc[r][c] = _mm512_dpbusd_epi32(acc[r][c], _mm512_permutex2var_epi8(lo, idx[r], hi), w[r]);
+      const __m512i window = _mm512_loadu_si512(xs + c * x.stride + 64 * w);
+      for (int q = 0; q < Q; ++q) {
+        const __m512i picked = _mm512_permutexvar_epi8(_mm512_load_si512(&entry[q].index), window);
+        acc[q][c] = _mm512_dpbusd_epi32(acc[q][c], picked, _mm512_load_si512(&entry[q].weights));
       }
     }
   }
   for (int r = 0; r < R; ++r) {
-    const uint32_t correction = 128u * panel.weight_sums[r];
+    const uint32_t correction = 128u * uint32_t(weight_sums[r]);
+    const __mmask16 half = r % 2 ? 0xFF00 : 0x00FF;
     for (int c = 0; c < C; ++c)
-      store_int(p, r0 + r, c0 + c, uint32_t(_mm512_reduce_add_epi32(acc[r][c])) - correction);
+      store_int(p, r0 + r, c0 + c, uint32_t(_mm512_mask_reduce_add_epi32(half, acc[r / 2][c])) - correction);
   }
 }
 
@@ -248,12 +388,12 @@ void int8_panel_tile(const Problem& p, const PackedX& x, int64_t r0, int64_t c0)
 template <int R, int C> struct F32Tile { static void run(const Problem& p, const PackedX& x, int64_t r0, int64_t c0) { f32_tile<R, C>(p, x, r0, c0); } };
 template <int R, int C> struct BF16Tile { static void run(const Problem& p, const PackedX& x, int64_t r0, int64_t c0) { bf16_tile<R, C>(p, x, r0, c0); } };
 template <int R, int C> struct I8Tile { static void run(const Problem& p, const PackedX& x, int64_t r0, int64_t c0) { int8_tile<R, C>(p, x, r0, c0); } };
-template <int R, int C> struct I8PanelTile { static void run(const Problem& p, const PackedX& x, int64_t r0, int64_t c0) { int8_panel_tile<R, C>(p, x, r0, c0); } };
+template <int R, int C> struct I8PairTile { static void run(const Problem& p, const PackedX& x, int64_t r0, int64_t c0) { int8_pair_tile<R, C>(p, x, r0, c0); } };
 
 // Tile shapes. GEMV (N <= 2, memory-bound): one row at a time, so each thread streams a single run
 // of weight lines (measured 10-35% faster than 4 interleaved rows). Otherwise 4 rows x 4 columns:
 // 16 accumulators + 4 weights + 4 indices + 2 X registers fit in 32, and each X load serves 4 rows.
-// (int8 with N > 2 runs the panel tiles in the same 4 x 4 shape.)
+// (int8 with N > 2 runs 8-row x 4-column pair tiles: int8_pair_tile.)
 template <template <int, int> class Kernel>
 void run_kernel(const Problem& p, const PackedX& x, int64_t column_bytes) {
   if (p.N <= 2) run_tiles<Kernel, 1, 2>(p, x, column_bytes);
@@ -286,8 +426,8 @@ void run_avx512(const Problem& p, const PackedX& x) {
     case Kind::BF16: run_kernel<BF16Tile>(p, x, x.stride * 2); break;
     case Kind::I8:
       if (p.N <= 2) run_tiles<I8Tile, 1, 2>(p, x, x.stride);
-      else run_tiles<I8PanelTile, kPanelRows, 4>(p, x, x.stride, [&](int64_t r0, int rows) {
-          decode_int8_panel(p, r0, rows);
+      else run_tiles<I8PairTile, kPairRows, 4>(p, x, x.stride, [&](int64_t r0, int rows) {
+          decode_pair_panel(p, r0, rows);
         });
       break;
     default: run_kernel<F32Tile>(p, x, x.stride * 4); break;

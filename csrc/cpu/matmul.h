@@ -26,6 +26,7 @@
 #include <array>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <utility>
 
 #include <omp.h>
@@ -181,12 +182,16 @@ static inline void load_value_block(const Problem& p, int64_t m, int64_t first, 
 // weight rows are re-read from cache rather than memory for every column block.
 // start_rows(r0, rows) runs on the same thread just before a row block's tiles (to decode its
 // weights once for all of them).
+// k_parts > 1 splits the reduction: a row block runs all its column tiles over the first part of
+// the reduction, then all over the next, and so on, so that the tiles' share of decoded weights
+// stays in L1 from one tile to the next. The tile is then called as tile(r0, rows, c0, cols, part)
+// and carries its accumulators from part to part.
 struct NoRowStart {
   void operator()(int64_t, int) const {}
 };
 template <class Tile, class RowStart = NoRowStart>
 static void for_each_tile(const Problem& p, int R, int C, int64_t x_bytes_per_column,
-                          const Tile& tile, const RowStart& start_rows = {}) {
+                          const Tile& tile, const RowStart& start_rows = {}, int k_parts = 1) {
   const int64_t l2_budget = 512 * 1024;
   int64_t chunk = l2_budget / (x_bytes_per_column > 0 ? x_bytes_per_column : 1);
   chunk = chunk < C ? C : chunk / C * C;
@@ -208,8 +213,14 @@ static void for_each_tile(const Problem& p, int R, int C, int64_t x_bytes_per_co
       const int64_t r0 = rb * R;
       const int rows = int(p.M - r0 < R ? p.M - r0 : R);
       start_rows(r0, rows);
-      for (int64_t c0 = c_begin; c0 < c_end; c0 += C) {
-        tile(r0, rows, c0, int(c_end - c0 < C ? c_end - c0 : C));
+      for (int part = 0; part < k_parts; ++part) {
+        for (int64_t c0 = c_begin; c0 < c_end; c0 += C) {
+          const int cols = int(c_end - c0 < C ? c_end - c0 : C);
+          if constexpr (std::is_invocable_v<const Tile&, int64_t, int, int64_t, int, int>)
+            tile(r0, rows, c0, cols, part);
+          else
+            tile(r0, rows, c0, cols);
+        }
       }
     }
   }
@@ -266,30 +277,38 @@ static inline uint64_t load_u64(const uint8_t* src) {
   return v;
 }
 
-// Tile kernels come as Kernel<rows, cols>::run(p, x, r0, c0) for every remainder up to R x C
+// Tile kernels come as Kernel<rows, cols>::run(p, x, r0, c0) -- or run(p, x, r0, c0, part) for
+// kernels that split the reduction (see for_each_tile) -- for every remainder up to R x C
 // (templates, so that accumulators live in registers); run_tiles builds the table of them once and
 // walks the output with for_each_tile. Each ISA's Kernel types are local to its translation unit.
-using TileFn = void (*)(const Problem&, const PackedX&, int64_t, int64_t);
+template <template <int, int> class Kernel>
+using TileFn = decltype(&Kernel<1, 1>::run);
 
 template <template <int, int> class Kernel, int Rows, int... Cs>
-constexpr std::array<TileFn, sizeof...(Cs)> tile_row(std::integer_sequence<int, Cs...>) {
+constexpr std::array<TileFn<Kernel>, sizeof...(Cs)> tile_row(std::integer_sequence<int, Cs...>) {
   return {&Kernel<Rows, Cs + 1>::run...};
 }
 
 template <template <int, int> class Kernel, int MaxC, int... Rs>
 constexpr auto tile_table(std::integer_sequence<int, Rs...>) {
-  return std::array<std::array<TileFn, MaxC>, sizeof...(Rs)>{
+  return std::array<std::array<TileFn<Kernel>, MaxC>, sizeof...(Rs)>{
       tile_row<Kernel, Rs + 1>(std::make_integer_sequence<int, MaxC>{})...};
 }
 
 template <template <int, int> class Kernel, int R, int C, class RowStart = NoRowStart>
 static void run_tiles(const Problem& p, const PackedX& x, int64_t column_bytes,
-                      const RowStart& start_rows = {}) {
+                      const RowStart& start_rows = {}, int k_parts = 1) {
   static constexpr auto table = tile_table<Kernel, C>(std::make_integer_sequence<int, R>{});
   for_each_tile(
       p, R, C, column_bytes,
-      [&](int64_t r0, int rows, int64_t c0, int cols) { table[rows - 1][cols - 1](p, x, r0, c0); },
-      start_rows);
+      [&](int64_t r0, int rows, int64_t c0, int cols, int part) {
+        if constexpr (std::is_invocable_v<TileFn<Kernel>, const Problem&, const PackedX&, int64_t,
+                                          int64_t, int>)
+          table[rows - 1][cols - 1](p, x, r0, c0, part);
+        else
+          table[rows - 1][cols - 1](p, x, r0, c0);
+      },
+      start_rows, k_parts);
 }
 
 }  // namespace ps24::cpu::matmul

@@ -166,33 +166,76 @@ void int8_tile(const Problem& p, const PackedX& x, int64_t r0, int64_t c0) {
   }
 }
 
-// ---- int8 with more than two columns: row pairs and one-register permutes ----------------------
+// ---- more than two columns: row pairs and one-register permutes --------------------------------
 //
-// A permute that picks from one register (vpermb) costs, with its vpdpbusd, 0.75 cycles where the
-// two-register vpermt2b of int8_tile costs 1.05 (measured, 4 x 4 blocks in L1). One register holds
-// 64 elements of X (a "window"), of which a row keeps 32: half a dot product. So one permute serves
-// two rows: lanes 0-7 of the dot product take row A's 32 kept values, lanes 8-15 row B's. (int8
-// sums are exact, so which lane a product lands in is free.)
+// A permute that picks from one register (vpermb) costs, with its dot product, 0.75-0.8 cycles
+// where the two-register vpermt2b of the tiles above costs 1.05 (measured, 4 x 4 blocks in L1, for
+// vpdpbusd and vdpbf16ps alike). One register holds a "window" of X (64 int8 or 32 bfloat16
+// elements), of which a row keeps half: half a dot product. So one permute serves two rows: lanes
+// 0-7 of the dot product take row A's kept values in the window, lanes 8-15 row B's.
 //
-// A block of kPairRows rows is decoded once, on the thread that owns it, into a panel: per window
-// and row pair, the permute indices and weights of both rows' kept values (A in bytes 0-31, B in
-// bytes 32-63). Its column tiles then stream the panel from L1 (decoding inside every tile took
-// about 40% of the time at N = 128, measured in session 1).
+// A block of kPairRows rows (4 pairs) is decoded once, on the thread that owns it, into a panel: per
+// window and pair, the permute indices and weights of both rows' kept values (A in bytes 0-31, B in
+// bytes 32-63). Its column tiles, 4 pairs x 4 columns of accumulators, then stream the panel from
+// L1 (decoding inside every tile took about 40% of the int8 time at N = 128, measured in session 1),
+// a "step" of 4 entries (one window, every pair) at a time.
+//   int8:     the windows in order. (int8 sums are exact: which lane a product lands in is free.)
+//   bfloat16: the summation contract gives lane i of a row group i of each block of 32 values.
+//             Values 0-15 of a block (its first window) feed lanes 0-7, values 16-31 (its second)
+//             lanes 8-15, and the two sets of lanes never meet before the final tree. So the tile
+//             makes two passes, "halves": over the first windows of every block into one set of
+//             accumulators, then over the second windows into another; each lane runs the same
+//             chain of vdpbf16ps as in the contract.
 constexpr int kPairRows = 8;
 constexpr int kPairs = kPairRows / 2;
 struct PairEntry {
   __m512i index, weights;
 };
 struct PairPanel {
-  std::vector<PairEntry> entries;           // window w of pair q at w * kPairs + q
-  alignas(32) int32_t weight_sums[kPairRows] = {};  // each row's sum of weights (the u8 correction)
+  std::vector<PairEntry> entries;  // half h, step t, pair q at (h * steps + t) * kPairs + q
+  alignas(32) int32_t weight_sums[kPairRows] = {};  // int8: each row's sum of weights (the u8 correction)
 };
 thread_local PairPanel pair_panel;
 
-// Windows of 64 elements of X, i.e. 32 kept values per row; the last one zero-padded.
-inline int64_t panel_windows(const Problem& p) { return (p.K / 2 + 31) / 32; }
+// The walk over a row block's panel. K is also split into parts (for_each_tile's k_parts) so that a
+// part's share of the panel and the X that a full tile reads over it stay within kPartBytes: the
+// panel then stays in L1 from one column tile to the next (whole, at K = 4096, a panel and a tile's
+// X overflow L1's 48 KB).
+constexpr int64_t kPartBytes = 24 * 1024;
+struct PairPlan {
+  int64_t steps;     // per half: int8 windows, bfloat16 blocks of 32 values; the last zero-padded
+  int halves;        // bfloat16: 2, int8: 1
+  int k_parts;       // per half
+  int64_t x_stride;  // bytes from one step's window of X to the next's
+  int parts() const { return halves * k_parts; }
+};
+inline PairPlan pair_plan(const Problem& p) {
+  PairPlan plan;
+  plan.steps = (p.K / 2 + 31) / 32;  // 32 kept values per row: an int8 window, a bfloat16 block
+  plan.halves = p.kind == Kind::BF16 ? 2 : 1;
+  plan.x_stride = 64 * plan.halves;
+  const int64_t step_bytes = kPairs * int64_t(sizeof(PairEntry)) + 4 * 64;  // entries + 4 windows
+  const int64_t parts = (plan.steps * step_bytes + kPartBytes - 1) / kPartBytes;
+  plan.k_parts = int(parts < 1 ? 1 : parts > plan.steps ? plan.steps : parts);
+  return plan;
+}
 
-// Permute indices (0..63 within the window) of 32 kept values from their 8 meta bytes: value
+// Makes room for the panel and returns the half of entry (half h, step 0, pair r/2) that belongs to
+// row r (bytes 0-31 of the indices; the weights' half is 64 bytes further on).
+inline uint8_t* panel_half(const PairPlan& plan, int h, int r) {
+  const int64_t entries = plan.halves * plan.steps * kPairs;
+  if (int64_t(pair_panel.entries.size()) < entries) pair_panel.entries.resize(size_t(entries));
+  return reinterpret_cast<uint8_t*>(pair_panel.entries.data() + h * plan.steps * kPairs + r / 2) +
+         32 * (r % 2);
+}
+
+inline void store_half(uint8_t* half, int64_t step, __m256i index, __m256i weights) {
+  uint8_t* at = half + step * int64_t(sizeof(PairEntry)) * kPairs;
+  _mm256_store_si256(reinterpret_cast<__m256i*>(at), index);
+  _mm256_store_si256(reinterpret_cast<__m256i*>(at + 64), weights);
+}
+
+// Permute indices (0..63 within the window) of 32 int8 kept values from their 8 meta bytes: value
 // v = 8q + j (qword q, byte j) sits in group v/2 and picks element 4 * (v/2) + its 2-bit field.
 inline __m256i int8_window_index(uint64_t meta64) {
   alignas(32) static constexpr uint8_t kShift[32] = {  // 2v: value v's field
@@ -207,179 +250,275 @@ inline __m256i int8_window_index(uint64_t meta64) {
                                    _mm256_load_si256(reinterpret_cast<const __m256i*>(kGroup)), 0xEA);
 }
 
-// Decodes rows r0 .. r0+rows-1 into this thread's panel, each row into its half of its pair's
-// entries (the short last window zero-padded by for_each_block), and sums each row's weights. The
-// partner of an odd last row gets zero weights.
-void decode_pair_panel(const Problem& p, int64_t r0, int rows) {
-  const int64_t windows = panel_windows(p);
-  if (int64_t(pair_panel.entries.size()) < windows * kPairs)
-    pair_panel.entries.resize(size_t(windows * kPairs));
-  const __m256i ones = _mm256_set1_epi8(1);
+// Decodes rows r0 .. r0+rows-1 into this thread's panel (the short last step zero-padded by
+// for_each_block); int8 also sums each row's weights. The partner of an odd last row gets zero
+// weights. bfloat16 reuses bf16_index: vpermb reads only the low 6 bits of its byte indices, the
+// position within the window.
+void decode_pairs(const Problem& p, int64_t r0, int rows) {
+  const PairPlan plan = pair_plan(p);
+  const __m256i ones = _mm256_set1_epi8(1), zero = _mm256_setzero_si256();
   for (int r = 0; r < rows + rows % 2; ++r) {
-    // Row r's index half; its weight half is 64 bytes further, the next window kPairs entries on.
-    uint8_t* half = reinterpret_cast<uint8_t*>(pair_panel.entries.data() + r / 2) + 32 * (r % 2);
-    auto store = [&](int64_t window, __m256i index, __m256i weights) PS24_INLINE {
-      uint8_t* at = half + window * int64_t(sizeof(PairEntry)) * kPairs;
-      _mm256_store_si256(reinterpret_cast<__m256i*>(at), index);
-      _mm256_store_si256(reinterpret_cast<__m256i*>(at + 64), weights);
-    };
+    uint8_t* first = panel_half(plan, 0, r);
+    uint8_t* second = panel_half(plan, plan.halves - 1, r);
     if (r == rows) {
-      for (int64_t w = 0; w < windows; ++w) store(w, _mm256_setzero_si256(), _mm256_setzero_si256());
+      for (int64_t t = 0; t < plan.steps; ++t) {
+        store_half(first, t, zero, zero);
+        store_half(second, t, zero, zero);
+      }
       pair_panel.weight_sums[r] = 0;
       continue;
     }
-    __m256i index, weights, weight_sum = _mm256_setzero_si256();
-    for_each_block<int8_t, 1, 32>(
-        p, r0 + r,
-        [&](int, const int8_t* values, const uint8_t* meta) PS24_INLINE {
-          index = int8_window_index(load_u64(meta));
-          weights = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(values));
-          weight_sum = _mm256_dpbusd_epi32(weight_sum, ones, weights);
-        },
-        [&](int64_t window) PS24_INLINE { store(window, index, weights); });
-    pair_panel.weight_sums[r] = _mm512_reduce_add_epi32(_mm512_zextsi256_si512(weight_sum));
+    if (p.kind == Kind::I8) {
+      __m256i index, weights, weight_sum = zero;
+      for_each_block<int8_t, 1, 32>(
+          p, r0 + r,
+          [&](int, const int8_t* values, const uint8_t* meta) PS24_INLINE {
+            index = int8_window_index(load_u64(meta));
+            weights = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(values));
+            weight_sum = _mm256_dpbusd_epi32(weight_sum, ones, weights);
+          },
+          [&](int64_t step) PS24_INLINE { store_half(first, step, index, weights); });
+      pair_panel.weight_sums[r] = _mm512_reduce_add_epi32(_mm512_zextsi256_si512(weight_sum));
+    } else {
+      __m512i index, weights;
+      for_each_block<uint16_t, 1, 32>(
+          p, r0 + r,
+          [&](int, const uint16_t* values, const uint8_t* meta) PS24_INLINE {
+            index = bf16_index(load_u64(meta));
+            weights = _mm512_loadu_si512(values);
+          },
+          [&](int64_t step) PS24_INLINE {
+            store_half(first, step, _mm512_castsi512_si256(index), _mm512_castsi512_si256(weights));
+            store_half(second, step, _mm512_extracti64x4_epi64(index, 1),
+                       _mm512_extracti64x4_epi64(weights, 1));
+          });
+    }
   }
 }
 
-// acc[q][c] (in memory, 64-byte aligned) += the dot products of a full tile (4 pairs x 4 columns)
-// over `windows` windows, in assembly: from the C++ loop GCC 12 copies every accumulator to
-// another register and back in each window (seen in the asm), ~30% more instructions.
-// zmm(4q + c): acc[q][c]; zmm16-19: the pairs' indices, zmm20-23: their weights; zmm24: one
-// column's window of X; zmm25-28: the picked bytes.
-#define PS24_PAIR_COLUMN(x, a0, a1, a2, a3)          \
-  "vmovdqu64 " x ", %%zmm24\n\t"                     \
-  "vpermb %%zmm24, %%zmm16, %%zmm25\n\t"             \
-  "vpdpbusd %%zmm20, %%zmm25, %%zmm" a0 "\n\t"       \
-  "vpermb %%zmm24, %%zmm17, %%zmm26\n\t"             \
-  "vpdpbusd %%zmm21, %%zmm26, %%zmm" a1 "\n\t"       \
-  "vpermb %%zmm24, %%zmm18, %%zmm27\n\t"             \
-  "vpdpbusd %%zmm22, %%zmm27, %%zmm" a2 "\n\t"       \
-  "vpermb %%zmm24, %%zmm19, %%zmm28\n\t"             \
-  "vpdpbusd %%zmm23, %%zmm28, %%zmm" a3 "\n\t"
-void int8_pair_windows_4x4(__m512i (&acc)[kPairs][4], const PairEntry* entry, const uint8_t* x,
-                           int64_t stride, int64_t windows) {
+// acc[q][c] (in memory, 64-byte aligned) += the dot products of a full tile, 4 pairs x 4 columns,
+// over `steps` steps, in assembly: from C++ loops GCC 12 copies every accumulator to another
+// register and back in each step (seen in the asm), ~30% more instructions.
+// zmm(4q + c): acc[q][c]; zmm16-19: the pairs' indices, zmm20-23: their weights; zmm24: a window
+// of one column of X; zmm25-28: the picked elements.
+#define PS24_PAIR_COLUMN(dot, x, a0, a1, a2, a3) \
+  "vmovdqu64 " x ", %%zmm24\n\t"                 \
+  "vpermb %%zmm24, %%zmm16, %%zmm25\n\t"         \
+  dot " %%zmm20, %%zmm25, %%zmm" a0 "\n\t"       \
+  "vpermb %%zmm24, %%zmm17, %%zmm26\n\t"         \
+  dot " %%zmm21, %%zmm26, %%zmm" a1 "\n\t"       \
+  "vpermb %%zmm24, %%zmm18, %%zmm27\n\t"         \
+  dot " %%zmm22, %%zmm27, %%zmm" a2 "\n\t"       \
+  "vpermb %%zmm24, %%zmm19, %%zmm28\n\t"         \
+  dot " %%zmm23, %%zmm28, %%zmm" a3 "\n\t"
+#define PS24_PAIR_LOOP(dot)                                                                       \
+  asm volatile(                                                                                  \
+      "vmovdqa64 0(%[acc]), %%zmm0\n\t"    "vmovdqa64 64(%[acc]), %%zmm1\n\t"                    \
+      "vmovdqa64 128(%[acc]), %%zmm2\n\t"  "vmovdqa64 192(%[acc]), %%zmm3\n\t"                   \
+      "vmovdqa64 256(%[acc]), %%zmm4\n\t"  "vmovdqa64 320(%[acc]), %%zmm5\n\t"                   \
+      "vmovdqa64 384(%[acc]), %%zmm6\n\t"  "vmovdqa64 448(%[acc]), %%zmm7\n\t"                   \
+      "vmovdqa64 512(%[acc]), %%zmm8\n\t"  "vmovdqa64 576(%[acc]), %%zmm9\n\t"                   \
+      "vmovdqa64 640(%[acc]), %%zmm10\n\t" "vmovdqa64 704(%[acc]), %%zmm11\n\t"                  \
+      "vmovdqa64 768(%[acc]), %%zmm12\n\t" "vmovdqa64 832(%[acc]), %%zmm13\n\t"                  \
+      "vmovdqa64 896(%[acc]), %%zmm14\n\t" "vmovdqa64 960(%[acc]), %%zmm15\n\t"                  \
+      "1:\n\t"                                                                                   \
+      "vmovdqa64 0(%[e]), %%zmm16\n\t"     "vmovdqa64 64(%[e]), %%zmm20\n\t"                     \
+      "vmovdqa64 128(%[e]), %%zmm17\n\t"   "vmovdqa64 192(%[e]), %%zmm21\n\t"                    \
+      "vmovdqa64 256(%[e]), %%zmm18\n\t"   "vmovdqa64 320(%[e]), %%zmm22\n\t"                    \
+      "vmovdqa64 384(%[e]), %%zmm19\n\t"   "vmovdqa64 448(%[e]), %%zmm23\n\t"                    \
+      PS24_PAIR_COLUMN(dot, "(%[x])", "0", "4", "8", "12")                                       \
+      PS24_PAIR_COLUMN(dot, "(%[x],%[s],1)", "1", "5", "9", "13")                                \
+      PS24_PAIR_COLUMN(dot, "(%[x],%[s],2)", "2", "6", "10", "14")                               \
+      PS24_PAIR_COLUMN(dot, "(%[x],%[s3],1)", "3", "7", "11", "15")                              \
+      "add $512, %[e]\n\t"                                                                       \
+      "add %[step], %[x]\n\t"                                                                    \
+      "dec %[n]\n\t"                                                                             \
+      "jnz 1b\n\t"                                                                               \
+      "vmovdqa64 %%zmm0, 0(%[acc])\n\t"    "vmovdqa64 %%zmm1, 64(%[acc])\n\t"                    \
+      "vmovdqa64 %%zmm2, 128(%[acc])\n\t"  "vmovdqa64 %%zmm3, 192(%[acc])\n\t"                   \
+      "vmovdqa64 %%zmm4, 256(%[acc])\n\t"  "vmovdqa64 %%zmm5, 320(%[acc])\n\t"                   \
+      "vmovdqa64 %%zmm6, 384(%[acc])\n\t"  "vmovdqa64 %%zmm7, 448(%[acc])\n\t"                   \
+      "vmovdqa64 %%zmm8, 512(%[acc])\n\t"  "vmovdqa64 %%zmm9, 576(%[acc])\n\t"                   \
+      "vmovdqa64 %%zmm10, 640(%[acc])\n\t" "vmovdqa64 %%zmm11, 704(%[acc])\n\t"                  \
+      "vmovdqa64 %%zmm12, 768(%[acc])\n\t" "vmovdqa64 %%zmm13, 832(%[acc])\n\t"                  \
+      "vmovdqa64 %%zmm14, 896(%[acc])\n\t" "vmovdqa64 %%zmm15, 960(%[acc])\n\t"                  \
+      : [e] "+r"(entry), [x] "+r"(x), [n] "+r"(steps)                                            \
+      : [acc] "r"(acc), [s] "r"(stride), [s3] "r"(3 * stride), [step] "r"(x_step)                \
+      : "zmm0", "zmm1", "zmm2", "zmm3", "zmm4", "zmm5", "zmm6", "zmm7", "zmm8", "zmm9", "zmm10",  \
+        "zmm11", "zmm12", "zmm13", "zmm14", "zmm15", "zmm16", "zmm17", "zmm18", "zmm19", "zmm20", \
+        "zmm21", "zmm22", "zmm23", "zmm24", "zmm25", "zmm26", "zmm27", "zmm28", "cc", "memory")
+
+// x: the first step's window of the tile's first column; stride: bytes between columns; x_step:
+// bytes between one step's windows and the next's.
+template <Kind kind>
+void pair_steps_4x4(__m512i (&acc)[kPairs][4], const PairEntry* entry, const uint8_t* x,
+                    int64_t stride, int64_t x_step, int64_t steps) {
   static_assert(kPairs == 4 && sizeof(PairEntry) == 128, "the assembly's register and offset plan");
-  if (windows <= 0) return;
-  const int64_t stride3 = 3 * stride;
-  asm volatile(
-      "vmovdqa64 0(%[acc]), %%zmm0\n\t"    "vmovdqa64 64(%[acc]), %%zmm1\n\t"
-      "vmovdqa64 128(%[acc]), %%zmm2\n\t"  "vmovdqa64 192(%[acc]), %%zmm3\n\t"
-      "vmovdqa64 256(%[acc]), %%zmm4\n\t"  "vmovdqa64 320(%[acc]), %%zmm5\n\t"
-      "vmovdqa64 384(%[acc]), %%zmm6\n\t"  "vmovdqa64 448(%[acc]), %%zmm7\n\t"
-      "vmovdqa64 512(%[acc]), %%zmm8\n\t"  "vmovdqa64 576(%[acc]), %%zmm9\n\t"
-      "vmovdqa64 640(%[acc]), %%zmm10\n\t" "vmovdqa64 704(%[acc]), %%zmm11\n\t"
-      "vmovdqa64 768(%[acc]), %%zmm12\n\t" "vmovdqa64 832(%[acc]), %%zmm13\n\t"
-      "vmovdqa64 896(%[acc]), %%zmm14\n\t" "vmovdqa64 960(%[acc]), %%zmm15\n\t"
-      "1:\n\t"
-      "vmovdqa64 0(%[e]), %%zmm16\n\t"     "vmovdqa64 64(%[e]), %%zmm20\n\t"
-      "vmovdqa64 128(%[e]), %%zmm17\n\t"   "vmovdqa64 192(%[e]), %%zmm21\n\t"
-      "vmovdqa64 256(%[e]), %%zmm18\n\t"   "vmovdqa64 320(%[e]), %%zmm22\n\t"
-      "vmovdqa64 384(%[e]), %%zmm19\n\t"   "vmovdqa64 448(%[e]), %%zmm23\n\t"
-      PS24_PAIR_COLUMN("(%[x])", "0", "4", "8", "12")
-      PS24_PAIR_COLUMN("(%[x],%[s],1)", "1", "5", "9", "13")
-      PS24_PAIR_COLUMN("(%[x],%[s],2)", "2", "6", "10", "14")
-      PS24_PAIR_COLUMN("(%[x],%[s3],1)", "3", "7", "11", "15")
-      "add $512, %[e]\n\t"
-      "add $64, %[x]\n\t"
-      "dec %[n]\n\t"
-      "jnz 1b\n\t"
-      "vmovdqa64 %%zmm0, 0(%[acc])\n\t"    "vmovdqa64 %%zmm1, 64(%[acc])\n\t"
-      "vmovdqa64 %%zmm2, 128(%[acc])\n\t"  "vmovdqa64 %%zmm3, 192(%[acc])\n\t"
-      "vmovdqa64 %%zmm4, 256(%[acc])\n\t"  "vmovdqa64 %%zmm5, 320(%[acc])\n\t"
-      "vmovdqa64 %%zmm6, 384(%[acc])\n\t"  "vmovdqa64 %%zmm7, 448(%[acc])\n\t"
-      "vmovdqa64 %%zmm8, 512(%[acc])\n\t"  "vmovdqa64 %%zmm9, 576(%[acc])\n\t"
-      "vmovdqa64 %%zmm10, 640(%[acc])\n\t" "vmovdqa64 %%zmm11, 704(%[acc])\n\t"
-      "vmovdqa64 %%zmm12, 768(%[acc])\n\t" "vmovdqa64 %%zmm13, 832(%[acc])\n\t"
-      "vmovdqa64 %%zmm14, 896(%[acc])\n\t" "vmovdqa64 %%zmm15, 960(%[acc])\n\t"
-      : [e] "+r"(entry), [x] "+r"(x), [n] "+r"(windows)
-      : [acc] "r"(&acc[0][0]), [s] "r"(stride), [s3] "r"(stride3)
-      : "zmm0", "zmm1", "zmm2", "zmm3", "zmm4", "zmm5", "zmm6", "zmm7", "zmm8", "zmm9", "zmm10",
-        "zmm11", "zmm12", "zmm13", "zmm14", "zmm15", "zmm16", "zmm17", "zmm18", "zmm19", "zmm20",
-        "zmm21", "zmm22", "zmm23", "zmm24", "zmm25", "zmm26", "zmm27", "zmm28", "cc", "memory");
+  if (steps <= 0) return;
+  if constexpr (kind == Kind::I8) PS24_PAIR_LOOP("vpdpbusd");
+  else PS24_PAIR_LOOP("vdpbf16ps");
 }
 #undef PS24_PAIR_COLUMN
+#undef PS24_PAIR_LOOP
 
-// The 32 row sums of a full tile, as two vectors of rows x 4 columns (rows 0-3, rows 4-7): a tree
-// of adds over all 16 accumulators at once instead of a horizontal sum per half accumulator.
-inline void pair_row_sums(const __m512i (&acc)[kPairs][4], __m512i (&rows)[2]) {
-  __m512i chunk_sums[kPairs];  // 128-bit chunk j of pair q: its 4 lanes summed, for columns 0-3
+// While a row block's tiles run, bring the next block's weights into cache, a slice per tile and
+// part: decoding waited on memory for ~10% of the int8 time at 4096 x 128 x 4096 without it
+// (measured).
+template <typename Value>
+inline void prefetch_next_rows(const Problem& p, int64_t next_r0, int64_t c0, int part, int parts) {
+  if (next_r0 >= p.M) return;
+  const int64_t rows = p.M - next_r0 < kPairRows ? p.M - next_r0 : kPairRows;
+  const int64_t column_tiles = (p.N + 3) / 4;
+  const int64_t tiles = column_tiles * parts, tile = part * column_tiles + c0 / 4;
+  auto slice = [&](const void* begin, int64_t bytes) {
+    for (int64_t at = bytes * tile / tiles & ~int64_t(63); at < bytes * (tile + 1) / tiles; at += 64)
+      _mm_prefetch(static_cast<const char*>(begin) + at, _MM_HINT_T1);
+  };
+  const int64_t nv = p.K / 2;
+  slice(static_cast<const Value*>(p.values) + next_r0 * nv, rows * nv * int64_t(sizeof(Value)));
+  slice(p.meta + next_r0 * p.meta_cols, rows * p.meta_cols);
+}
+
+// The accumulators of each column tile, per half, kept in memory from one part to the next (per
+// thread: the parts of a row block run on the thread that decoded its panel).
+struct TileAccumulators {
+  __m512i half[2][kPairs][4];
+};
+thread_local std::vector<TileAccumulators> saved_accumulators;
+
+// int8 results of a full tile: a tree of adds over all 16 accumulators at once instead of a
+// horizontal sum per half accumulator; then the u8 correction and the bias, as vectors.
+void store_int8_tile(const Problem& p, const __m512i (&acc)[kPairs][4], int64_t r0, int64_t c0) {
+  // Per pair q: chunk j (lanes 4j..4j+3) summed, for columns 0-3. Row A is chunks 0 + 1, B 2 + 3.
+  __m512i chunk_sums[kPairs];
   for (int q = 0; q < kPairs; ++q) {
     const __m512i& a = acc[q][0], &b = acc[q][1], &c = acc[q][2], &d = acc[q][3];
     const __m512i ab = _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b));
     const __m512i cd = _mm512_add_epi32(_mm512_unpacklo_epi32(c, d), _mm512_unpackhi_epi32(c, d));
     chunk_sums[q] = _mm512_add_epi32(_mm512_unpacklo_epi64(ab, cd), _mm512_unpackhi_epi64(ab, cd));
   }
-  // Row A of a pair is chunks 0 + 1, row B chunks 2 + 3.
+  alignas(64) int32_t sums[kPairRows][4];
+  // Lane i of half h belongs to row 4h + i/4: subtract 128 * its weight sum, add its bias.
+  const __m512i row_of_lane = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+  const __m512i weight_sums = _mm512_castsi256_si512(
+      _mm256_load_si256(reinterpret_cast<const __m256i*>(pair_panel.weight_sums)));
+  const __m512i bias = p.bias ? _mm512_castsi256_si512(_mm256_loadu_si256(
+                                    reinterpret_cast<const __m256i*>(static_cast<const int32_t*>(p.bias) + r0)))
+                              : _mm512_setzero_si512();
   for (int h = 0; h < 2; ++h) {
     const __m512i& u = chunk_sums[2 * h], &v = chunk_sums[2 * h + 1];
-    rows[h] = _mm512_add_epi32(_mm512_shuffle_i32x4(u, v, 0x88), _mm512_shuffle_i32x4(u, v, 0xDD));
+    const __m512i rows = _mm512_add_epi32(_mm512_shuffle_i32x4(u, v, 0x88), _mm512_shuffle_i32x4(u, v, 0xDD));
+    const __m512i lanes = _mm512_add_epi32(row_of_lane, _mm512_set1_epi32(4 * h));
+    const __m512i correction = _mm512_slli_epi32(_mm512_permutexvar_epi32(lanes, weight_sums), 7);
+    _mm512_store_si512(sums[4 * h], _mm512_add_epi32(_mm512_sub_epi32(rows, correction),
+                                                     _mm512_permutexvar_epi32(lanes, bias)));
   }
+  int32_t* out = static_cast<int32_t*>(p.out);
+  for (int r = 0; r < kPairRows; ++r)
+    for (int c = 0; c < 4; ++c) out[(r0 + r) * p.out_stride_m + (c0 + c) * p.out_stride_n] = sums[r][c];
 }
 
-// While a row block's tiles run, bring the next block's weights into cache, a slice per tile:
-// decoding waited on memory for ~10% of the time at 4096 x 128 x 4096 without it (measured).
-inline void prefetch_next_rows(const Problem& p, int64_t next_r0, int64_t c0, int C) {
-  if (next_r0 >= p.M) return;
-  const int64_t rows = p.M - next_r0 < kPairRows ? p.M - next_r0 : kPairRows;
-  const int64_t tiles = (p.N + C - 1) / C, tile = c0 / C;
-  auto slice = [&](const uint8_t* begin, int64_t bytes) {
-    for (int64_t at = bytes * tile / tiles & ~int64_t(63); at < bytes * (tile + 1) / tiles; at += 64)
-      _mm_prefetch(reinterpret_cast<const char*>(begin + at), _MM_HINT_T1);
-  };
-  slice(static_cast<const uint8_t*>(p.values) + next_r0 * (p.K / 2), rows * (p.K / 2));
-  slice(p.meta + next_r0 * p.meta_cols, rows * p.meta_cols);
-}
-
-// R rows (R/2 pairs, rounded up) x C columns of the output from the panel of rows r0 .. r0+R-1.
-// Full tiles run the assembly loop and the summing tree; edge tiles a plain loop.
-template <int R, int C>
-void int8_pair_tile(const Problem& p, const PackedX& x, int64_t r0, int64_t c0) {
-  constexpr int Q = (R + 1) / 2;
-  const uint8_t* xs = static_cast<const uint8_t*>(x.data) + c0 * x.stride;
-  const int64_t windows = panel_windows(p);
-  prefetch_next_rows(p, r0 + kPairRows, c0, 4);
-  alignas(64) __m512i acc[kPairs][4];
-  for (int q = 0; q < Q; ++q)
-    for (int c = 0; c < C; ++c) acc[q][c] = _mm512_setzero_si512();
-  const int32_t* weight_sums = pair_panel.weight_sums;
-  if constexpr (R == kPairRows && C == 4) {
-    int8_pair_windows_4x4(acc, pair_panel.entries.data(), xs, x.stride, windows);
-    __m512i rows[2];
-    pair_row_sums(acc, rows);
-    alignas(64) int32_t sums[kPairRows][4];
-    // Lane i of rows[h] belongs to row 4h + i/4; subtract 128 * its weight sum, add its bias.
-    const __m512i row_of_lane = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
-    const __m512i all_sums = _mm512_castsi256_si512(
-        _mm256_load_si256(reinterpret_cast<const __m256i*>(weight_sums)));
-    const __m256i bias = p.bias ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(
-                                      static_cast<const int32_t*>(p.bias) + r0))
-                                : _mm256_setzero_si256();
-    for (int h = 0; h < 2; ++h) {
-      const __m512i lanes = _mm512_add_epi32(row_of_lane, _mm512_set1_epi32(4 * h));
-      const __m512i correction = _mm512_slli_epi32(_mm512_permutexvar_epi32(lanes, all_sums), 7);
-      const __m512i row_bias = _mm512_permutexvar_epi32(lanes, _mm512_castsi256_si512(bias));
-      _mm512_store_si512(sums[4 * h], _mm512_add_epi32(_mm512_sub_epi32(rows[h], correction), row_bias));
+// bfloat16 results of a full tile: the contract's lane tree (matmul.h: reduce16) for all 32 results
+// at once, each level as one vector add: s[j] + s[j+8] (first half's lane + second half's), then
+// + 4, + 2, + 1; then the bias and the rounding to bfloat16 (float_to_bf16's, as integer ops).
+void store_bf16_tile(const Problem& p, const __m512i (&acc)[2][kPairs][4], int64_t r0, int64_t c0) {
+  // t[q][c]: lanes 0-7 row 2q's eight sums s[j] + s[j+8], lanes 8-15 row 2q+1's.
+  __m512 t[kPairs][4];
+  for (int q = 0; q < kPairs; ++q)
+    for (int c = 0; c < 4; ++c)
+      t[q][c] = _mm512_add_ps(_mm512_castsi512_ps(acc[0][q][c]), _mm512_castsi512_ps(acc[1][q][c]));
+  // u[k][c], chunk i (row 4k + i, column c): u[j] = t[j] + t[j+4], j < 4.
+  __m512 u[2][4];
+  for (int k = 0; k < 2; ++k)
+    for (int c = 0; c < 4; ++c) {
+      const __m512 &a = t[2 * k][c], &b = t[2 * k + 1][c];
+      u[k][c] = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x88), _mm512_shuffle_f32x4(a, b, 0xDD));
     }
-    int32_t* out = static_cast<int32_t*>(p.out);
-    for (int r = 0; r < kPairRows; ++r)
-      for (int c = 0; c < 4; ++c) out[(r0 + r) * p.out_stride_m + (c0 + c) * p.out_stride_n] = sums[r][c];
-    return;
+  alignas(64) float sums[kPairRows][4];
+  for (int k = 0; k < 2; ++k) {
+    // v[m], chunk i: (u0 + u2, u1 + u3) of row 4k + i in columns 2m and 2m + 1.
+    __m512 v[2];
+    for (int m = 0; m < 2; ++m) {
+      const __m512d a = _mm512_castps_pd(u[k][2 * m]), b = _mm512_castps_pd(u[k][2 * m + 1]);
+      v[m] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(a, b)), _mm512_castpd_ps(_mm512_unpackhi_pd(a, b)));
+    }
+    // Chunk i: v0 + v1 of row 4k + i, columns 0-3.
+    _mm512_store_ps(sums[4 * k], _mm512_add_ps(_mm512_shuffle_ps(v[0], v[1], 0x88), _mm512_shuffle_ps(v[0], v[1], 0xDD)));
   }
-  const PairEntry* entry = pair_panel.entries.data();
-  for (int64_t w = 0; w < windows; ++w, entry += kPairs) {
-    for (int c = 0; c < C; ++c) {
-      const __m512i window = _mm512_loadu_si512(xs + c * x.stride + 64 * w);
-      for (int q = 0; q < Q; ++q) {
-        const __m512i picked = _mm512_permutexvar_epi8(_mm512_load_si512(&entry[q].index), window);
-        acc[q][c] = _mm512_dpbusd_epi32(acc[q][c], picked, _mm512_load_si512(&entry[q].weights));
+  for (int r = 0; r < kPairRows; ++r)
+    for (int c = 0; c < 4; ++c) store_float(p, r0 + r, c0 + c, sums[r][c]);
+}
+
+// R rows (R/2 pairs, rounded up) x C columns of the output from the panel of rows r0 .. r0+R-1,
+// over one part of one half. Full tiles run the assembly loop; edge tiles a plain loop.
+template <Kind kind, int R, int C>
+void pair_tile(const Problem& p, const PackedX& x, int64_t r0, int64_t c0, int part) {
+  using Value = std::conditional_t<kind == Kind::I8, int8_t, uint16_t>;
+  constexpr int Q = (R + 1) / 2;
+  const PairPlan plan = pair_plan(p);
+  const int h = part / plan.k_parts, k_part = part % plan.k_parts;
+  const int64_t first = plan.steps * k_part / plan.k_parts, steps = plan.steps * (k_part + 1) / plan.k_parts - first;
+  const int64_t stride = x.stride * int64_t(sizeof(Value));  // bytes between columns of packed X
+  const uint8_t* xs = static_cast<const uint8_t*>(x.data) + c0 * stride + first * plan.x_stride + 64 * h;
+  const PairEntry* entries = pair_panel.entries.data() + (h * plan.steps + first) * kPairs;
+  prefetch_next_rows<Value>(p, r0 + kPairRows, c0, part, plan.parts());
+
+  if (saved_accumulators.size() < size_t((p.N + 3) / 4)) saved_accumulators.resize(size_t((p.N + 3) / 4));
+  TileAccumulators& saved = saved_accumulators[size_t(c0 / 4)];
+  __m512i (&acc)[kPairs][4] = saved.half[h];
+  if (k_part == 0)
+    for (auto& pair : acc)
+      for (__m512i& v : pair) v = _mm512_setzero_si512();  // also the bit pattern of 0.0f
+  if constexpr (R == kPairRows && C == 4) {
+    pair_steps_4x4<kind>(acc, entries, xs, stride, plan.x_stride, steps);
+  } else {
+    __m512i a[Q][C];  // a local copy, so that the accumulators can live in registers
+    for (int q = 0; q < Q; ++q)
+      for (int c = 0; c < C; ++c) a[q][c] = acc[q][c];
+    for (int64_t t = 0; t < steps; ++t, entries += kPairs) {
+      for (int c = 0; c < C; ++c) {
+        const __m512i window = _mm512_loadu_si512(xs + c * stride + t * plan.x_stride);
+        for (int q = 0; q < Q; ++q) {
+          const __m512i picked = _mm512_permutexvar_epi8(_mm512_load_si512(&entries[q].index), window);
+          const __m512i weights = _mm512_load_si512(&entries[q].weights);
+          if constexpr (kind == Kind::I8) a[q][c] = _mm512_dpbusd_epi32(a[q][c], picked, weights);
+          else a[q][c] = _mm512_castps_si512(_mm512_dpbf16_ps(_mm512_castsi512_ps(a[q][c]),
+                                                              (__m512bh)weights, (__m512bh)picked));
+        }
       }
     }
+    for (int q = 0; q < Q; ++q)
+      for (int c = 0; c < C; ++c) acc[q][c] = a[q][c];
   }
-  for (int r = 0; r < R; ++r) {
-    const uint32_t correction = 128u * uint32_t(weight_sums[r]);
-    const __mmask16 half = r % 2 ? 0xFF00 : 0x00FF;
-    for (int c = 0; c < C; ++c)
-      store_int(p, r0 + r, c0 + c, uint32_t(_mm512_mask_reduce_add_epi32(half, acc[r / 2][c])) - correction);
+  if (part < plan.parts() - 1) return;
+
+  if constexpr (kind == Kind::I8) {
+    if constexpr (R == kPairRows && C == 4) {
+      store_int8_tile(p, acc, r0, c0);
+    } else {
+      for (int r = 0; r < R; ++r) {
+        const uint32_t correction = 128u * uint32_t(pair_panel.weight_sums[r]);
+        const __mmask16 half = r % 2 ? 0xFF00 : 0x00FF;
+        for (int c = 0; c < C; ++c)
+          store_int(p, r0 + r, c0 + c, uint32_t(_mm512_mask_reduce_add_epi32(half, acc[r / 2][c])) - correction);
+      }
+    }
+  } else if constexpr (R == kPairRows && C == 4) {
+    store_bf16_tile(p, saved.half, r0, c0);
+  } else {
+    // Row r's 16 contract lanes: its 8 lanes of the first half's accumulator, then of the second's.
+    for (int r = 0; r < R; ++r) {
+      for (int c = 0; c < C; ++c) {
+        alignas(64) float first_half[16], second_half[16], lanes[16];
+        _mm512_store_si512(first_half, saved.half[0][r / 2][c]);
+        _mm512_store_si512(second_half, saved.half[1][r / 2][c]);
+        for (int j = 0; j < 8; ++j) {
+          lanes[j] = first_half[8 * (r % 2) + j];
+          lanes[8 + j] = second_half[8 * (r % 2) + j];
+        }
+        store_float(p, r0 + r, c0 + c, reduce16(lanes));
+      }
+    }
   }
 }
 
@@ -388,7 +527,8 @@ void int8_pair_tile(const Problem& p, const PackedX& x, int64_t r0, int64_t c0) 
 template <int R, int C> struct F32Tile { static void run(const Problem& p, const PackedX& x, int64_t r0, int64_t c0) { f32_tile<R, C>(p, x, r0, c0); } };
 template <int R, int C> struct BF16Tile { static void run(const Problem& p, const PackedX& x, int64_t r0, int64_t c0) { bf16_tile<R, C>(p, x, r0, c0); } };
 template <int R, int C> struct I8Tile { static void run(const Problem& p, const PackedX& x, int64_t r0, int64_t c0) { int8_tile<R, C>(p, x, r0, c0); } };
-template <int R, int C> struct I8PairTile { static void run(const Problem& p, const PackedX& x, int64_t r0, int64_t c0) { int8_pair_tile<R, C>(p, x, r0, c0); } };
+template <int R, int C> struct I8PairTile { static void run(const Problem& p, const PackedX& x, int64_t r0, int64_t c0, int part) { pair_tile<Kind::I8, R, C>(p, x, r0, c0, part); } };
+template <int R, int C> struct BF16PairTile { static void run(const Problem& p, const PackedX& x, int64_t r0, int64_t c0, int part) { pair_tile<Kind::BF16, R, C>(p, x, r0, c0, part); } };
 
 // Tile shapes. GEMV (N <= 2, memory-bound): one row at a time, so each thread streams a single run
 // of weight lines (measured 10-35% faster than 4 interleaved rows). Otherwise 4 rows x 4 columns:
@@ -398,6 +538,13 @@ template <template <int, int> class Kernel>
 void run_kernel(const Problem& p, const PackedX& x, int64_t column_bytes) {
   if (p.N <= 2) run_tiles<Kernel, 1, 2>(p, x, column_bytes);
   else run_tiles<Kernel, 4, 4>(p, x, column_bytes);
+}
+
+template <template <int, int> class Kernel>
+void run_pair_tiles(const Problem& p, const PackedX& x, int64_t column_bytes) {
+  run_tiles<Kernel, kPairRows, 4>(
+      p, x, column_bytes, [&](int64_t r0, int rows) { decode_pairs(p, r0, rows); },
+      pair_plan(p).parts());
 }
 
 // ---- the large-N regime (matmul_axpy.h): broadcast value, X row loads, FMA ------------------
@@ -423,12 +570,13 @@ bool avx512_vbmi_supported() { return __builtin_cpu_supports("avx512vbmi"); }
 
 void run_avx512(const Problem& p, const PackedX& x) {
   switch (p.kind) {
-    case Kind::BF16: run_kernel<BF16Tile>(p, x, x.stride * 2); break;
+    case Kind::BF16:
+      if (p.N <= 2) run_tiles<BF16Tile, 1, 2>(p, x, x.stride * 2);
+      else run_pair_tiles<BF16PairTile>(p, x, x.stride * 2);
+      break;
     case Kind::I8:
       if (p.N <= 2) run_tiles<I8Tile, 1, 2>(p, x, x.stride);
-      else run_tiles<I8PairTile, kPairRows, 4>(p, x, x.stride, [&](int64_t r0, int rows) {
-          decode_pair_panel(p, r0, rows);
-        });
+      else run_pair_tiles<I8PairTile>(p, x, x.stride);
       break;
     default: run_kernel<F32Tile>(p, x, x.stride * 4); break;
   }

@@ -279,6 +279,27 @@ def test_bfloat16_denormals_follow_one_rule_on_every_path():
     assert np.any(results[0] & 0x7FFF)  # not everything flushed: the test exercises real sums
 
 
+def test_bfloat16_nan_and_inf_round_alike_on_every_path():
+    # Full 8 x 4 tiles round their results to bfloat16 as vectors: a NaN column, an infinity
+    # column and sums that overflow to infinity must come out as the scalar path's bits.
+    rng = np.random.default_rng(10)
+    w = random_sparse(rng, 16, 128, "bfloat16")
+    c = pysparse24.compress(w)
+    x = random_x(rng, (128, 8), "bfloat16")
+    x[:, 1] = np.nan
+    x[:, 2] = np.inf
+    x[:, 3] = ml_dtypes.bfloat16(3e38)  # finite inputs, sums past float32's range
+    results = []
+    for isa in PATHS:
+        _C.set_isa(isa)
+        results.append(pysparse24.matmul(c, x).view(np.uint16))
+    for r in results[1:]:
+        np.testing.assert_array_equal(r, results[0])
+    y = results[0].view(ml_dtypes.bfloat16).astype(np.float32)
+    assert np.all(np.isnan(y[:, 1])) and np.all(np.isfinite(y[:, [0, 4, 5, 6, 7]]))
+    assert np.all(np.isinf(y[:, 3]) | np.isnan(y[:, 3]))
+
+
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_batch_invariant_each_column_equals_its_gemv(dtype):
     # One summation order per output element whatever N and the tiling (float32: below

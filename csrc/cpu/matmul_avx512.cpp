@@ -220,21 +220,6 @@ inline PairPlan pair_plan(const Problem& p) {
   return plan;
 }
 
-// Makes room for the panel and returns the half of entry (half h, step 0, pair r/2) that belongs to
-// row r (bytes 0-31 of the indices; the weights' half is 64 bytes further on).
-inline uint8_t* panel_half(const PairPlan& plan, int h, int r) {
-  const int64_t entries = plan.halves * plan.steps * kPairs;
-  if (int64_t(pair_panel.entries.size()) < entries) pair_panel.entries.resize(size_t(entries));
-  return reinterpret_cast<uint8_t*>(pair_panel.entries.data() + h * plan.steps * kPairs + r / 2) +
-         32 * (r % 2);
-}
-
-inline void store_half(uint8_t* half, int64_t step, __m256i index, __m256i weights) {
-  uint8_t* at = half + step * int64_t(sizeof(PairEntry)) * kPairs;
-  _mm256_store_si256(reinterpret_cast<__m256i*>(at), index);
-  _mm256_store_si256(reinterpret_cast<__m256i*>(at + 64), weights);
-}
-
 // Permute indices (0..63 within the window) of 32 int8 kept values from their 8 meta bytes: value
 // v = 8q + j (qword q, byte j) sits in group v/2 and picks element 4 * (v/2) + its 2-bit field.
 inline __m256i int8_window_index(uint64_t meta64) {
@@ -250,49 +235,85 @@ inline __m256i int8_window_index(uint64_t meta64) {
                                    _mm256_load_si256(reinterpret_cast<const __m256i*>(kGroup)), 0xEA);
 }
 
+// While a row block's tiles run, its thread brings the next block's weights into cache, a few lines
+// per tile call (decoding from memory took ~20% of the bfloat16 time at 4096 x 128 x 4096,
+// measured). The next block is usually this thread's too: it takes runs of consecutive blocks.
+struct WeightPrefetch {
+  const char* at[2] = {};   // values, meta
+  const char* end[2] = {};
+};
+thread_local WeightPrefetch weight_prefetch;
+
+void plan_prefetch(const Problem& p, int64_t next_r0, int64_t value_bytes) {
+  const int64_t rows = next_r0 >= p.M ? 0 : p.M - next_r0 < kPairRows ? p.M - next_r0 : kPairRows;
+  const int64_t row_bytes[2] = {p.K / 2 * value_bytes, p.meta_cols};
+  const char* base[2] = {static_cast<const char*>(p.values), reinterpret_cast<const char*>(p.meta)};
+  for (int i = 0; i < 2; ++i) {
+    weight_prefetch.at[i] = base[i] + next_r0 * row_bytes[i];
+    weight_prefetch.end[i] = weight_prefetch.at[i] + rows * row_bytes[i];
+  }
+}
+
+inline void prefetch_some_weights() {
+  constexpr int kLines = 16;  // a row block has 4 x 4 = 16 tile calls or more (N > 12, 2+ parts)
+  for (int i = 0, n = 0; i < 2; ++i)
+    for (; n < kLines && weight_prefetch.at[i] < weight_prefetch.end[i]; ++n, weight_prefetch.at[i] += 64)
+      _mm_prefetch(weight_prefetch.at[i], _MM_HINT_T0);
+}
+
+// Decodes the pair of rows ra (and ra + 1 if `Rows` is 2; else the partner gets zero weights) into
+// entries [0, steps) of `first` (and, bfloat16, of `second`: the blocks' second windows), one whole
+// 64-byte entry at a time. int8 also sums each row's weights.
+template <typename Value, int Rows>
+void decode_pair(const Problem& p, int64_t ra, PairEntry* first, PairEntry* second, int32_t* weight_sums) {
+  constexpr bool kInt8 = std::is_same_v<Value, int8_t>;
+  const __m512i ones = _mm512_set1_epi8(1);
+  __m512i index[2] = {}, weights[2] = {}, weight_sum = _mm512_setzero_si512();
+  for_each_block<Value, Rows, 32>(
+      p, ra,
+      [&](int r, const Value* values, const uint8_t* meta) PS24_INLINE {
+        if constexpr (kInt8) {
+          index[r] = _mm512_castsi256_si512(int8_window_index(load_u64(meta)));
+          weights[r] = _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(values)));
+        } else {
+          index[r] = bf16_index(load_u64(meta));
+          weights[r] = _mm512_loadu_si512(values);
+        }
+      },
+      [&](int64_t step) PS24_INLINE {
+        if constexpr (kInt8) {  // A's 32 bytes, then B's
+          const PairEntry entry{_mm512_inserti64x4(index[0], _mm512_castsi512_si256(index[1]), 1),
+                                _mm512_inserti64x4(weights[0], _mm512_castsi512_si256(weights[1]), 1)};
+          weight_sum = _mm512_dpbusd_epi32(weight_sum, ones, entry.weights);
+          first[step * kPairs] = entry;
+        } else {  // the first window: A's 32 low bytes, then B's; the second: their high bytes
+          first[step * kPairs] = {_mm512_shuffle_i64x2(index[0], index[1], 0x44),
+                                  _mm512_shuffle_i64x2(weights[0], weights[1], 0x44)};
+          second[step * kPairs] = {_mm512_shuffle_i64x2(index[0], index[1], 0xEE),
+                                   _mm512_shuffle_i64x2(weights[0], weights[1], 0xEE)};
+        }
+      });
+  if constexpr (kInt8) {
+    weight_sums[0] = _mm512_mask_reduce_add_epi32(0x00FF, weight_sum);
+    weight_sums[1] = _mm512_mask_reduce_add_epi32(0xFF00, weight_sum);
+  }
+}
+
 // Decodes rows r0 .. r0+rows-1 into this thread's panel (the short last step zero-padded by
-// for_each_block); int8 also sums each row's weights. The partner of an odd last row gets zero
-// weights. bfloat16 reuses bf16_index: vpermb reads only the low 6 bits of its byte indices, the
-// position within the window.
+// for_each_block). bfloat16 reuses bf16_index: vpermb reads only the low 6 bits of its byte
+// indices, the position within the window.
+template <typename Value>
 void decode_pairs(const Problem& p, int64_t r0, int rows) {
   const PairPlan plan = pair_plan(p);
-  const __m256i ones = _mm256_set1_epi8(1), zero = _mm256_setzero_si256();
-  for (int r = 0; r < rows + rows % 2; ++r) {
-    uint8_t* first = panel_half(plan, 0, r);
-    uint8_t* second = panel_half(plan, plan.halves - 1, r);
-    if (r == rows) {
-      for (int64_t t = 0; t < plan.steps; ++t) {
-        store_half(first, t, zero, zero);
-        store_half(second, t, zero, zero);
-      }
-      pair_panel.weight_sums[r] = 0;
-      continue;
-    }
-    if (p.kind == Kind::I8) {
-      __m256i index, weights, weight_sum = zero;
-      for_each_block<int8_t, 1, 32>(
-          p, r0 + r,
-          [&](int, const int8_t* values, const uint8_t* meta) PS24_INLINE {
-            index = int8_window_index(load_u64(meta));
-            weights = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(values));
-            weight_sum = _mm256_dpbusd_epi32(weight_sum, ones, weights);
-          },
-          [&](int64_t step) PS24_INLINE { store_half(first, step, index, weights); });
-      pair_panel.weight_sums[r] = _mm512_reduce_add_epi32(_mm512_zextsi256_si512(weight_sum));
-    } else {
-      __m512i index, weights;
-      for_each_block<uint16_t, 1, 32>(
-          p, r0 + r,
-          [&](int, const uint16_t* values, const uint8_t* meta) PS24_INLINE {
-            index = bf16_index(load_u64(meta));
-            weights = _mm512_loadu_si512(values);
-          },
-          [&](int64_t step) PS24_INLINE {
-            store_half(first, step, _mm512_castsi512_si256(index), _mm512_castsi512_si256(weights));
-            store_half(second, step, _mm512_extracti64x4_epi64(index, 1),
-                       _mm512_extracti64x4_epi64(weights, 1));
-          });
-    }
+  plan_prefetch(p, r0 + kPairRows, sizeof(Value));
+  const int64_t entries = plan.halves * plan.steps * kPairs;
+  if (int64_t(pair_panel.entries.size()) < entries) pair_panel.entries.resize(size_t(entries));
+  for (int q = 0; 2 * q < rows; ++q) {
+    PairEntry* first = pair_panel.entries.data() + q;
+    PairEntry* second = first + (plan.halves - 1) * plan.steps * kPairs;
+    int32_t* weight_sums = pair_panel.weight_sums + 2 * q;
+    if (2 * q + 1 < rows) decode_pair<Value, 2>(p, r0 + 2 * q, first, second, weight_sums);
+    else decode_pair<Value, 1>(p, r0 + 2 * q, first, second, weight_sums);
   }
 }
 
@@ -361,24 +382,6 @@ void pair_steps_4x4(__m512i (&acc)[kPairs][4], const PairEntry* entry, const uin
 #undef PS24_PAIR_COLUMN
 #undef PS24_PAIR_LOOP
 
-// While a row block's tiles run, bring the next block's weights into cache, a slice per tile and
-// part: decoding waited on memory for ~10% of the int8 time at 4096 x 128 x 4096 without it
-// (measured).
-template <typename Value>
-inline void prefetch_next_rows(const Problem& p, int64_t next_r0, int64_t c0, int part, int parts) {
-  if (next_r0 >= p.M) return;
-  const int64_t rows = p.M - next_r0 < kPairRows ? p.M - next_r0 : kPairRows;
-  const int64_t column_tiles = (p.N + 3) / 4;
-  const int64_t tiles = column_tiles * parts, tile = part * column_tiles + c0 / 4;
-  auto slice = [&](const void* begin, int64_t bytes) {
-    for (int64_t at = bytes * tile / tiles & ~int64_t(63); at < bytes * (tile + 1) / tiles; at += 64)
-      _mm_prefetch(static_cast<const char*>(begin) + at, _MM_HINT_T1);
-  };
-  const int64_t nv = p.K / 2;
-  slice(static_cast<const Value*>(p.values) + next_r0 * nv, rows * nv * int64_t(sizeof(Value)));
-  slice(p.meta + next_r0 * p.meta_cols, rows * p.meta_cols);
-}
-
 // The accumulators of each column tile, per half, kept in memory from one part to the next (per
 // thread: the parts of a row block run on the thread that decoded its panel).
 struct TileAccumulators {
@@ -420,7 +423,8 @@ void store_int8_tile(const Problem& p, const __m512i (&acc)[kPairs][4], int64_t 
 
 // bfloat16 results of a full tile: the contract's lane tree (matmul.h: reduce16) for all 32 results
 // at once, each level as one vector add: s[j] + s[j+8] (first half's lane + second half's), then
-// + 4, + 2, + 1; then the bias and the rounding to bfloat16 (float_to_bf16's, as integer ops).
+// + 4, + 2, + 1; then the bias and the rounding to bfloat16 (float_to_bf16's, as integer ops; the
+// scalar stores took ~8% of the bfloat16 time at 4096 x 128 x 4096).
 void store_bf16_tile(const Problem& p, const __m512i (&acc)[2][kPairs][4], int64_t r0, int64_t c0) {
   // t[q][c]: lanes 0-7 row 2q's eight sums s[j] + s[j+8], lanes 8-15 row 2q+1's.
   __m512 t[kPairs][4];
@@ -434,7 +438,7 @@ void store_bf16_tile(const Problem& p, const __m512i (&acc)[2][kPairs][4], int64
       const __m512 &a = t[2 * k][c], &b = t[2 * k + 1][c];
       u[k][c] = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x88), _mm512_shuffle_f32x4(a, b, 0xDD));
     }
-  alignas(64) float sums[kPairRows][4];
+  alignas(64) uint16_t bits[kPairRows][4];
   for (int k = 0; k < 2; ++k) {
     // v[m], chunk i: (u0 + u2, u1 + u3) of row 4k + i in columns 2m and 2m + 1.
     __m512 v[2];
@@ -442,11 +446,26 @@ void store_bf16_tile(const Problem& p, const __m512i (&acc)[2][kPairs][4], int64
       const __m512d a = _mm512_castps_pd(u[k][2 * m]), b = _mm512_castps_pd(u[k][2 * m + 1]);
       v[m] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(a, b)), _mm512_castpd_ps(_mm512_unpackhi_pd(a, b)));
     }
-    // Chunk i: v0 + v1 of row 4k + i, columns 0-3.
-    _mm512_store_ps(sums[4 * k], _mm512_add_ps(_mm512_shuffle_ps(v[0], v[1], 0x88), _mm512_shuffle_ps(v[0], v[1], 0xDD)));
+    // Chunk i: v0 + v1 of row 4k + i, columns 0-3; plus the row's bias.
+    __m512 sums = _mm512_add_ps(_mm512_shuffle_ps(v[0], v[1], 0x88), _mm512_shuffle_ps(v[0], v[1], 0xDD));
+    if (p.bias) {
+      const __m512i row_of_lane = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+      sums = _mm512_add_ps(sums, _mm512_permutexvar_ps(row_of_lane, _mm512_castps128_ps512(
+                                     _mm_loadu_ps(static_cast<const float*>(p.bias) + r0 + 4 * k))));
+    }
+    // float_to_bf16: round to nearest even; a NaN stays a quiet NaN.
+    const __m512i u = _mm512_castps_si512(sums), high = _mm512_srli_epi32(u, 16);
+    const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)),
+                                                  _mm512_set1_epi32(0x7f800000));
+    const __m512i rounding = _mm512_add_epi32(_mm512_set1_epi32(0x7fff), _mm512_and_si512(high, _mm512_set1_epi32(1)));
+    const __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(u, rounding), 16);
+    const __m512i quiet = _mm512_or_si512(high, _mm512_set1_epi32(0x40));
+    _mm256_store_si256(reinterpret_cast<__m256i*>(bits[4 * k]),
+                       _mm512_cvtepi32_epi16(_mm512_mask_blend_epi32(nan, rounded, quiet)));
   }
+  uint16_t* out = static_cast<uint16_t*>(p.out);
   for (int r = 0; r < kPairRows; ++r)
-    for (int c = 0; c < 4; ++c) store_float(p, r0 + r, c0 + c, sums[r][c]);
+    for (int c = 0; c < 4; ++c) out[(r0 + r) * p.out_stride_m + (c0 + c) * p.out_stride_n] = bits[r][c];
 }
 
 // R rows (R/2 pairs, rounded up) x C columns of the output from the panel of rows r0 .. r0+R-1,
@@ -461,7 +480,7 @@ void pair_tile(const Problem& p, const PackedX& x, int64_t r0, int64_t c0, int p
   const int64_t stride = x.stride * int64_t(sizeof(Value));  // bytes between columns of packed X
   const uint8_t* xs = static_cast<const uint8_t*>(x.data) + c0 * stride + first * plan.x_stride + 64 * h;
   const PairEntry* entries = pair_panel.entries.data() + (h * plan.steps + first) * kPairs;
-  prefetch_next_rows<Value>(p, r0 + kPairRows, c0, part, plan.parts());
+  prefetch_some_weights();
 
   if (saved_accumulators.size() < size_t((p.N + 3) / 4)) saved_accumulators.resize(size_t((p.N + 3) / 4));
   TileAccumulators& saved = saved_accumulators[size_t(c0 / 4)];
@@ -543,7 +562,11 @@ void run_kernel(const Problem& p, const PackedX& x, int64_t column_bytes) {
 template <template <int, int> class Kernel>
 void run_pair_tiles(const Problem& p, const PackedX& x, int64_t column_bytes) {
   run_tiles<Kernel, kPairRows, 4>(
-      p, x, column_bytes, [&](int64_t r0, int rows) { decode_pairs(p, r0, rows); },
+      p, x, column_bytes,
+      [&](int64_t r0, int rows) {
+        if (p.kind == Kind::I8) decode_pairs<int8_t>(p, r0, rows);
+        else decode_pairs<uint16_t>(p, r0, rows);
+      },
       pair_plan(p).parts());
 }
 

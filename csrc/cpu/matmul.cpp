@@ -3,6 +3,8 @@
 #include "cpu/matmul.h"
 #include "cpu/matmul_axpy.h"
 
+#include <emmintrin.h>
+
 #include <cmath>
 #include <memory>
 #include <stdexcept>
@@ -45,6 +47,42 @@ constexpr int kAvx2Int8Order[64] = {
 
 constexpr int64_t kPackTile = 64;  // a multiple of every layout's block
 
+// SSE2 (the x86-64 baseline, so this file needs no ISA flags) interleaves by element size.
+template <int E> __m128i interleave_low(__m128i a, __m128i b);
+template <int E> __m128i interleave_high(__m128i a, __m128i b);
+template <> __m128i interleave_low<1>(__m128i a, __m128i b) { return _mm_unpacklo_epi8(a, b); }
+template <> __m128i interleave_high<1>(__m128i a, __m128i b) { return _mm_unpackhi_epi8(a, b); }
+template <> __m128i interleave_low<2>(__m128i a, __m128i b) { return _mm_unpacklo_epi16(a, b); }
+template <> __m128i interleave_high<2>(__m128i a, __m128i b) { return _mm_unpackhi_epi16(a, b); }
+template <> __m128i interleave_low<4>(__m128i a, __m128i b) { return _mm_unpacklo_epi32(a, b); }
+template <> __m128i interleave_high<4>(__m128i a, __m128i b) { return _mm_unpackhi_epi32(a, b); }
+
+// Writes the transpose of a full kPackTile x kPackTile tile, tile[slot][n] -> to[n * kp + slot],
+// in blocks of B x B elements of E bytes (B rows of 16 bytes). Each block takes log2(B) rounds of
+// perfect shuffles (row i interleaved with row i + B/2), after which row j holds column j. (Element
+// by element, the transpose took ~3 cycles per element: a third of the packing time.)
+template <typename T>
+void transpose_tile(const T (&tile)[kPackTile][kPackTile], T* to, int64_t kp) {
+  constexpr int E = sizeof(T), B = 16 / E;
+  // Columns outer: B destination rows at a time get whole cache lines (at K = 4096 they are 4 or
+  // 8 KB apart, in one L1 set; all 64 at once evict each other).
+  for (int n = 0; n < kPackTile; n += B) {
+    for (int s = 0; s < kPackTile; s += B) {
+      __m128i rows[B];
+      for (int i = 0; i < B; ++i) rows[i] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(&tile[s + i][n]));
+      for (int round = 1; round < B; round *= 2) {
+        __m128i next[B];
+        for (int i = 0; i < B / 2; ++i) {
+          next[2 * i] = interleave_low<E>(rows[i], rows[i + B / 2]);
+          next[2 * i + 1] = interleave_high<E>(rows[i], rows[i + B / 2]);
+        }
+        for (int i = 0; i < B; ++i) rows[i] = next[i];
+      }
+      for (int j = 0; j < B; ++j) _mm_storeu_si128(reinterpret_cast<__m128i*>(to + (n + j) * kp + s), rows[j]);
+    }
+  }
+}
+
 // Writes one tile of packed X: slots [s0, s1) of columns [n0, n1), each slot from its source row
 // of X (zero past K) through `convert`. Both the reads and the writes run along contiguous
 // memory: a strided walk over either side meets 64 lines at a stride of a power of two (4 KB at
@@ -80,6 +118,10 @@ void pack_tile(const Problem& p, const XLayout& layout, int64_t kp, Dst* packed,
     } else {
       for (int64_t n = n0; n < n1; ++n) to[n - n0] = element(slot, n);
     }
+  }
+  if (s1 - s0 == kPackTile && n1 - n0 == kPackTile) {
+    transpose_tile(tile, packed + n0 * kp + s0, kp);
+    return;
   }
   for (int64_t n = n0; n < n1; ++n)
     for (int64_t slot = s0; slot < s1; ++slot) packed[n * kp + slot] = tile[slot - s0][n - n0];

@@ -2,7 +2,9 @@
 // (int8) names its columns with 2-bit indices; we turn them into a register of permute indices and
 // pick the matching X elements out of registers (permutex2var) instead of gathering from memory.
 // A tile of R rows x C columns keeps R*C accumulators in registers, so each decoded block is used
-// C times and each X block R times.
+// C times and each X block R times. With more columns (int8 N > 2, bfloat16 N >= 16), the "pair
+// tiles" further down decode each row block once and let one single-register permute serve two
+// rows.
 #include <immintrin.h>
 
 #include <vector>
@@ -552,7 +554,11 @@ template <int R, int C> struct BF16PairTile { static void run(const Problem& p, 
 // Tile shapes. GEMV (N <= 2, memory-bound): one row at a time, so each thread streams a single run
 // of weight lines (measured 10-35% faster than 4 interleaved rows). Otherwise 4 rows x 4 columns:
 // 16 accumulators + 4 weights + 4 indices + 2 X registers fit in 32, and each X load serves 4 rows.
-// (int8 with N > 2 runs 8-row x 4-column pair tiles: int8_pair_tile.)
+// With more columns the pair tiles (pair_tile): int8 from N = 3, bfloat16 from kBf16PairMinN. Below
+// that a bfloat16 row block meets too few columns to repay writing its panel: measured at 4096 x N
+// x 4096, 1 thread, 4 x 4 tiles / pair tiles: N = 4 0.74 / 1.36 ms, N = 8 1.45 / 1.89, N = 16
+// 2.58 / 2.24.
+constexpr int64_t kBf16PairMinN = 16;
 template <template <int, int> class Kernel>
 void run_kernel(const Problem& p, const PackedX& x, int64_t column_bytes) {
   if (p.N <= 2) run_tiles<Kernel, 1, 2>(p, x, column_bytes);
@@ -594,7 +600,7 @@ bool avx512_vbmi_supported() { return __builtin_cpu_supports("avx512vbmi"); }
 void run_avx512(const Problem& p, const PackedX& x) {
   switch (p.kind) {
     case Kind::BF16:
-      if (p.N <= 2) run_tiles<BF16Tile, 1, 2>(p, x, x.stride * 2);
+      if (p.N < kBf16PairMinN) run_kernel<BF16Tile>(p, x, x.stride * 2);
       else run_pair_tiles<BF16PairTile>(p, x, x.stride * 2);
       break;
     case Kind::I8:

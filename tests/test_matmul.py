@@ -330,11 +330,17 @@ def test_float32_batch_invariant_within_the_large_n_regime():
 
 
 @pytest.mark.parametrize("isa", PATHS)
-@pytest.mark.parametrize("n", [5, 40])  # both float32 regimes
-def test_empty_reduction_writes_the_bias(isa, n):
+@pytest.mark.parametrize("n", [5, 40])  # both float32 regimes; bfloat16 4 x 4 and pair tiles
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "int8"])
+def test_empty_reduction_writes_the_bias(isa, n, dtype):
     _C.set_isa(isa)
-    out = np.full((3, n), np.nan, np.float32)
-    bias = np.array([1.0, -2.0, 3.5], np.float32)
-    _C.sparse_matmul(np.zeros((3, 0), np.float32), np.zeros((3, 0), np.uint8), np.zeros((0, n), np.float32),
-                     out, "float32", bias)
-    np.testing.assert_array_equal(out, np.repeat(bias[:, None], n, axis=1))
+    M = 11  # a full 8-row block of int8/bfloat16 pair tiles and a ragged one
+    if dtype == "int8":
+        element, out, bias = np.int8, np.full((M, n), 0x7F7F7F7F, np.int32), np.arange(M, dtype=np.int32) - 4
+    else:
+        element = np.float32 if dtype == "float32" else ml_dtypes.bfloat16
+        out = poisoned((M, n), dtype)
+        bias = (np.arange(M, dtype=np.float32) - 4) * 0.5
+    _C.sparse_matmul(np.zeros((M, 0), element), np.zeros((M, 0), np.uint8), np.zeros((0, n), element),
+                     out, dtype, bias)
+    np.testing.assert_array_equal(np.asarray(out, np.float64), np.repeat(bias[:, None], n, axis=1))

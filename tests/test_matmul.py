@@ -84,7 +84,7 @@ def test_every_path_matches_reference_and_each_other(dtype, shape):
 
 
 @pytest.mark.parametrize("isa", PATHS)
-@pytest.mark.parametrize("M, N", [(1, 1), (8, 4)])  # a GEMV row; a full tile of row pairs
+@pytest.mark.parametrize("M, N", [(1, 1), (8, 4), (8, 8)])  # a GEMV row; a 4 x 4 tile; full pair tiles
 def test_int8_sum_wraps_like_int32_on_every_path(isa, M, N):
     # K/2 * 128 * 128 > 2**31: the int32 sum overflows; every path wraps it the same way.
     K = 2 * 140_000

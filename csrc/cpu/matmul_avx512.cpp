@@ -2,7 +2,7 @@
 // (int8) names its columns with 2-bit indices; we turn them into a register of permute indices and
 // pick the matching X elements out of registers (permutex2var) instead of gathering from memory.
 // A tile of R rows x C columns keeps R*C accumulators in registers, so each decoded block is used
-// C times and each X block R times. With more columns (int8 N > 2, bfloat16 N >= 16), the "pair
+// C times and each X block R times. With more columns (int8 N >= 5, bfloat16 N >= 16), the "pair
 // tiles" further down decode each row block once and let one single-register permute serve two
 // rows.
 #include <immintrin.h>
@@ -554,11 +554,12 @@ template <int R, int C> struct BF16PairTile { static void run(const Problem& p, 
 // Tile shapes. GEMV (N <= 2, memory-bound): one row at a time, so each thread streams a single run
 // of weight lines (measured 10-35% faster than 4 interleaved rows). Otherwise 4 rows x 4 columns:
 // 16 accumulators + 4 weights + 4 indices + 2 X registers fit in 32, and each X load serves 4 rows.
-// With more columns the pair tiles (pair_tile): int8 from N = 3, bfloat16 from kBf16PairMinN. Below
-// that a bfloat16 row block meets too few columns to repay writing its panel: measured at 4096 x N
-// x 4096, 1 thread, 4 x 4 tiles / pair tiles: N = 4 0.74 / 1.36 ms, N = 8 1.45 / 1.89, N = 16
-// 2.58 / 2.24.
+// With more columns the pair tiles (pair_tile). Below kBf16PairMinN / kInt8PairMinN a row block
+// meets too few columns to repay writing its panel: measured at 4096 x N x 4096, 1 thread, 4 x 4
+// tiles / pair tiles, bfloat16: N = 4 0.74 / 1.36 ms, N = 8 1.45 / 1.89, N = 16 2.58 / 2.24.
 constexpr int64_t kBf16PairMinN = 16;
+// int8 likewise from N = 5: N = 4 0.33 / 0.35-0.38 ms, N = 8 0.67 / 0.49 (same measurement).
+constexpr int64_t kInt8PairMinN = 5;
 template <template <int, int> class Kernel>
 void run_kernel(const Problem& p, const PackedX& x, int64_t column_bytes) {
   if (p.N <= 2) run_tiles<Kernel, 1, 2>(p, x, column_bytes);
@@ -604,7 +605,7 @@ void run_avx512(const Problem& p, const PackedX& x) {
       else run_pair_tiles<BF16PairTile>(p, x, x.stride * 2);
       break;
     case Kind::I8:
-      if (p.N <= 2) run_tiles<I8Tile, 1, 2>(p, x, x.stride);
+      if (p.N < kInt8PairMinN) run_kernel<I8Tile>(p, x, x.stride);
       else run_pair_tiles<I8PairTile>(p, x, x.stride);
       break;
     default: run_kernel<F32Tile>(p, x, x.stride * 4); break;

@@ -259,6 +259,17 @@ def test_low_level_binding_checks_shapes():
                          np.empty((4, 1), np.float32), "float32")
 
 
+def bfloat16_bits_alike_on_every_path(c, x):
+    """matmul(c, x) on every SIMD path, asserted bit-identical; returns the bits."""
+    results = []
+    for isa in PATHS:
+        _C.set_isa(isa)
+        results.append(pysparse24.matmul(c, x).view(np.uint16))
+    for r in results[1:]:
+        np.testing.assert_array_equal(r, results[0])
+    return results[0]
+
+
 def test_bfloat16_denormals_follow_one_rule_on_every_path():
     # Products and partial sums in the float32 denormal range, and denormal bfloat16 inputs: every
     # path reads denormal inputs as zero and flushes denormal partial sums (the vdpbf16ps rule).
@@ -270,13 +281,8 @@ def test_bfloat16_denormals_follow_one_rule_on_every_path():
     w = pysparse24.prune(w.astype(ml_dtypes.bfloat16))
     x = x.astype(ml_dtypes.bfloat16)
     c = pysparse24.compress(w)
-    results = []
-    for isa in PATHS:
-        _C.set_isa(isa)
-        results.append(pysparse24.matmul(c, x).view(np.uint16))
-    for r in results[1:]:
-        np.testing.assert_array_equal(r, results[0])
-    assert np.any(results[0] & 0x7FFF)  # not everything flushed: the test exercises real sums
+    bits = bfloat16_bits_alike_on_every_path(c, x)
+    assert np.any(bits & 0x7FFF)  # not everything flushed: the test exercises real sums
 
 
 def test_bfloat16_nan_and_inf_round_alike_on_every_path():
@@ -289,13 +295,7 @@ def test_bfloat16_nan_and_inf_round_alike_on_every_path():
     x[:, 1] = np.nan
     x[:, 2] = np.inf
     x[:, 3] = ml_dtypes.bfloat16(3e38)  # finite inputs, sums past float32's range
-    results = []
-    for isa in PATHS:
-        _C.set_isa(isa)
-        results.append(pysparse24.matmul(c, x).view(np.uint16))
-    for r in results[1:]:
-        np.testing.assert_array_equal(r, results[0])
-    y = results[0].view(ml_dtypes.bfloat16).astype(np.float32)
+    y = bfloat16_bits_alike_on_every_path(c, x).view(ml_dtypes.bfloat16).astype(np.float32)
     assert np.all(np.isnan(y[:, 1])) and np.all(np.isfinite(y[:, [0, 4, 5, 6, 7]]))
     assert np.all(np.isinf(y[:, 3]) | np.isnan(y[:, 3]))
 

@@ -195,7 +195,7 @@ struct PairEntry {
 };
 struct PairPanel {
   std::vector<PairEntry> entries;  // half h, step t, pair q at (h * steps + t) * kPairs + q
-  alignas(32) int32_t weight_sums[kPairRows] = {};  // int8: each row's sum of weights (the u8 correction)
+  int32_t weight_sums[kPairRows] = {};  // int8: each row's sum of weights (the u8 correction)
 };
 thread_local PairPanel pair_panel;
 
@@ -391,6 +391,14 @@ struct TileAccumulators {
 };
 thread_local std::vector<TileAccumulators> saved_accumulators;
 
+// A full tile's sums come as vectors of 4 rows x 4 columns: lane i belongs to row i / 4. Spreads one
+// 32-bit value per row (the four consecutive ones at `four_rows`) over its row's lanes.
+inline __m512i per_row_lanes(const void* four_rows) {
+  const __m512i row_of_lane = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+  return _mm512_permutexvar_epi32(
+      row_of_lane, _mm512_castsi128_si512(_mm_loadu_si128(static_cast<const __m128i*>(four_rows))));
+}
+
 // int8 results of a full tile: a tree of adds over all 16 accumulators at once instead of a
 // horizontal sum per half accumulator; then the u8 correction and the bias, as vectors.
 void store_int8_tile(const Problem& p, const __m512i (&acc)[kPairs][4], int64_t r0, int64_t c0) {
@@ -403,20 +411,14 @@ void store_int8_tile(const Problem& p, const __m512i (&acc)[kPairs][4], int64_t 
     chunk_sums[q] = _mm512_add_epi32(_mm512_unpacklo_epi64(ab, cd), _mm512_unpackhi_epi64(ab, cd));
   }
   alignas(64) int32_t sums[kPairRows][4];
-  // Lane i of half h belongs to row 4h + i/4: subtract 128 * its weight sum, add its bias.
-  const __m512i row_of_lane = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
-  const __m512i weight_sums = _mm512_castsi256_si512(
-      _mm256_load_si256(reinterpret_cast<const __m256i*>(pair_panel.weight_sums)));
-  const __m512i bias = p.bias ? _mm512_castsi256_si512(_mm256_loadu_si256(
-                                    reinterpret_cast<const __m256i*>(static_cast<const int32_t*>(p.bias) + r0)))
-                              : _mm512_setzero_si512();
+  // Rows 4h .. 4h+3: subtract 128 * each row's weight sum, add its bias.
   for (int h = 0; h < 2; ++h) {
     const __m512i& u = chunk_sums[2 * h], &v = chunk_sums[2 * h + 1];
     const __m512i rows = _mm512_add_epi32(_mm512_shuffle_i32x4(u, v, 0x88), _mm512_shuffle_i32x4(u, v, 0xDD));
-    const __m512i lanes = _mm512_add_epi32(row_of_lane, _mm512_set1_epi32(4 * h));
-    const __m512i correction = _mm512_slli_epi32(_mm512_permutexvar_epi32(lanes, weight_sums), 7);
-    _mm512_store_si512(sums[4 * h], _mm512_add_epi32(_mm512_sub_epi32(rows, correction),
-                                                     _mm512_permutexvar_epi32(lanes, bias)));
+    const __m512i correction = _mm512_slli_epi32(per_row_lanes(pair_panel.weight_sums + 4 * h), 7);
+    const __m512i bias = p.bias ? per_row_lanes(static_cast<const int32_t*>(p.bias) + r0 + 4 * h)
+                                : _mm512_setzero_si512();
+    _mm512_store_si512(sums[4 * h], _mm512_add_epi32(_mm512_sub_epi32(rows, correction), bias));
   }
   int32_t* out = static_cast<int32_t*>(p.out);
   for (int r = 0; r < kPairRows; ++r)
@@ -450,11 +452,8 @@ void store_bf16_tile(const Problem& p, const __m512i (&acc)[2][kPairs][4], int64
     }
     // Chunk i: v0 + v1 of row 4k + i, columns 0-3; plus the row's bias.
     __m512 sums = _mm512_add_ps(_mm512_shuffle_ps(v[0], v[1], 0x88), _mm512_shuffle_ps(v[0], v[1], 0xDD));
-    if (p.bias) {
-      const __m512i row_of_lane = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
-      sums = _mm512_add_ps(sums, _mm512_permutexvar_ps(row_of_lane, _mm512_castps128_ps512(
-                                     _mm_loadu_ps(static_cast<const float*>(p.bias) + r0 + 4 * k))));
-    }
+    if (p.bias)
+      sums = _mm512_add_ps(sums, _mm512_castsi512_ps(per_row_lanes(static_cast<const float*>(p.bias) + r0 + 4 * k)));
     // float_to_bf16: round to nearest even; a NaN stays a quiet NaN.
     const __m512i u = _mm512_castps_si512(sums), high = _mm512_srli_epi32(u, 16);
     const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)),

@@ -27,7 +27,7 @@ from typing import Iterable, Mapping
 
 from .spec import LayerSpec
 from .stats import LatencyStats
-from .table import LatencyTable, context_differences, ensure_same_context
+from .table import SPARSE_EXECUTOR, LatencyTable, cannot_run_sparse, context_differences, ensure_same_context
 
 # One worker's answer for one key: ("ok", LatencyStats fields as a dict) or ("error", message).
 Outcome = tuple[str, object]
@@ -400,9 +400,12 @@ def build_table(table_path, specs: Iterable[LayerSpec], backend_ref: BackendRef,
 
 
 def _check_specs_fit(specs: list[LayerSpec], todo: list[str], context: Mapping) -> None:
-    """A backend is set up for one batch size and precision (both in its context): specs for another
-    would only fill the table with errors, so refuse them up front."""
+    """A backend is set up for one batch size and precision (both in its context), and runs 2:4 only
+    when its context names a sparse executor: specs it cannot measure would only fill the table with
+    errors, so refuse them up front."""
     todo = set(todo)
+    if SPARSE_EXECUTOR not in context and any(s.sparsity != "dense" for s in specs if s.key() in todo):
+        raise ValueError(cannot_run_sparse(context.get("backend")))
     misfits = [s for s in specs if s.key() in todo and any(
         name in context and getattr(s, name) != context[name] for name in ("batch", "precision"))]
     if misfits:

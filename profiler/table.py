@@ -6,6 +6,13 @@ What the file holds:
 - `meta`:    the measurement context (device, driver/runtime versions, backend, precision, batch,
              threads, date) and the optional calibration that turns a sum of layer latencies into an
              end-to-end estimate.
+- views:     `latency_fields` splits each key into its LayerSpec fields (op, n, c, h, w, out, ...,
+             precision, sparsity) next to the stats, and `sparse_vs_dense` pairs the dense and the 2:4
+             row of the same layer (dense_ms, sparse_ms, speedup): one query, from any SQLite client.
+
+2:4 rows are stored only when the context names a `sparse_executor` (what really ran the layers
+sparse): a runtime that executes pruned weights at dense speed must not put its timing under a
+sparse key.
 
 Every write is its own transaction (WAL journal), so a process killed at any moment leaves every
 committed measurement in place and nothing half-written. Timings from one context (device, runtime,
@@ -38,6 +45,8 @@ APPLICATION_ID = 0x50533234  # "PS24"
 
 # Context fields that are recorded but do not decide whether two measurements may share a table.
 NON_IDENTITY_FIELDS = frozenset({"date"})
+# Context field naming what executes 2:4 layers sparse (absent: the backend cannot).
+SPARSE_EXECUTOR = "sparse_executor"
 STAT_FIELDS = tuple(f.name for f in fields(LatencyStats))
 
 _SCHEMA = """
@@ -50,6 +59,49 @@ CREATE TABLE latency (
 );
 CREATE TABLE errors (key TEXT PRIMARY KEY, message TEXT NOT NULL, failed_at TEXT NOT NULL);
 """
+
+# The key split into LayerSpec fields (see LayerSpec.key(): 'v1|op|in=NxCxHxW|out=..|k=..|s=..|e=..|se=..|
+# act=..|g=..|d=..|precision|sparsity'), via SQLite's JSON functions so any SQLite client can query it.
+# `layer` is the key without its sparsity: the dense and the 2:4 row of one layer share it.
+_VIEWS = {
+    "latency_fields": """
+CREATE VIEW latency_fields AS
+WITH parts AS (
+    SELECT l.*, '["' || replace(l.key, '|', '","') || '"]' AS p FROM latency AS l
+), fields AS (
+    SELECT parts.*, '[' || replace(substr(json_extract(p, '$[2]'), 4), 'x', ',') || ']' AS shape FROM parts
+)
+SELECT key,
+    substr(key, 1, length(key) - length(json_extract(p, '$[12]')) - 1) AS layer,
+    json_extract(p, '$[1]') AS op,
+    json_extract(shape, '$[0]') AS batch, json_extract(shape, '$[1]') AS in_channels,
+    json_extract(shape, '$[2]') AS in_h, json_extract(shape, '$[3]') AS in_w,
+    CAST(substr(json_extract(p, '$[3]'), 5) AS INTEGER) AS out_channels,
+    CAST(substr(json_extract(p, '$[4]'), 3) AS INTEGER) AS kernel,
+    CAST(substr(json_extract(p, '$[5]'), 3) AS INTEGER) AS stride,
+    CAST(substr(json_extract(p, '$[6]'), 3) AS REAL) AS expansion,
+    CAST(substr(json_extract(p, '$[7]'), 4) AS INTEGER) AS se,
+    substr(json_extract(p, '$[8]'), 5) AS act,
+    CAST(substr(json_extract(p, '$[9]'), 3) AS INTEGER) AS groups,
+    CAST(substr(json_extract(p, '$[10]'), 3) AS INTEGER) AS distill,
+    json_extract(p, '$[11]') AS precision, json_extract(p, '$[12]') AS sparsity,
+    median_ms, p10_ms, p90_ms, mean_ms, std_ms, n, warmup, measured_at
+FROM fields""",
+    "sparse_vs_dense": """
+CREATE VIEW sparse_vs_dense AS
+SELECT d.layer, d.op, d.batch, d.in_channels, d.in_h, d.in_w, d.out_channels, d.kernel, d.stride,
+    d.precision, d.median_ms AS dense_ms, s.median_ms AS sparse_ms, d.median_ms / s.median_ms AS speedup
+FROM latency_fields AS d JOIN latency_fields AS s ON s.layer = d.layer
+WHERE d.sparsity = 'dense' AND s.sparsity = '2:4'""",
+}
+
+
+def cannot_run_sparse(backend_name) -> str:
+    """Why 2:4 measurements are refused for a backend without a sparse executor (one message for the
+    backend, the builder and the table)."""
+    return (f"the {backend_name} backend cannot execute 2:4 sparsity: it would time the pruned layers at dense "
+            f"speed under a sparse key. Measure 2:4 with the torch backend (pysparse24's sparse modules) "
+            f"or tensorrt (SPARSE_WEIGHTS)")
 
 
 def _now() -> str:
@@ -133,6 +185,7 @@ def _publish_new_table(path: Path, context: dict) -> None:
         con.execute("PRAGMA journal_mode=WAL")  # stored in the file: every later connection uses WAL
         with con:
             con.executescript(_SCHEMA)
+            _create_views(con)
             con.execute(f"PRAGMA application_id={APPLICATION_ID}")
             con.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             con.execute("INSERT INTO meta(name, value) VALUES('context', ?)", (json.dumps(context, sort_keys=True),))
@@ -147,6 +200,14 @@ def _publish_new_table(path: Path, context: dict) -> None:
         pass
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _create_views(con: sqlite3.Connection) -> None:
+    """Create the views a table lacks (tables made before a view existed gain it when opened)."""
+    have = {name for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type='view'")}
+    for name, sql in _VIEWS.items():
+        if name not in have:
+            con.execute(sql)
 
 
 class LatencyTable:
@@ -195,6 +256,8 @@ class LatencyTable:
             )
         # Future schema migrations go here (version < SCHEMA_VERSION).
         c.execute("PRAGMA synchronous=NORMAL")  # with WAL: a committed row survives a killed process
+        with c:
+            _create_views(c)
         stored = self._meta_json("context")
         if context is not None:
             ensure_same_context(stored, context, "the given context")
@@ -241,6 +304,9 @@ class LatencyTable:
             self._write_stats(key, values, _now())
 
     def _write_stats(self, key: str, values: Sequence, measured_at: str) -> None:
+        if SPARSE_EXECUTOR not in self._context and LayerSpec.from_key(key).sparsity != "dense":
+            raise ValueError(f"refusing a 2:4 row in a table without a sparse executor ({key}): "
+                             + cannot_run_sparse(self._context.get("backend")))
         cols = ", ".join(STAT_FIELDS)
         updates = ", ".join(f"{f}=excluded.{f}" for f in STAT_FIELDS)
         self._conn.execute(
@@ -320,6 +386,17 @@ class LatencyTable:
         cols = ("key", *STAT_FIELDS, "measured_at")
         cur = self._conn.execute(f"SELECT {', '.join(cols)} FROM latency {order}", params)
         return [dict(zip(cols, row)) for row in cur]
+
+    def to_pandas(self, view: str = "latency_fields"):
+        """The table as a pandas DataFrame: one row per key with its LayerSpec fields as columns
+        ('latency_fields'), or the dense/2:4 pairs of the same layers with their speedup ('sparse_vs_dense')."""
+        if view not in _VIEWS:
+            raise ValueError(f"view must be one of {tuple(_VIEWS)}, got {view!r}")
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError("LatencyTable.to_pandas needs pandas: pip install 'pysparse24[profiler]'") from None
+        return pd.read_sql_query(f"SELECT * FROM {view}", self._conn)
 
     def error_rows(self) -> list[dict]:
         cur = self._conn.execute("SELECT key, message, failed_at FROM errors ORDER BY key")

@@ -2,6 +2,7 @@
 import collections
 import importlib.util
 import itertools
+import json
 import os
 import sys
 import types
@@ -13,7 +14,8 @@ import pytest
 from profiler.backends import (BackendUnavailable, TimingPolicy, get_backend, least_disturbed, measure_adaptive,
                                measure_interleaved)
 from profiler.backends.base import pin_cpus
-from profiler.backends.tensorrt_backend import build_engine, build_plan, onnx_for_plan
+from profiler.backends.tensorrt_backend import (build_engine, build_plan, layer_tactics, onnx_for_plan,
+                                                require_sparse_tactic)
 from profiler.blocks import output_shape
 from profiler.spec import LayerSpec
 
@@ -168,7 +170,9 @@ def _recording_tensorrt(log):
         def __init__(self, logger): pass
         def create_network(self, flags): log["network_flags"] = flags; return "network"
         def create_builder_config(self): return Config()
-        def build_serialized_network(self, network, config): return b"plan"
+        def build_serialized_network(self, network, config):
+            log["verbosity"] = config.profiling_verbosity
+            return b"plan"
 
     class Runtime:
         def __init__(self, logger): pass
@@ -179,7 +183,8 @@ def _recording_tensorrt(log):
         Builder=Builder, OnnxParser=Parser, Runtime=Runtime,
         BuilderFlag=types.SimpleNamespace(FP16="FP16", INT8="INT8", SPARSE_WEIGHTS="SPARSE_WEIGHTS"),
         NetworkDefinitionCreationFlag=types.SimpleNamespace(STRONGLY_TYPED=1),
-        MemoryPoolType=types.SimpleNamespace(WORKSPACE="ws"))
+        MemoryPoolType=types.SimpleNamespace(WORKSPACE="ws"),
+        ProfilingVerbosity=types.SimpleNamespace(DETAILED="detailed"))
 
 
 def test_tensorrt_engine_build_sets_the_plan(monkeypatch, tmp_path):
@@ -191,6 +196,7 @@ def test_tensorrt_engine_build_sets_the_plan(monkeypatch, tmp_path):
     engine = build_engine(b"onnx-bytes", plan, str(cache), workspace_bytes=123)
     assert engine == ("engine", b"plan")
     assert log["flags"] == ["SPARSE_WEIGHTS"] and log["network_flags"] == 1 << 1 and log["workspace"] == 123
+    assert log["verbosity"] == "detailed"   # the layer information then names each layer's tactic
     assert log["cache_in"] == b"timings-v1" and cache.read_bytes() == b"timings-v2"
     build_engine(b"onnx", build_plan("fp16", "dense", 10), None)
     assert log["flags"][-1] == "FP16" and log["network_flags"] == 0
@@ -207,3 +213,60 @@ def test_torch_cuda_backend_times_with_cuda_events():
     assert 0 < layer.p10_ms <= layer.median_ms <= layer.p90_ms and net.median_ms > 0
     ctx = backend.context()
     assert ctx["device_kind"] == "cuda" and ctx["device"] and ctx["cuda_runtime"]
+
+
+# ------------------------------------------------------------------------------ 2:4 executors
+def test_onnxruntime_refuses_2_4_and_records_no_sparse_executor():
+    backend = get_backend("onnxruntime", policy=FAST)
+    with pytest.raises(ValueError, match="onnxruntime backend cannot execute 2:4"):
+        backend.measure(IRB.replace(sparsity="2:4"))
+    with pytest.raises(ValueError, match="cannot execute 2:4"):
+        backend.runner([HEAD.replace(sparsity="2:4"), IRB.replace(sparsity="2:4")])
+    assert "sparse_executor" not in backend.context()
+
+
+# Engine layer information as IEngineInspector.get_engine_information(LayerInformationFormat.JSON) prints
+# it for an engine built with ProfilingVerbosity.DETAILED and SPARSE_WEIGHTS (field names from the
+# TensorRT documentation and trt-engine-explorer; tactic names of TensorRT's sparse "sptensor" kernels).
+ENGINE_INFO = json.dumps({"Layers": [
+    {"Name": "Reformatting CopyNode for Input Tensor 0 to /0/conv/Conv", "LayerType": "Reformat",
+     "Inputs": [{"Name": "input", "Location": "Device", "Dimensions": [1, 64, 56, 56],
+                 "Format/Datatype": "Row major linear FP32"}],
+     "Outputs": [{"Name": "Reformatted Input Tensor 0 to /0/conv/Conv", "Location": "Device",
+                  "Dimensions": [1, 64, 56, 56], "Format/Datatype": "Channel major FP16 format where channel % 8 == 0"}],
+     "ParameterType": "Reformat", "Origin": "REFORMAT", "TacticValue": "0x00000000000003e8", "StreamId": 0,
+     "Metadata": ""},
+    {"Name": "/0/conv/Conv + /0/act/Relu", "LayerType": "CaskConvolution",
+     "Inputs": [{"Name": "Reformatted Input Tensor 0 to /0/conv/Conv", "Dimensions": [1, 64, 56, 56]}],
+     "Outputs": [{"Name": "/0/act/Relu_output_0", "Dimensions": [1, 256, 56, 56]}],
+     "ParameterType": "Convolution", "Kernel": [1, 1], "PaddingMode": "kEXPLICIT_ROUND_DOWN", "PrePadding": [0, 0],
+     "PostPadding": [0, 0], "Stride": [1, 1], "Dilation": [1, 1], "OutMaps": 256, "Groups": 1,
+     "Weights": {"Type": "Half", "Count": 16384}, "Bias": {"Type": "Float", "Count": 256}, "HasBias": 1,
+     "HasReLU": 1, "HasSparseWeights": 1, "AllowSparse": 1, "Activation": "RELU",
+     "TacticName": "sm80_xmma_fprop_sparse_conv_implicit_gemm_f16f16_f16f32_f32_nhwckrsc_nhwc_tilesize128x128x64_"
+                   "stage3_warpsize2x2x1_g1_sptensor16x8x32_t1r1s1", "TacticValue": "0x5a4b30c1e99f2d07",
+     "StreamId": 0, "Metadata": "[ONNX Layer: /0/conv/Conv]"},
+    {"Name": "/1/conv/Conv", "LayerType": "CaskConvolution", "ParameterType": "Convolution", "Groups": 256,
+     "AllowSparse": 0, "TacticName": "sm80_xmma_fprop_direct_group_f16f16_f32_f32_nhwckrsc_nhwc_hmma_k64c64r3s3_"
+                                      "stride1x1_tile16x64x32", "TacticValue": "0x0a8a1e7c44a1bd10"},
+    {"Name": "/2/Gemm", "LayerType": "CaskGemmConvolution", "ParameterType": "Convolution", "AllowSparse": 1,
+     "TacticName": "sm90_xmma_gemm_f16f16_f16f32_f32_tn_n_tilesize128x256x64_warpgroupsize1x1x1_execute_segment_k_off_"
+                   "kernel_trt", "TacticValue": "0x0000000000020327"},
+    {"Name": "{ForeignNode[/3/Add]}", "LayerType": "Myelin", "ParameterType": "Myelin"}],
+    "Bindings": ["input", "output"]})
+
+
+def test_tensorrt_layer_information_names_the_sparse_tactics():
+    tactics = layer_tactics(ENGINE_INFO)
+    assert [t.kind for t in tactics] == ["Reformat", "Convolution", "Convolution", "Convolution", "Myelin"]
+    assert [t.sparse for t in tactics] == [False, True, False, False, False]
+    assert tactics[1].name == "/0/conv/Conv + /0/act/Relu" and "sptensor" in tactics[1].tactic
+    assert tactics[4].tactic == ""
+    assert require_sparse_tactic(tactics) == [tactics[1]]
+    dense_only = [t for t in tactics if not t.sparse]
+    with pytest.raises(RuntimeError, match="no sparse tactic for any of the 4 layers"):
+        require_sparse_tactic(dense_only)
+    with pytest.raises(ValueError, match="ProfilingVerbosity.DETAILED"):
+        layer_tactics(json.dumps({"Layers": ["/0/conv/Conv", "/1/conv/Conv"], "Bindings": ["input", "output"]}))
+    with pytest.raises(ValueError, match="not TensorRT engine layer information"):
+        layer_tactics("Layers: none")

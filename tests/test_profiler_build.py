@@ -216,3 +216,11 @@ def test_a_worker_that_dies_while_idle_is_replaced(tmp_path):
         assert [outcome[0] for _, outcome in results] == ["ok"]
     finally:
         pool.close()
+
+
+def test_2_4_specs_are_refused_up_front_by_a_backend_without_sparse_executor(tmp_path):
+    """The numpy backend would time the pruned layer densely: nothing is measured, no table is made."""
+    specs = make_specs(2) + [make_specs(1)[0].replace(sparsity="2:4")]
+    with pytest.raises(ValueError, match="cannot execute 2:4 sparsity"):
+        build_table(tmp_path / "lut.sqlite", specs, backend(), progress=False)
+    assert not (tmp_path / "lut.sqlite").exists()

@@ -215,3 +215,66 @@ def test_import_refuses_other_context_and_bad_files(tmp_path, rng):
             other.import_file(tmp_path / "x.json")
         with pytest.raises(ValueError, match="format"):
             other.export(tmp_path / "out.pickle")
+
+
+SPARSE_CTX = {**CTX, "backend": "torch", "sparse_executor": "pysparse24 cpu"}
+
+
+def test_2_4_rows_need_a_sparse_executor_in_the_context(tmp_path, rng):
+    """A table whose backend cannot run 2:4 refuses a 2:4 row (put and import alike), keeping the rest."""
+    with LatencyTable(tmp_path / "dense.sqlite", CTX) as t:
+        t.put(spec(), stats(rng))
+        with pytest.raises(ValueError, match="cannot execute 2:4"):
+            t.put(spec(sparsity="2:4"), stats(rng))
+        assert t.keys() == [spec().key()]
+    with LatencyTable(tmp_path / "sparse.sqlite", {**SPARSE_CTX, "backend": "onnxruntime"}) as t:
+        t.put(spec(sparsity="2:4"), stats(rng))
+        assert spec(sparsity="2:4") in t
+
+
+def test_views_split_the_key_and_pair_dense_with_2_4(tmp_path, rng):
+    specs = [LayerSpec("conv2d", (2, 24, 14, 7), 40, kernel=3, stride=2, act="swish", groups=4),
+             LayerSpec("irb", (1, 16, 28, 28), 32, kernel=5, expansion=3.82, se=True),
+             LayerSpec("linear", (8, 768, 1, 1), 3072, act="none", precision="fp16", distill=True)]
+    medians = {}
+    with LatencyTable(tmp_path / "t.sqlite", SPARSE_CTX) as t:
+        for s in specs:
+            for sparsity, scale in (("dense", 2.0), ("2:4", 1.0)):
+                key = s.replace(sparsity=sparsity)
+                t.put(key, stats(rng, scale))
+                medians[key.key()] = t.get(key).median_ms
+        t.put(spec(), stats(rng))   # dense only: no pair
+        frame = t.to_pandas()
+        pairs = t.to_pandas("sparse_vs_dense")
+        with pytest.raises(ValueError, match="view must be one of"):
+            t.to_pandas("latency; DROP TABLE latency")
+    assert len(frame) == 7 and len(pairs) == 3
+    for row in frame.to_dict("records"):   # every column equals the field LayerSpec.from_key reads
+        s = LayerSpec.from_key(row["key"])
+        assert (row["batch"], row["in_channels"], row["in_h"], row["in_w"]) == s.in_shape
+        assert (row["op"], row["out_channels"], row["kernel"], row["stride"], row["act"], row["groups"]) == \
+            (s.op, s.out_channels, s.kernel, s.stride, s.act, s.groups)
+        assert (row["expansion"], bool(row["se"]), bool(row["distill"]), row["precision"], row["sparsity"]) == \
+            (s.expansion, s.se, s.distill, s.precision, s.sparsity)
+        assert row["layer"] + "|" + s.sparsity == row["key"] and row["median_ms"] == medians.get(row["key"], row["median_ms"])
+    for row in pairs.to_dict("records"):
+        dense, sparse = medians[row["layer"] + "|dense"], medians[row["layer"] + "|2:4"]
+        assert (row["dense_ms"], row["sparse_ms"]) == (dense, sparse)
+        assert row["speedup"] == pytest.approx(dense / sparse)
+    # A plain SQLite client sees the same views (they live in the file).
+    con = sqlite3.connect(tmp_path / "t.sqlite")
+    assert con.execute("SELECT count(*) FROM sparse_vs_dense WHERE op = 'linear' AND precision = 'fp16'").fetchone() == (1,)
+    con.close()
+
+
+def test_a_table_made_before_the_views_gains_them_when_opened(tmp_path, rng):
+    path = tmp_path / "old.sqlite"
+    with LatencyTable(path, CTX) as t:
+        t.put(spec(), stats(rng))
+    con = sqlite3.connect(path)
+    with con:
+        con.execute("DROP VIEW sparse_vs_dense")
+        con.execute("DROP VIEW latency_fields")
+    con.close()
+    with LatencyTable(path) as t:
+        assert t.to_pandas()["op"].tolist() == ["irb"]

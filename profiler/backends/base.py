@@ -7,6 +7,9 @@
 
 A backend is configured for one precision and one batch size: those are part of its context, and
 a spec with another precision or batch is refused rather than silently measured in a mixed table.
+A backend that really executes 2:4 layers names its executor in `sparse_executor` (recorded in the
+context); one that cannot (it would run the pruned weights at dense speed) refuses sparsity "2:4",
+so a table never holds a dense timing under a sparse key.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from collections.abc import Callable, Sequence
 from ..blocks import check_network
 from ..spec import PRECISIONS, LayerSpec
 from ..stats import LatencyStats
+from ..table import SPARSE_EXECUTOR, cannot_run_sparse
 from .timing import TimingPolicy, measure_adaptive
 
 
@@ -28,6 +32,7 @@ class BackendUnavailable(RuntimeError):
 
 class Backend(ABC):
     name: str = "?"
+    sparse_executor: str | None = None   # what runs "2:4" layers sparse; None: this backend cannot
 
     def __init__(self, precision: str = "fp32", batch: int = 1, policy: TimingPolicy | None = None):
         if precision not in PRECISIONS:
@@ -52,10 +57,14 @@ class Backend(ABC):
             if spec.precision != self.precision or spec.batch != self.batch:
                 raise ValueError(f"{self.name} backend is set up for {self.precision}, batch {self.batch}; "
                                  f"got a spec with {spec.precision}, batch {spec.batch}: {spec.key()}")
+            if spec.sparsity == "2:4" and self.sparse_executor is None:
+                raise ValueError(cannot_run_sparse(self.name))
         return self._runner(specs)
 
     def context(self) -> dict:
-        return {"backend": self.name, "precision": self.precision, "batch": self.batch, **self._context()}
+        executor = {} if self.sparse_executor is None else {SPARSE_EXECUTOR: self.sparse_executor}
+        return {"backend": self.name, "precision": self.precision, "batch": self.batch, **executor,
+                **self._context()}
 
     # -- what each backend provides ------------------------------------------------------------
     @abstractmethod

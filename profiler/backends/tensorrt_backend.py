@@ -11,9 +11,19 @@ Precision, by TensorRT major version:
 - 11.x: the weak-typing flags (FP16, INT8, ...) are removed and every network is strongly typed,
   so the precision lives in the graph: an fp16 graph for fp16, the Q/DQ graph for int8.
 Sparsity "2:4" adds SPARSE_WEIGHTS (weights are pruned 2:4 along input channels by the blocks).
+TensorRT then decides per layer, silently, whether a sparse kernel is faster; the engine's layer
+information (IEngineInspector, JSON, built with ProfilingVerbosity.DETAILED) names each layer's
+tactic, and layer_tactics() reads which ones are sparse. A 2:4 network for which TensorRT picked
+no sparse tactic at all is refused (its timing would be a dense one under a sparse key); the
+tactics of a measured network stay on its runner (`sample.layer_tactics`).
+
+Not run here: TensorRT cannot be installed on the development machines. The JSON parsing is tested
+on a sample written after the TensorRT documentation's format; the rest is written against the
+TensorRT 10/11 Python API.
 """
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 
@@ -52,6 +62,45 @@ def onnx_for_plan(specs, plan: BuildPlan) -> bytes:
     return export_onnx([s.replace(precision=plan.onnx_precision) for s in specs])
 
 
+@dataclass(frozen=True)
+class LayerTactic:
+    name: str
+    kind: str       # ParameterType ("Convolution", "Gemm", ...) or LayerType ("Reformat", "Myelin", ...)
+    tactic: str     # the kernel TensorRT chose ("" when the layer information does not say)
+    sparse: bool    # a sparse tensor-core kernel (TensorRT names them "..._sparse_..." / "..._sptensor...")
+
+
+_SPARSE_TACTIC_MARKERS = ("sparse", "sptensor")
+
+
+def layer_tactics(engine_information: str) -> list[LayerTactic]:
+    """Each engine layer's chosen tactic, from IEngineInspector.get_engine_information(JSON)."""
+    try:
+        layers = json.loads(engine_information)["Layers"]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ValueError(f"not TensorRT engine layer information (JSON with a 'Layers' list): {exc!r}") from None
+    tactics = []
+    for layer in layers:
+        if not isinstance(layer, dict):   # ProfilingVerbosity.LAYER_NAMES_ONLY: names without tactics
+            raise ValueError("the engine's layer information has names only: build it with "
+                             "ProfilingVerbosity.DETAILED to see the tactics")
+        tactic = str(layer.get("TacticName", ""))
+        tactics.append(LayerTactic(name=str(layer.get("Name", "")),
+                                   kind=str(layer.get("ParameterType") or layer.get("LayerType", "")),
+                                   tactic=tactic, sparse=any(m in tactic.lower() for m in _SPARSE_TACTIC_MARKERS)))
+    return tactics
+
+
+def require_sparse_tactic(tactics: list[LayerTactic]) -> list[LayerTactic]:
+    """The sparse layers of a 2:4 engine; an error when TensorRT chose dense kernels everywhere."""
+    sparse = [t for t in tactics if t.sparse]
+    if not sparse:
+        raise RuntimeError(f"TensorRT picked no sparse tactic for any of the {len(tactics)} layers of this 2:4 network "
+                           f"(SPARSE_WEIGHTS set; dense kernels were faster or the layers not eligible): refusing to "
+                           f"store a dense timing under a 2:4 key")
+    return sparse
+
+
 def _import_tensorrt():
     try:
         import tensorrt as trt
@@ -74,6 +123,7 @@ def build_engine(onnx_bytes: bytes, plan: BuildPlan, timing_cache: str | None = 
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise RuntimeError(f"TensorRT could not parse the ONNX graph: {errors}")
     config = builder.create_builder_config()
+    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED   # layer information names the tactics
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_bytes)
     for flag in plan.builder_flags:
         config.set_flag(getattr(trt.BuilderFlag, flag))
@@ -95,6 +145,7 @@ def build_engine(onnx_bytes: bytes, plan: BuildPlan, timing_cache: str | None = 
 
 class TensorRTBackend(Backend):
     name = "tensorrt"
+    sparse_executor = "tensorrt SPARSE_WEIGHTS"
 
     def __init__(self, precision="fp16", batch=1, timing_cache=None, workspace_bytes=1 << 30, policy=None):
         super().__init__(precision, batch, policy)
@@ -111,6 +162,10 @@ class TensorRTBackend(Backend):
         import torch
         plan = build_plan(self.precision, specs[0].sparsity, self.major)
         engine = build_engine(onnx_for_plan(specs, plan), plan, self.timing_cache, self.workspace_bytes)
+        tactics = layer_tactics(engine.create_engine_inspector().get_engine_information(
+            self._trt.LayerInformationFormat.JSON))
+        if specs[0].sparsity == "2:4":
+            require_sparse_tactic(tactics)
         context = engine.create_execution_context()
         stream = torch.cuda.Stream()
         buffers = []   # keep the tensors alive as long as the runner
@@ -128,6 +183,7 @@ class TensorRTBackend(Backend):
             context.execute_async_v3(stream.cuda_stream)
         sample = cuda_event_sampler(run, stream)
         sample.keepalive = (engine, context, buffers)
+        sample.layer_tactics = tactics
         return sample
 
     def _context(self):

@@ -2,6 +2,7 @@
 
     report = pysparse24.torch.permute_channels(model, example_input)  # optional: keeps more magnitude
     report = pysparse24.torch.sparsify(model, pattern="2:4")          # masks fixed from now on
+    # or, without retraining: sparsify(model, "2:4", method="sparsegpt" | "wanda", calibration=batches)
     print(report)                                                     # layer, shape, pattern, kept |w|
     ... retrain as usual ...
     pysparse24.torch.export_onnx(model, example_input, "model.onnx")  # weights stay 2:4 (verified)

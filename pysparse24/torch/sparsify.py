@@ -7,6 +7,7 @@ the optimizer moves the underlying parameter. The mask is a buffer: it is saved 
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 from dataclasses import dataclass
 
@@ -15,6 +16,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 import pysparse24
+from pysparse24.torch import oneshot
 
 # TensorRT / cuSPARSELt tile the output channels of a sparse GEMM in multiples of 8 (NVIDIA's ASP
 # skips layers with out % 8 != 0 for the same reason); the input channels only need whole groups.
@@ -75,6 +77,8 @@ class LayerReport:
 class SparsityReport(list):
     """One LayerReport per Linear/Conv layer; prints as a table."""
 
+    method = "magnitude"  # how the masks were chosen
+
     @property
     def sparsified(self) -> list[LayerReport]:
         return [r for r in self if r.skipped is None]
@@ -86,7 +90,7 @@ class SparsityReport(list):
     def table(self):
         from rich.table import Table
 
-        table = Table(title="2:4 sparsification")
+        table = Table(title=f"n:m sparsification ({self.method})")
         for column in ("layer", "type", "shape", "pattern", "kept |w|", "note"):
             table.add_column(column)
         for r in self:
@@ -125,36 +129,90 @@ def _attach(module: nn.Module, mask: torch.Tensor, pattern: str) -> FixedMask:
     return fixed
 
 
-def sparsify(model: nn.Module, pattern: str = "2:4", exclude: tuple[str, ...] = ()) -> SparsityReport:
+METHODS = ("magnitude", *oneshot.CALIBRATED_METHODS)
+
+
+def _selected(model: nn.Module, layers) -> set[str] | None:
+    """The names in `layers=` (None: all), each checked to be a Linear/Conv of the model."""
+    if layers is None:
+        return None
+    if isinstance(layers, str):
+        raise TypeError(f"layers must be a list of layer names, got the string {layers!r}")
+    names = set(layers)
+    modules = dict(model.named_modules())
+    for name in sorted(names):
+        if name not in modules:
+            raise ValueError(f"layers names {name!r}, which the model does not have")
+        if not isinstance(modules[name], PRUNABLE):
+            raise ValueError(f"layers names {name!r}, a {type(modules[name]).__name__}: only Linear/Conv "
+                             "layers can be pruned")
+    return names
+
+
+def sparsify(model: nn.Module, pattern: str = "2:4", exclude: tuple[str, ...] = (), *, method: str = "magnitude",
+             calibration=None, layers=None, damping: float = 0.01, block_size: int = 128,
+             progress: bool = True) -> SparsityReport:
     """Prune every eligible Linear/Conv weight of `model` n:m along its input channels, in place, and
-    keep the masks fixed from now on (training included). Layers named in `exclude`, grouped
-    convolutions and shapes the sparse kernels cannot use stay dense; the report says why.
+    keep the masks fixed from now on (training included). Layers named in `exclude`, or missing from
+    `layers` when it is given, grouped convolutions and shapes the sparse kernels cannot use stay
+    dense; the report says why.
+
+    method="magnitude" keeps the n largest |w| of every m. "wanda" and "sparsegpt" are one-shot
+    methods for models that will not be retrained: they need `calibration`, an iterable of model
+    inputs (tensors, tuples of positional arguments or dicts of keyword arguments; e.g. a few hundred
+    samples), and prune layer by layer in the order the model runs them (see pysparse24.torch.oneshot).
+    sparsegpt also updates the kept weights; `damping` (fraction of the Hessian's mean diagonal) and
+    `block_size` are its parameters. `progress` shows a bar per layer for the one-shot methods.
 
     Run `permute_channels` first to keep more magnitude. The existing optimizer still works: the
     weight Parameter object is kept (it moves to `<layer>.parametrizations.weight.original`)."""
     n, m = parse_pattern(pattern)
-    report = SparsityReport()
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if method == "magnitude" and calibration is not None:
+        raise ValueError("method='magnitude' uses no calibration data; pass method='wanda' or 'sparsegpt' "
+                         "to prune from calibration activations")
+    wanted = _selected(model, layers)
+    rows: dict[str, LayerReport] = {}
+    chosen = []
     for name, module in list(model.named_modules()):  # a list: attaching masks adds modules
         if not isinstance(module, PRUNABLE):
             continue
-        shape = tuple(module.weight.shape)
-        kind = type(module).__name__
         reason = "excluded by the caller" if name in exclude else None
+        if reason is None and wanted is not None and name not in wanted:
+            reason = "not in layers="
         if reason is None and parametrize.is_parametrized(module, "weight"):
             reason = "weight is already parametrized (sparsified twice?)"
         reason = reason or ineligibility(module, m)
-        if reason:
-            report.append(LayerReport(name, kind, shape, None, None, reason))
-            continue
-        weight = module.weight
-        keep = pysparse24.mask(weight.detach(), n=n, m=m, dim=1)
+        rows[name] = LayerReport(name, type(module).__name__, tuple(module.weight.shape), None, None, reason)
+        if not reason:
+            chosen.append((name, module))
+
+    def apply(name: str, module: nn.Module, keep: torch.Tensor, weight: torch.Tensor | None = None) -> None:
+        dense = module.weight.detach().clone()
         fixed = _attach(module, keep, pattern)
-        fixed.dense_weight = weight.detach().clone()
+        fixed.dense_weight = dense
         # Zero the pruned entries of the stored parameter too, so that weight decay or momentum
         # cannot leave stale values there and the raw parameter is itself n:m.
         with torch.no_grad():
-            module.parametrizations.weight.original.mul_(keep)
-        report.append(LayerReport(name, kind, shape, pattern, _kept_fraction(fixed.dense_weight, keep)))
+            original = module.parametrizations.weight.original
+            if weight is not None:  # sparsegpt: the kept weights were updated
+                original.copy_(weight)
+            original.mul_(keep)
+        rows[name] = dataclasses.replace(rows[name], pattern=pattern, kept_magnitude=_kept_fraction(dense, keep))
+
+    if method == "magnitude":
+        for name, module in chosen:
+            apply(name, module, pysparse24.mask(module.weight.detach(), n=n, m=m, dim=1))
+    else:
+        try:
+            oneshot.prune_in_order(model, chosen, method, calibration, n, m, apply, damping=damping,
+                                   block_size=block_size, progress=progress)
+        except BaseException:  # leave the model as it was, not half pruned
+            _undo_layers([module for name, module in chosen if rows[name].pattern is not None])
+            raise
+    report = SparsityReport(rows.values())
+    report.method = method
     return report
 
 
@@ -182,8 +240,12 @@ def undo(model: nn.Module) -> None:
     if missing:
         raise ValueError(f"no dense copy of {missing}: masks restored from a checkpoint cannot be undone; "
                          "use finalize() to drop the masks instead")
-    for _, module, fixed in layers:
-        dense = fixed.dense_weight
+    _undo_layers([module for _, module, _ in layers])
+
+
+def _undo_layers(modules: list[nn.Module]) -> None:
+    for module in modules:
+        dense = module.parametrizations.weight[0].dense_weight
         _remove_mask(module, leave_parametrized=False)
         with torch.no_grad():
             module.weight.copy_(dense)

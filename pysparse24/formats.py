@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,6 +109,41 @@ class Compressed:
     @property
     def dense_nbytes(self) -> int:
         return self.shape[0] * self.shape[1] * _arrays.KINDS[self.dtype][1]
+
+    def to_torch_semi_structured(self):
+        """This cutlass-format weight as torch.sparse.SparseSemiStructuredTensorCUTLASS (values and meta
+        shared, not copied), for GPU users of torch's semi-structured matmuls. torch multiplies with it
+        on CUDA only, and asks for larger multiples there than the format (e.g. 64 columns for 16-bit
+        types); on the CPU it still converts back (`to_dense`, `from_torch_semi_structured`)."""
+        import torch
+
+        if self.format != "cutlass":
+            raise ValueError(f"torch's semi-structured tensors use the cutlass layout; this weight is {self.format!r} "
+                             "(compress with format='cutlass')")
+        if self.dtype not in ("float32", "float16", "bfloat16", "int8"):
+            raise TypeError(f"torch has no semi-structured {self.dtype} tensors")
+        values, meta = self.values, self.meta
+        if not _arrays.is_torch(values):  # numpy: torch views of the same memory
+            values = _arrays.wrap_bits(_arrays.to_raw(self.values).bits, self.dtype, True)
+            meta = _arrays.wrap_plain(self.meta, True)
+        with warnings.catch_warnings():  # torch's one-time "prototype" notice
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.sparse.SparseSemiStructuredTensorCUTLASS(
+                torch.Size(self.shape), packed=values, meta=meta, packed_t=None, meta_t=None,
+                compressed_swizzled_bitmask=None)
+
+    @classmethod
+    def from_torch_semi_structured(cls, tensor) -> "Compressed":
+        """A torch SparseSemiStructuredTensorCUTLASS (as torch.sparse.to_sparse_semi_structured makes
+        with the CUTLASS backend) as a cutlass-format Compressed over the same values and meta."""
+        import torch
+
+        if not isinstance(tensor, torch.sparse.SparseSemiStructuredTensorCUTLASS):
+            raise TypeError(f"expected a torch.sparse.SparseSemiStructuredTensorCUTLASS, got {type(tensor).__name__} "
+                            "(cuSPARSELt-backed tensors keep an opaque layout)")
+        if tensor.packed is None or tensor.meta is None:
+            raise ValueError("the semi-structured tensor holds only its transpose (packed_t/meta_t)")
+        return cls(tensor.packed, tensor.meta, tuple(tensor.shape), _arrays.dtype_name(tensor.packed), "cutlass")
 
 
 def _nbytes(a) -> int:

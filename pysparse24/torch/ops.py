@@ -1,0 +1,226 @@
+"""The sparse forward passes as torch.library custom ops, so torch.compile and torch.export see them.
+
+    torch.ops.pysparse24.linear(x, values, meta, bias)                # x @ W.T + bias, x: (..., K)
+    torch.ops.pysparse24.conv2d(x, values, meta, bias, kernel_size, stride, padding, dilation)
+
+W is a 2:4 weight in the "packed" format (docs/FORMATS.md): values (M, K/2), meta uint8 (M, K/8).
+For conv2d, W is the (K_out, R*S*C) matrix with C innermost, so groups of four run along the input
+channels (the rule of `pysparse24.mask(w, dim=1)` and `sparsify`). dtypes: float32, bfloat16
+(float32 accumulation) and int8 (int32 accumulation and result, int32 bias).
+
+CPU tensors run on pysparse24.linear. CUDA tensors run on cuSPARSELt (pysparse24.cuda.cusparselt),
+except float32: cuSPARSELt's float32 (TF32) sparsity is 1:2, which a 2:4 weight is not in general,
+so float32 on a GPU runs the decompressed weight densely.
+
+Inference only: with grad mode on, an input that requires grad is an error (there is no backward).
+The fake implementations share the shape checks with the real ones, so a bad call fails the same
+way in eager mode, under torch.compile and under torch.export.
+"""
+from __future__ import annotations
+
+import weakref
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+import pysparse24
+from pysparse24 import _arrays
+from pysparse24.formats import Compressed
+
+DTYPES = (torch.float32, torch.bfloat16, torch.int8)
+
+
+def result_dtype(dtype: torch.dtype) -> torch.dtype:
+    """int8 products accumulate in and return int32; float products keep their dtype."""
+    return torch.int32 if dtype == torch.int8 else dtype
+
+
+def compressed(values: Tensor, meta: Tensor) -> Compressed:
+    """The packed-format Compressed weight whose buffers are `values` and `meta` (no copy)."""
+    return Compressed(values, meta, (values.shape[0], 2 * values.shape[1]), _arrays.dtype_name(values), "packed")
+
+
+def _check_weight(values: Tensor, meta: Tensor, bias: Optional[Tensor]) -> None:
+    if values.dtype not in DTYPES:
+        raise TypeError(f"sparse weight values have dtype {values.dtype}; supported: {', '.join(map(str, DTYPES))}")
+    if values.dim() != 2 or meta.dim() != 2 or meta.dtype != torch.uint8 \
+            or tuple(meta.shape) != (values.shape[0], values.shape[1] // 4) or values.shape[1] % 4:
+        raise ValueError(f"values {tuple(values.shape)} and meta {meta.dtype} {tuple(meta.shape)} are not a packed "
+                         "2:4 weight: values (M, K/2) and uint8 meta (M, K/8) with K divisible by 8")
+    if meta.device != values.device:
+        raise ValueError(f"meta is on {meta.device}, values on {values.device}")
+    if bias is not None:
+        wanted = result_dtype(values.dtype)
+        if tuple(bias.shape) != (values.shape[0],) or bias.dtype != wanted:
+            raise ValueError(f"bias must be a ({values.shape[0]},) {wanted} vector, got {bias.dtype} {tuple(bias.shape)}")
+        if bias.device != values.device:
+            raise ValueError(f"bias is on {bias.device}, the weight on {values.device}")
+
+
+def _check_input(x: Tensor, values: Tensor, what: str) -> None:
+    if x.dtype != values.dtype:
+        raise TypeError(f"{what} has dtype {x.dtype} but the sparse weight is {values.dtype}; "
+                        "convert the input (or the model) to one dtype")
+    if x.device != values.device:
+        raise ValueError(f"{what} is on {x.device} but the sparse weight is on {values.device}")
+
+
+# ---- linear ----------------------------------------------------------------------------------
+
+def _check_linear(x, values, meta, bias) -> None:
+    _check_weight(values, meta, bias)
+    _check_input(x, values, "x")
+    if x.dim() < 1 or x.shape[-1] != 2 * values.shape[1]:
+        raise ValueError(f"x has shape {tuple(x.shape)}; the sparse weight needs (..., {2 * values.shape[1]})")
+
+
+@torch.library.custom_op("pysparse24::linear", mutates_args=())
+def linear(x: Tensor, values: Tensor, meta: Tensor, bias: Optional[Tensor]) -> Tensor:
+    """x @ W.T + bias for the packed 2:4 weight W = (values, meta); x: (..., K) -> (..., M)."""
+    _check_linear(x, values, meta, bias)
+    if x.is_cuda:
+        return _cuda_linear(x, values, meta, bias)
+    return pysparse24.linear(x, compressed(values, meta), bias)
+
+
+@linear.register_fake
+def _linear_fake(x, values, meta, bias):
+    _check_linear(x, values, meta, bias)
+    return x.new_empty((*x.shape[:-1], values.shape[0]), dtype=result_dtype(values.dtype))
+
+
+# ---- conv2d ----------------------------------------------------------------------------------
+
+def _conv_geometry(x, values, kernel_size, stride, padding, dilation) -> tuple[int, int]:
+    """Checks the conv hyperparameters against x and the weight; returns the output (height, width)."""
+    for name, pair, low in (("kernel_size", kernel_size, 1), ("stride", stride, 1), ("padding", padding, 0),
+                            ("dilation", dilation, 1)):
+        if len(pair) != 2 or any(v < low for v in pair):
+            raise ValueError(f"{name} must be two integers >= {low}, got {list(pair)}")
+    if x.dim() != 4:
+        raise ValueError(f"conv2d input must be 4-D (N, C, H, W), got shape {tuple(x.shape)}")
+    (r, s), channels = kernel_size, x.shape[1]
+    if 2 * values.shape[1] != r * s * channels:
+        raise ValueError(f"input has {channels} channels but the sparse weight's {2 * values.shape[1]} columns "
+                         f"are not kernel {r}x{s} x {channels} channels")
+    out = [(size + 2 * p - d * (k - 1) - 1) // st + 1
+           for size, k, st, p, d in zip(x.shape[2:], kernel_size, stride, padding, dilation)]
+    if min(out) < 1:
+        raise ValueError(f"input {tuple(x.shape)} is smaller than the (dilated) kernel {r}x{s} after padding")
+    return out[0], out[1]
+
+
+def _check_conv(x, values, meta, bias, kernel_size, stride, padding, dilation) -> tuple[int, int]:
+    _check_weight(values, meta, bias)
+    _check_input(x, values, "conv2d input")
+    return _conv_geometry(x, values, kernel_size, stride, padding, dilation)
+
+
+def returns_channels_last(x: Tensor) -> bool:
+    """The output follows the input: channels_last in, channels_last out (otherwise contiguous)."""
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
+def patches(x_nhwc: Tensor, kernel_size, stride, padding, dilation, out_hw) -> Tensor:
+    """im2col over an (N, H, W, C) tensor: (N*OH*OW, R*S*C) with C innermost, the weight's column
+    order. A strided view of the (padded) input, copied once by reshape; a 1x1, stride-1,
+    unpadded conv over a channels_last input is the input itself, no copy."""
+    (ph, pw), (r, s) = padding, kernel_size
+    if ph or pw:
+        x_nhwc = F.pad(x_nhwc, (0, 0, pw, pw, ph, ph))
+    n, _, _, c = x_nhwc.shape
+    sn, sh, sw, sc = x_nhwc.stride()
+    (oh, ow), (th, tw), (dh, dw) = out_hw, stride, dilation
+    view = x_nhwc.as_strided((n, oh, ow, r, s, c), (sn, sh * th, sw * tw, sh * dh, sw * dw, sc))
+    return view.reshape(n * oh * ow, r * s * c)
+
+
+def _conv_gemm(x_nhwc: Tensor, values, meta, bias, kernel_size, stride, padding, dilation, out_hw) -> Tensor:
+    """The conv as one GEMM, (N*OH*OW, K_out). The one call site to swap for an implicit-im2col kernel."""
+    cols = patches(x_nhwc, kernel_size, stride, padding, dilation, out_hw)
+    if x_nhwc.is_cuda:
+        return _cuda_linear(cols, values, meta, bias)
+    return pysparse24.linear(cols, compressed(values, meta), bias)
+
+
+@torch.library.custom_op("pysparse24::conv2d", mutates_args=())
+def conv2d(x: Tensor, values: Tensor, meta: Tensor, bias: Optional[Tensor], kernel_size: list[int],
+           stride: list[int], padding: list[int], dilation: list[int]) -> Tensor:
+    """F.conv2d(x, W, bias, stride, padding, dilation) for a packed 2:4 weight W of shape
+    (K_out, R*S*C), C innermost; groups=1, zero padding."""
+    oh, ow = _check_conv(x, values, meta, bias, kernel_size, stride, padding, dilation)
+    y = _conv_gemm(x.permute(0, 2, 3, 1), values, meta, bias, kernel_size, stride, padding, dilation, (oh, ow))
+    y = y.view(x.shape[0], oh, ow, values.shape[0]).permute(0, 3, 1, 2)  # channels_last strides
+    if returns_channels_last(x):
+        return y
+    out = torch.empty(y.shape, dtype=y.dtype, device=y.device)
+    return out.copy_(y)
+
+
+@conv2d.register_fake
+def _conv2d_fake(x, values, meta, bias, kernel_size, stride, padding, dilation):
+    oh, ow = _check_conv(x, values, meta, bias, kernel_size, stride, padding, dilation)
+    fmt = torch.channels_last if returns_channels_last(x) else torch.contiguous_format
+    return torch.empty((x.shape[0], values.shape[0], oh, ow), dtype=result_dtype(values.dtype), device=x.device,
+                       memory_format=fmt)
+
+
+# ---- inference only ----------------------------------------------------------------------------
+
+def _no_backward(ctx, inputs, output) -> None:
+    # Runs only when grad mode is on and an input requires grad: refuse rather than return a
+    # result that is silently cut off from the graph.
+    raise RuntimeError("pysparse24 sparse layers are inference-only: an input requires grad. Run under "
+                       "torch.no_grad() / torch.inference_mode(), or detach the input")
+
+
+def _unreachable_backward(ctx, grad):
+    raise AssertionError("setup_context refuses every input that requires grad")
+
+
+for _op in (linear, conv2d):
+    _op.register_autograd(_unreachable_backward, setup_context=_no_backward)
+
+
+# ---- CUDA: cuSPARSELt --------------------------------------------------------------------------
+
+# values tensor id -> (weakref to it, values._version, meta._version, prepared weight). The weakref
+# makes a freed tensor's reused id a miss; the versions make an in-place update a miss.
+_PREPARED: dict[int, tuple] = {}
+
+
+def _prepared_weight(values: Tensor, meta: Tensor):
+    """The weight as the GPU path uses it: a cuSPARSELt SparseMatrix, or the dense float32 matrix."""
+    key = id(values)
+    entry = _PREPARED.get(key)
+    if entry is not None and entry[0]() is values and entry[1:3] == (values._version, meta._version):
+        return entry[3]
+    dense = pysparse24.decompress(compressed(values, meta))  # on the GPU (pysparse24.cuda.ops)
+    if values.dtype == torch.float32:
+        prepared = dense
+    else:
+        from pysparse24.cuda import cusparselt
+
+        prepared = cusparselt.SparseMatrix(dense, check=False)  # decompress wrote a 2:4 matrix
+    for stale in [k for k, e in _PREPARED.items() if e[0]() is None]:
+        del _PREPARED[stale]
+    _PREPARED[key] = (weakref.ref(values), values._version, meta._version, prepared)
+    return prepared
+
+
+def _cuda_linear(x: Tensor, values: Tensor, meta: Tensor, bias: Optional[Tensor]) -> Tensor:
+    weight = _prepared_weight(values, meta)
+    if values.dtype == torch.float32:
+        return F.linear(x, weight, bias)
+    from pysparse24.cuda import cusparselt
+
+    lead, k = x.shape[:-1], x.shape[-1]
+    x2 = x.reshape(-1, k)
+    if values.dtype == torch.int8:  # int32 out; the wrapper's bias would be float32, so add it exactly here
+        y = cusparselt.matmul(weight, x2, transpose_b=True, out_dtype="int32")
+        y = y.t() if bias is None else y.t() + bias
+    else:
+        y = cusparselt.matmul(weight, x2, transpose_b=True, bias=bias).t()  # (M, n) -> (n, M)
+    return y.contiguous().view(*lead, values.shape[0])

@@ -91,9 +91,45 @@ def wrap_bits(bits: np.ndarray, dtype: str, as_torch: bool):
     return bits.view(_numpy_dtype(dtype))
 
 
+def native(a: np.ndarray) -> np.ndarray:
+    """`a` in native byte order and aligned, as every kernel reads it: a big-endian array (a .npy
+    written on another machine, a '>f4' view) is byte-swapped into a copy, and a misaligned view of
+    an offset buffer is copied; any other array is returned as it is."""
+    if not a.dtype.isnative:
+        a = a.astype(a.dtype.newbyteorder("="))
+    return a if a.flags.aligned else a.copy()
+
+
+def host_numpy(a, what: str = "input") -> np.ndarray:
+    """A numpy array or CPU tensor of a plain dtype (metadata, int32 bias) as the kernels read it
+    (native byte order, aligned; no copy when it already is)."""
+    if is_torch(a):
+        return native(a.detach().numpy())
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{what} must be a numpy array or a torch tensor, got {type(a).__name__}")
+    return native(a)
+
+
+def require_writable_native(out, what: str = "out") -> None:
+    """An array the kernels write into must already be in native byte order and aligned: a swapped
+    or aligned copy would receive the result and the caller's array would not."""
+    if is_torch(out):
+        ok = out.data_ptr() % out.element_size() == 0  # torch tensors are always native-endian
+    else:
+        ok = out.dtype.isnative and out.flags.aligned
+    if not ok:
+        raise ValueError(f"{what} must be in native byte order and aligned (got dtype {out.dtype}, "
+                         f"at address {_address(out)}); pass a fresh array, e.g. np.empty_like(...)")
+
+
+def _address(a) -> int:
+    return a.data_ptr() if is_torch(a) else a.ctypes.data
+
+
 def to_raw(x, what: str = "input") -> Raw:
-    """Validates x's type and dtype and returns its raw-bit view (a copy only for torch views that
-    numpy cannot share, never for numpy arrays)."""
+    """Validates x's type and dtype and returns its raw-bit view: no copy, except for torch views that
+    numpy cannot share and for arrays the kernels cannot read as they are (byte-swapped or
+    misaligned: see native())."""
     if is_cuda_array(x):
         raise TypeError(f"{what} is a CUDA array: pass it to the function directly; it routes to pysparse24.cuda")
     if is_torch(x):
@@ -105,14 +141,14 @@ def to_raw(x, what: str = "input") -> Raw:
             raise TypeError(f"unsupported dtype {x.dtype} for {what}; supported: {', '.join(KINDS)}")
         kind, nbytes = KINDS[name]
         bits = x.detach().view(getattr(torch, {4: "uint32", 2: "uint16", 1: "uint8"}[nbytes])).numpy()
-        return Raw(bits, name, kind, True)
+        return Raw(native(bits), name, kind, True)
     if not isinstance(x, np.ndarray):
         raise TypeError(f"{what} must be a numpy array or a torch tensor, got {type(x).__name__}")
     name = x.dtype.name
     if name not in KINDS:
         raise TypeError(f"unsupported dtype {x.dtype} for {what}; supported: {', '.join(KINDS)}")
     kind, nbytes = KINDS[name]
-    return Raw(x.view(_BITS[nbytes]), name, kind, False)
+    return Raw(native(x).view(_BITS[nbytes]), name, kind, False)
 
 
 def contiguous_rows(bits: np.ndarray, dim: int) -> tuple[np.ndarray, tuple[int, ...]]:

@@ -5,7 +5,7 @@ import numpy as np
 
 from pysparse24 import _arrays
 from pysparse24._ext import C
-from pysparse24.formats import Compressed, check_dense_shape
+from pysparse24.formats import Compressed, check_dense_shape, raise_corrupt_meta
 from pysparse24.masks import raise_nonfinite
 
 
@@ -57,11 +57,11 @@ def decompress(c: Compressed):
 
         return ops.decompress(c.values, c.meta, c.shape, c.dtype, c.format)
     values = _arrays.to_raw(c.values, "values")
-    meta = c.meta.numpy() if _arrays.is_torch(c.meta) else np.asarray(c.meta)
+    meta = _arrays.host_numpy(c.meta, "meta")
     rows, cols = c.shape
     dense, first_bad = C.decompress(
         np.ascontiguousarray(values.bits), np.ascontiguousarray(meta), values.kind, c.format, rows, cols
     )
     if first_bad >= 0:
-        raise ValueError(f"corrupt metadata: group {first_bad} (row-major) has an invalid index code")
+        raise_corrupt_meta(first_bad)
     return values.wrap(dense)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pysparse24 import _arrays
+from pysparse24._ext import C
 
 FORMATS = ("packed", "cutlass")
 
@@ -57,6 +58,20 @@ def check_dense_shape(shape, format: str, dtype: str) -> Geometry:
             f"divisible by {geo.col_multiple}; got shape {tuple(shape)}"
         )
     return geo
+
+
+def raise_corrupt_meta(first_bad_group: int) -> None:
+    raise ValueError(f"corrupt metadata: group {first_bad_group} (row-major) has an invalid index code")
+
+
+def check_codes(packed_meta) -> None:
+    """ValueError if a packed metadata array (C-contiguous uint8) holds a code that names no valid
+    pair of positions (the rule decompress applies: idx0 < idx1, csrc/common/sparse24.h); kernels that
+    read the codes without checking them (matmul) call this first. A vectorized scan: a few percent
+    of a matmul's time at most, since the product reads the values as well as the metadata."""
+    first_bad = C.first_bad_packed_code(packed_meta)
+    if first_bad >= 0:
+        raise_corrupt_meta(first_bad)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import numpy as np
 
 from pysparse24 import _arrays
 from pysparse24._ext import C
-from pysparse24.formats import Compressed
+from pysparse24.formats import Compressed, check_codes
 
 # Weight dtype -> result dtype.
 _RESULT_DTYPE = {"float32": "float32", "bfloat16": "bfloat16", "int8": "int32"}
@@ -100,6 +100,7 @@ def _check_out(out, x, shape, dtype: str) -> None:
         raise ValueError(f"out must have shape {shape}, got {tuple(out.shape)}")
     if _arrays.dtype_name(out) != dtype:
         raise TypeError(f"out must have dtype {dtype}, got {_arrays.dtype_name(out)}")
+    _arrays.require_writable_native(out)
 
 
 def _output_like(x, shape, dtype: str):
@@ -111,9 +112,10 @@ def _output_like(x, shape, dtype: str):
 
 
 def _bits(a) -> np.ndarray:
-    """The raw-bits numpy view of a numpy array or CPU tensor (no copy)."""
+    """The raw-bits numpy view of a numpy array or CPU tensor (a copy only when its byte order or
+    alignment needs one: see _arrays.native)."""
     if _arrays.dtype_name(a) == "int32":  # int8 results and biases; not a weight dtype
-        return a.detach().numpy() if _arrays.is_torch(a) else a
+        return _arrays.host_numpy(a)
     return _arrays.to_raw(a).bits
 
 
@@ -136,6 +138,7 @@ def _run(c, dtype: str, x, out, bias, threads) -> None:
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
     values = np.ascontiguousarray(_bits(c.values))
-    meta = np.ascontiguousarray(c.meta.numpy() if _arrays.is_torch(c.meta) else c.meta)
+    meta = np.ascontiguousarray(_arrays.host_numpy(c.meta, "meta"))
+    check_codes(meta)
     C.sparse_matmul(values, meta, _bits(x), _bits(out), dtype, bias,
                     0 if threads is None else threads)

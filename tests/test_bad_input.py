@@ -145,6 +145,104 @@ def test_corrupt_metadata_is_detected(rng, isa):
         pysparse24.decompress(Compressed(c.values, meta, c.shape, c.dtype, c.format))
 
 
+@pytest.mark.parametrize("where", [0, 5, 77, 250])
+def test_matmul_rejects_metadata_decompress_rejects(rng, where):
+    """matmul reads the codes without decoding checks; it must refuse what decompress refuses
+    (all-0xFF nibbles, idx0 == idx1, idx0 > idx1) instead of computing with it. `where` covers the
+    vectorized words and the tail bytes of the scan."""
+    dtype = "float32"
+    w = pysparse24.prune(random_weight(rng, (4, 504), dtype))
+    c = pysparse24.compress(w)
+    x = random_weight(rng, (504, 3), dtype)
+    np.testing.assert_allclose(pysparse24.matmul(c, x), w.astype(np.float64) @ x, rtol=1e-5, atol=1e-4)
+    for code in (0xF, 0x5, 0x1):  # (3, 3), (1, 1), idx0 = 1 > idx1 = 0
+        meta = c.meta.copy()
+        row, nibble = divmod(where, meta.shape[1] * 2)
+        meta[row, nibble // 2] = (meta[row, nibble // 2] & (0xF0 if nibble % 2 == 0 else 0x0F)) | (
+            code << (4 * (nibble % 2)))
+        bad = Compressed(c.values, meta, c.shape, c.dtype, c.format)
+        for run in (lambda: pysparse24.decompress(bad), lambda: pysparse24.matmul(bad, x),
+                    lambda: pysparse24.linear(np.ascontiguousarray(x.T), bad)):
+            with pytest.raises(ValueError, match=f"corrupt metadata: group {where} "):
+                run()
+    meta = np.full_like(c.meta, 0xFF)
+    with pytest.raises(ValueError, match="corrupt metadata: group 0 "):
+        pysparse24.matmul(Compressed(c.values, meta, c.shape, c.dtype, c.format), x)
+
+
+# ---- byte order and alignment: the kernels read raw bits, so _arrays.to_raw makes them native -----
+
+def _big_endian(a):
+    return a.astype(a.dtype.newbyteorder(">"))
+
+
+def _misaligned(a):
+    """An equal array whose data starts one byte into a buffer (flags.aligned is False)."""
+    view = np.frombuffer(bytearray(a.nbytes + 1), dtype=a.dtype, offset=1, count=a.size).reshape(a.shape)
+    view[...] = a
+    assert not view.flags.aligned or a.itemsize == 1
+    return view
+
+
+@pytest.mark.parametrize("odd", [_big_endian, _misaligned])
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_big_endian_and_misaligned_inputs_give_native_results(rng, odd, dtype):
+    w = random_weight(rng, (8, 64), dtype, zero_fraction=0.1)
+    ow = odd(w)
+    np.testing.assert_array_equal(ow, w)  # same values, other layout
+    np.testing.assert_array_equal(pysparse24.mask(ow), pysparse24.mask(w))
+    np.testing.assert_array_equal(pysparse24.mask_2d(ow), pysparse24.mask_2d(w))
+    np.testing.assert_array_equal(pysparse24.prune(ow), pysparse24.prune(w))
+    assert pysparse24.is_sparse(odd(pysparse24.prune(w)))
+    assert pysparse24.is_sparse(ow) == pysparse24.is_sparse(w)
+    c = pysparse24.compress(ow, prune=True)
+    np.testing.assert_array_equal(pysparse24.decompress(c), pysparse24.prune(w))
+    for fmt in ("packed", "cutlass"):
+        c = pysparse24.compress(random_weight(rng, (32, 64), dtype), format=fmt, prune=True)
+        plain = pysparse24.decompress(c)
+        odd_c = Compressed(odd(c.values), odd(c.meta), c.shape, c.dtype, c.format)
+        np.testing.assert_array_equal(pysparse24.decompress(odd_c), plain)
+
+
+def test_big_endian_nan_is_not_invented():
+    """'>f4' bits read as little-endian ones are other numbers (1.0..32.0 become denormals): the
+    magnitudes, and so the kept elements, were wrong, and some values read as NaN."""
+    w = np.arange(1, 33, dtype=">f4").reshape(2, 16)
+    expected = np.where(np.arange(16) % 4 >= 2, np.arange(1, 33, dtype=np.float32).reshape(2, 16), 0)
+    np.testing.assert_array_equal(pysparse24.prune(w), expected)
+    nan_bits = np.full((1, 4), np.nan, dtype=">f4")
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        pysparse24.mask(nan_bits)
+
+
+@pytest.mark.parametrize("odd", [_big_endian, _misaligned])
+def test_matmul_with_big_endian_or_misaligned_operands(rng, odd):
+    w = pysparse24.prune(random_weight(rng, (16, 64), "float32"))
+    c = pysparse24.compress(w)
+    x = random_weight(rng, (64, 5), "float32")
+    bias = random_weight(rng, (16,), "float32")
+    expected = w.astype(np.float64) @ x
+    odd_c = Compressed(odd(c.values), odd(c.meta), c.shape, c.dtype, c.format)
+    np.testing.assert_allclose(pysparse24.matmul(odd_c, odd(x)), expected, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(pysparse24.linear(odd(np.ascontiguousarray(x.T)), c, odd(bias)),
+                               expected.T + bias, rtol=1e-5, atol=1e-4)
+    wi = pysparse24.prune(random_weight(rng, (16, 64), "int8"))
+    xi = random_weight(rng, (64, 3), "int8")
+    bias_i = rng.integers(-1000, 1000, 16).astype(np.int32)
+    np.testing.assert_array_equal(pysparse24.linear(odd(np.ascontiguousarray(xi.T)), pysparse24.compress(wi),
+                                                    odd(bias_i)),
+                                  (wi.astype(np.int64) @ xi).T + bias_i)
+
+
+def test_matmul_refuses_an_out_it_cannot_write_in_place(rng):
+    """Writing into a byte-swapped copy would lose the result: refuse instead."""
+    c = pysparse24.compress(pysparse24.prune(random_weight(rng, (8, 32), "float32")))
+    x = random_weight(rng, (32, 2), "float32")
+    for out in (np.empty((8, 2), ">f4"), _misaligned(np.zeros((8, 2), np.float32))):
+        with pytest.raises(ValueError, match="native byte order and aligned"):
+            pysparse24.matmul(c, x, out=out)
+
+
 # ---- fuzz: random shapes, dtypes, strides through the bindings ---------------------------------
 
 @st.composite

@@ -69,6 +69,8 @@ PS24_HD uint32_t keep_mask_2_of_4(Key k0, Key k1, Key k2, Key k3) {
 PS24_HD uint32_t code_from_pair(uint32_t idx0, uint32_t idx1) { return idx0 | (idx1 << 2); }
 PS24_HD uint32_t code_idx0(uint32_t code) { return code & 3u; }
 PS24_HD uint32_t code_idx1(uint32_t code) { return (code >> 2) & 3u; }
+// The one validity rule for a code (decompress and the checks before matmul apply it).
+PS24_HD bool code_valid(uint32_t code) { return code_idx0(code) < code_idx1(code); }
 
 // Code for a keep mask with exactly two bits set (0 for any other mask, which callers never pass).
 PS24_HD uint32_t code_from_keep_mask(uint32_t mask4) {

@@ -239,7 +239,7 @@ int64_t decompress_packed_scalar(const Bits<K>* values, const uint8_t* meta, int
       const uint32_t i0 = code_idx0(code), i1 = code_idx1(code);
       Bits<K>* grp = row + 4 * g;
       grp[0] = grp[1] = grp[2] = grp[3] = 0;
-      if (i0 >= i1) {
+      if (!code_valid(code)) {
         first_bad = std::min(first_bad, r * groups + g);
         continue;
       }
@@ -488,6 +488,27 @@ Findings compress_packed(const void* x, int64_t rows, int64_t cols, Kind kind, b
     constexpr Kind K = decltype(tag)::value;
     return compress_packed_scalar<K>(static_cast<const Bits<K>*>(x), rows, cols, prune, static_cast<Bits<K>*>(values), meta);
   });
+}
+
+int64_t first_bad_packed_code(const uint8_t* meta, int64_t nbytes) {
+  // code_valid for 16 nibbles at once: per nibble, (idx1 | 4) - (idx0 + 1) = idx1 - idx0 + 3 lies
+  // in 0..6 (no borrow crosses nibbles) and has bit 2 set exactly when idx1 > idx0.
+  constexpr uint64_t kLow2 = 0x3333333333333333ull, kOne = 0x1111111111111111ull, kBit2 = 0x4444444444444444ull;
+  const int64_t words = nbytes / 8;
+  uint64_t all_valid = kBit2;
+  for (int64_t w = 0; w < words; ++w) {
+    uint64_t x;
+    std::memcpy(&x, meta + 8 * w, 8);
+    all_valid &= (((x >> 2) & kLow2) | kBit2) - ((x & kLow2) + kOne);
+  }
+  if (all_valid == kBit2) {
+    for (int64_t b = 8 * words; b < nbytes; ++b)
+      if (!code_valid(meta[b] & 15u) || !code_valid(meta[b] >> 4)) { all_valid = 0; break; }
+    if (all_valid) return -1;
+  }
+  for (int64_t g = 0; g < 2 * nbytes; ++g)  // rare path: locate the first bad one
+    if (!code_valid(packed_code(meta, g))) return g;
+  return -1;
 }
 
 int64_t decompress_packed(const void* values, const uint8_t* meta, int64_t rows, int64_t cols, Kind kind, void* out) {

@@ -33,6 +33,11 @@ Findings compress_packed(const void* x, int64_t rows, int64_t cols, Kind kind, b
 int64_t decompress_packed(const void* values, const uint8_t* meta, int64_t rows, int64_t cols, Kind kind,
                           void* out);
 
+// The flat group index of the first invalid code (code_valid) in `nbytes` bytes of packed metadata
+// (two groups per byte, low nibble first), or -1. Vectorized: kernels that trust the codes (matmul)
+// run it first.
+int64_t first_bad_packed_code(const uint8_t* meta, int64_t nbytes);
+
 // "cutlass": CUTLASS/PyTorch sm80 semi-structured layout. fp32 is 1:2 (pairs), others 2:4.
 // Meta words are 16-bit (fp32, fp16, bf16) or 32-bit (8-bit kinds), reordered by cutlass_meta_offset.
 Findings compress_cutlass(const void* x, int64_t rows, int64_t cols, Kind kind, bool prune, void* values,

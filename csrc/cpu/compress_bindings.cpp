@@ -151,6 +151,15 @@ py::tuple decompress(const py::array& values, const py::array& meta, int kind_id
   return py::make_tuple(out, bad);
 }
 
+int64_t first_bad_code(const py::array& meta) {
+  if (meta.itemsize() != 1 || !(meta.flags() & py::array::c_style))
+    throw std::invalid_argument("packed metadata must be a C-contiguous uint8 array");
+  const auto* data = static_cast<const uint8_t*>(meta.data());
+  const int64_t nbytes = meta.size();
+  py::gil_scoped_release release;
+  return ps24::cpu::first_bad_packed_code(data, nbytes);
+}
+
 }  // namespace
 
 void bind_compress(py::module_& m) {
@@ -164,6 +173,8 @@ void bind_compress(py::module_& m) {
         "flat index of the first group with more than n non-zeros, or -1");
   m.def("compress", &compress, py::arg("x"), py::arg("kind"), py::arg("format"), py::arg("prune"),
         "-> (values, meta, first_nonfinite, first_overfull)");
+  m.def("first_bad_packed_code", &first_bad_code, py::arg("meta"),
+        "flat group index of the first invalid code in packed metadata (uint8, C-contiguous), or -1");
   m.def("decompress", &decompress, py::arg("values"), py::arg("meta"), py::arg("kind"), py::arg("format"),
         py::arg("rows"), py::arg("cols"), "-> (dense, first_bad_group)");
 }

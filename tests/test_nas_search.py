@@ -126,6 +126,30 @@ def test_resumed_study_must_match(tmp_path, demo, estimator, budget):
         run_search(demo, estimator, config(tmp_path, budget * 0.9, trials=2, study_name="s"), progress=False)
 
 
+def test_resume_after_a_kill_inside_ask(tmp_path, demo, estimator, budget):
+    """A driver killed inside study.ask() leaves a RUNNING trial without parameters (seen with
+    --workers 2 after Ctrl-C); the rerun crashed with KeyError. Reproduced exactly: ask() on the
+    study file, for a sampled trial and for an enqueued one, then resume. Both count as failed."""
+    import optuna
+
+    cfg = config(tmp_path, budget, trials=3, study_name="s")
+    first = run_search(demo, estimator, cfg, progress=False)
+    study = optuna.load_study(study_name="s", storage=f"sqlite:///{cfg.storage}")
+    study.ask()  # sampled: nothing to re-run
+    queued = {label: 0 for label in demo.layout}
+    study.enqueue_trial(queued)
+    stale = study.ask().number  # enqueued: its fixed parameters are queued again
+    cfg = config(tmp_path, budget, trials=5, study_name="s")
+    result = run_search(demo, estimator, cfg, progress=False)
+    assert len(result.ranked) == 5
+    assert {c.trial for c in first.ranked} <= {c.trial for c in result.ranked}
+    assert result.failed == 2 and sum("interrupted" in e for e in result.errors) == 2
+    trials = study.get_trials()
+    assert not [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+    assert trials[stale].state == optuna.trial.TrialState.FAIL
+    assert any(t.params == queued for t in trials[stale + 1:])
+
+
 def test_empty_sub_space_is_a_clear_error(tmp_path, demo, estimator):
     with pytest.raises(ValueError, match="none of 256 Sobol candidates"):
         run_search(demo, estimator, config(tmp_path, 1e-6), progress=False)
@@ -194,6 +218,12 @@ def test_nas_estimate_reports_buckets_and_missing_keys(tmp_path, demo):
     assert "< 1 ms" in proc.stdout and "missing blocks" in proc.stdout
     listed = [k for k in keys.read_text().splitlines() if not k.startswith("#")]
     assert listed and set(listed) <= {s.key() for s in specs[::5]}
+    # A complete table: the keys file of the earlier run must not linger with stale keys.
+    fill_table(tmp_path / "full.sqlite", specs).close()
+    proc = nas("estimate", "--table", tmp_path / "full.sqlite", "--space", "demo", "--samples", 200,
+               "--missing-keys", keys)
+    assert [k for k in keys.read_text().splitlines() if not k.startswith("#")] == []
+    assert not keys.with_name(keys.name + ".partial").exists()
     bad = nas("search", "--table", tmp_path / "nope.sqlite", "--budget-ms", 1, check=False)
     assert bad.returncode == 2 and "no latency table" in bad.stderr
 

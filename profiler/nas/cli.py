@@ -114,10 +114,13 @@ def _run_estimate(args) -> int:
     if result.missing_keys:
         print(f"{len(result.missing_keys)} blocks are not in the table "
               f"({100 * estimator.coverage:.1f}% of the space's blocks are).")
-        if args.missing_keys:
-            result.write_missing_keys(args.missing_keys)
+    if args.missing_keys:
+        result.write_missing_keys(args.missing_keys)
+        if result.missing_keys:
             print(f"wrote them to {args.missing_keys}: measure them with "
                   f"`profiler build --table {args.table} --keys {args.missing_keys}`")
+        else:
+            print(f"no blocks are missing: {args.missing_keys} now lists none")
     return 0
 
 

@@ -111,9 +111,13 @@ class Estimate:
         return np.isnan(self.latency_ms)
 
     def write_missing_keys(self, path: str | Path) -> int:
-        """A keys file (one LayerSpec key a line) for `profiler build --keys FILE`; returns the count."""
-        Path(path).write_text("# layer specs the NAS estimate needed but the table lacks\n"
-                              + "".join(k + "\n" for k in self.missing_keys))
+        """A keys file (one LayerSpec key a line) for `profiler build --keys FILE`; returns the count.
+        Written also when nothing is missing, so a file left by an earlier run never lingers."""
+        from pysparse24._files import atomic_output
+
+        with atomic_output(path) as tmp:
+            tmp.write_text("# layer specs the NAS estimate needed but the table lacks\n"
+                           + "".join(k + "\n" for k in self.missing_keys))
         return len(self.missing_keys)
 
 

@@ -76,7 +76,7 @@ class SearchResult:
     ranked: list[Candidate]          # scored, in-budget candidates, best score first
     pareto: list[Candidate]          # non-dominated (lower latency, higher score), fastest first
     out_of_budget: int = 0
-    failed: int = 0
+    failed: int = 0                  # given up after retries, or interrupted by a stopped search
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -235,9 +235,14 @@ def run_search(space: SearchSpace, estimator: LatencyEstimator, config: SearchCo
     used = {tuple(t.params[label] for label in space.layout)  # queued (WAITING) trials have no params yet
             for t in study.get_trials(deepcopy=False) if len(t.params) == len(space.layout)}
     # A previous driver that died left its in-flight trials RUNNING: fail them and queue them again.
+    # One killed inside study.ask() has no parameters yet: an enqueued one still has the values it
+    # was queued with, a sampled one has nothing to re-run (the sampler proposes afresh).
     for stale in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        params = stale.params if len(stale.params) == len(space.layout) else stale.system_attrs.get("fixed_params", {})
+        optuna.trial.Trial(study, stale._trial_id).set_user_attr("interrupted", True)
         study.tell(stale.number, state=TrialState.FAIL)
-        queue(np.array([stale.params[label] for label in space.layout]))
+        if all(label in params for label in space.layout):
+            queue(np.array([params[label] for label in space.layout]))
     if not study.get_trials(deepcopy=False):
         for vector in stand_ins[:config.initial]:
             queue(vector)
@@ -320,6 +325,9 @@ def collect_results(study, space: SearchSpace) -> SearchResult:
         elif t.user_attrs.get("gave_up"):
             failed += 1
             errors.append(f"trial {t.number}: {t.user_attrs.get('error')}")
+        elif t.user_attrs.get("interrupted"):
+            failed += 1
+            errors.append(f"trial {t.number}: interrupted (the search stopped while it ran); queued again")
     ranked = sorted(scored, key=lambda c: (-c.score, c.latency_ms))
     return SearchResult(study.study_name, ranked, pareto_front(scored), out_of_budget, failed, errors)
 

@@ -374,11 +374,9 @@ def build_table(table_path, specs: Iterable[LayerSpec], backend_ref: BackendRef,
             known = table.errors()
             report.known_errors = sum(k in known for k in todo)
             todo = [k for k in todo if k not in known]
-    if not todo:
-        if table is not None:
-            table.close()
-        return report
-
+    # Even with nothing to measure the backend is started once: a request in another context (other
+    # threads, another backend) must be refused, not reported as "all already in the table".
+    workers = workers if todo else 1
     pool = None
     try:
         pool = (RayPool(ray_address, backend_ref, workers=workers if workers > 1 else None, timeout_s=timeout_s)
@@ -388,7 +386,8 @@ def build_table(table_path, specs: Iterable[LayerSpec], backend_ref: BackendRef,
             table = LatencyTable(table_path, context=pool.context)
         else:
             ensure_same_context(table.context, pool.context, "the backend")
-        _drive(pool, table, todo, report, progress)
+        if todo:
+            _drive(pool, table, todo, report, progress)
     except KeyboardInterrupt:
         report.interrupted = True
     finally:

@@ -101,6 +101,17 @@ def test_context_mismatch_and_backend_start_failure_stop_before_measuring(tmp_pa
     assert not (tmp_path / "new.sqlite").exists()
 
 
+def test_complete_table_refuses_a_request_in_another_context(tmp_path):
+    """Nothing left to measure must not hide a context mismatch: the request (another device, here)
+    is refused just as it is when keys are missing, not reported as all already in the table."""
+    path = tmp_path / "lut.sqlite"
+    build_table(path, make_specs(2), backend(), progress=False)
+    with pytest.raises(ContextMismatchError, match="device"):
+        build_table(path, make_specs(2), backend(device="another-cpu"), progress=False)
+    report = build_table(path, make_specs(2), backend(), progress=False)  # same context: nothing to do
+    assert (report.already, report.measured) == (2, 0)
+
+
 def test_specs_from_keys_file_and_space(tmp_path):
     specs = make_specs(3)
     keys = tmp_path / "keys.txt"

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
+import glob
 import io
 import json
 import math
@@ -34,6 +35,8 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
+
+from pysparse24._files import atomic_output
 
 from .spec import LayerSpec
 from .stats import LatencyStats
@@ -175,10 +178,29 @@ class ImportCounts:
     skipped: int = 0    # entries already present and kept (import without replace)
 
 
+def _remove_stale_new_tables(path: Path) -> None:
+    """Private files of creators that were killed before publishing (their process is gone)."""
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.*.new"):
+        pid = stale.name[len(path.name) + 2:].split(".")[0]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            stale.unlink(missing_ok=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _publish_new_table(path: Path, context: dict) -> None:
     """Create a complete table (schema, WAL mode, context) in a private file, then publish it under
     `path` in one atomic step. Concurrent creators race only on that step (the first wins, the others
     then open its file), and a creator killed midway leaves no half-made table behind."""
+    _remove_stale_new_tables(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.new")
     con = sqlite3.connect(str(tmp))
     try:
@@ -412,9 +434,8 @@ class LatencyTable:
             "calibration": self.calibration(), "entries": self.rows(), "errors": self.error_rows(),
         }
         text = json.dumps(dump, indent=1, allow_nan=False) + "\n" if fmt == "json" else _to_csv(dump)
-        tmp = path.with_name(path.name + ".partial")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)  # a killed export never leaves a truncated file under the real name
+        with atomic_output(path) as tmp:  # a killed export never leaves a truncated file under the real name
+            tmp.write_text(text, encoding="utf-8")
 
     def import_file(self, path: str | Path, fmt: str | None = None, replace: bool = False) -> ImportCounts:
         """Merge an exported table into this one (its context must match) in a single transaction.

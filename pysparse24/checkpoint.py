@@ -8,13 +8,13 @@ sparse convolution: (K, R*S*C) with C innermost, so the groups run along input c
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
 import pysparse24
 from pysparse24 import _arrays
+from pysparse24._files import atomic_output, refuse_overlap
 from pysparse24.formats import check_dense_shape
 
 MANIFEST = "manifest.json"
@@ -35,8 +35,8 @@ def load_tensors(path: Path) -> dict:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no such file: {path}")
-    if path.suffix == ".npy":
-        return {path.stem: np.load(path, allow_pickle=False)}
+    if path.suffix == ".npy":  # a .npy may be big-endian (written on another machine): made native here
+        return {path.stem: _arrays.native(np.load(path, allow_pickle=False))}
     if path.suffix == ".safetensors":
         if _torch_available():
             from safetensors.torch import load_file
@@ -47,24 +47,33 @@ def load_tensors(path: Path) -> dict:
 
 
 def save_tensors(tensors: dict, path: Path) -> None:
-    """Writes atomically (temp file + rename) so an interrupted run never leaves a torn file."""
+    """Writes atomically (_files.atomic_output) so an interrupted run never leaves a torn file."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".partial")
-    if path.suffix == ".npy":
-        (array,) = tensors.values()
-        with open(tmp, "wb") as f:
-            np.save(f, _as_numpy(array), allow_pickle=False)
-    elif any(_arrays.is_torch(t) for t in tensors.values()):
-        import torch
-        from safetensors.torch import save_file
+    _check_output_file(path, len(tensors))
+    with atomic_output(path) as tmp:
+        if path.suffix == ".npy":
+            (array,) = tensors.values()
+            with open(tmp, "wb") as f:
+                np.save(f, _as_numpy(array), allow_pickle=False)
+        elif any(_arrays.is_torch(t) for t in tensors.values()):
+            import torch
+            from safetensors.torch import save_file
 
-        save_file({k: (v if _arrays.is_torch(v) else torch.from_numpy(np.ascontiguousarray(v))).contiguous()
-                   for k, v in tensors.items()}, str(tmp))
-    else:
-        from safetensors.numpy import save_file
+            save_file({k: (v if _arrays.is_torch(v) else torch.from_numpy(np.ascontiguousarray(v))).contiguous()
+                       for k, v in tensors.items()}, str(tmp))
+        else:
+            from safetensors.numpy import save_file
 
-        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp))
-    os.replace(tmp, path)
+            save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp))
+
+
+def _check_output_file(path: Path, count: int) -> None:
+    if path.suffix not in (".npy", ".safetensors"):
+        raise ValueError(f"unsupported output type {path.suffix!r} ({path}): expected .npy or .safetensors")
+    if path.suffix == ".npy" and count != 1:
+        raise ValueError(f"{count} tensors cannot go into one .npy file ({path}); write a .safetensors file instead")
+    if path.is_dir():
+        raise ValueError(f"the output {path} is a directory; expected a file name")
 
 
 def _as_numpy(a):
@@ -93,6 +102,10 @@ def _from_matrix(dense, shape, layout):
 def compress_checkpoint(src, dst, format: str = "packed", prune: bool = False, min_elements: int = 0,
                         progress=None) -> dict:
     """Compresses every eligible weight of `src` into the directory `dst`; returns the manifest."""
+    dst = Path(dst)
+    if dst.exists() and not dst.is_dir():
+        raise ValueError(f"the output {dst} exists and is not a directory (compress writes a directory)")
+    refuse_overlap([src], [dst / TENSORS, dst / MANIFEST])
     tensors = load_tensors(Path(src))
     out: dict = {}
     entries: dict = {}
@@ -122,7 +135,6 @@ def compress_checkpoint(src, dst, format: str = "packed", prune: bool = False, m
                              "pattern": c.pattern, "dense_bytes": c.dense_nbytes, "compressed_bytes": c.nbytes}
         if progress:
             progress(name, entries[name])
-    dst = Path(dst)
     dst.mkdir(parents=True, exist_ok=True)
     save_tensors(out, dst / TENSORS)
     compressed = [e for e in entries.values() if e["status"] == "compressed"]
@@ -135,9 +147,8 @@ def compress_checkpoint(src, dst, format: str = "packed", prune: bool = False, m
             "compressed_bytes": sum(e["compressed_bytes"] for e in compressed),
         },
     }
-    tmp = dst / (MANIFEST + ".partial")
-    tmp.write_text(json.dumps(manifest, indent=2))
-    os.replace(tmp, dst / MANIFEST)
+    with atomic_output(dst / MANIFEST) as tmp:
+        tmp.write_text(json.dumps(manifest, indent=2))
     return manifest
 
 
@@ -145,12 +156,14 @@ def decompress_checkpoint(src_dir, dst) -> dict:
     """Restores the original tensors from a directory written by compress_checkpoint into `dst`
     (.safetensors, or .npy when the source was a single .npy array)."""
     src_dir = Path(src_dir)
+    refuse_overlap([src_dir / TENSORS, src_dir / MANIFEST], [dst])
     try:
         manifest = json.loads((src_dir / MANIFEST).read_text())
     except FileNotFoundError:
         raise FileNotFoundError(f"{src_dir} has no {MANIFEST}: not a pysparse24 compressed checkpoint") from None
     if manifest.get("pysparse24_manifest") != MANIFEST_VERSION:
         raise ValueError(f"{src_dir / MANIFEST} is not a version-{MANIFEST_VERSION} pysparse24 manifest")
+    _check_output_file(Path(dst), len(manifest["tensors"]))
     stored = load_tensors(src_dir / TENSORS)
     restored = {}
     for name, entry in manifest["tensors"].items():

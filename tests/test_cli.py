@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import pysparse24
+import pysparse24.checkpoint
 from pysparse24.cli import main
 
 
@@ -47,7 +49,7 @@ def test_safetensors_state_dict_reports_skips(tmp_path):
 
 def test_bad_paths_are_clear_errors(tmp_path, capsys):
     assert main(["compress", str(tmp_path / "missing.npy"), str(tmp_path / "o")]) == 2
-    assert "no such file" in capsys.readouterr().out
+    assert "no such file" in capsys.readouterr().err
     (tmp_path / "w.txt").write_text("x")
     assert main(["compress", str(tmp_path / "w.txt"), str(tmp_path / "o")]) == 2
     assert main(["decompress", str(tmp_path), str(tmp_path / "x.safetensors")]) == 2
@@ -56,3 +58,60 @@ def test_bad_paths_are_clear_errors(tmp_path, capsys):
 def test_console_script_runs():
     out = subprocess.run([sys.executable, "-m", "pysparse24", "--help"], capture_output=True, text=True, check=True)
     assert "compress" in out.stdout
+
+
+def test_big_endian_npy_is_read_by_value(tmp_path):
+    """A .npy written on a big-endian machine: compressed weights and skipped tensors come back with
+    the same values (the old path pruned byte-swapped garbage and exited 0)."""
+    w = np.arange(1, 65, dtype=">f4").reshape(4, 16)
+    np.save(tmp_path / "w.npy", w)
+    assert main(["compress", str(tmp_path / "w.npy"), str(tmp_path / "c"), "--prune"]) == 0
+    assert main(["decompress", str(tmp_path / "c"), str(tmp_path / "back.npy")]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "back.npy"), pysparse24.prune(w.astype(np.float32)))
+    odd = np.arange(6, dtype=">f4").reshape(2, 3)  # not compressible: stored as it is
+    np.save(tmp_path / "odd.npy", odd)
+    assert main(["compress", str(tmp_path / "odd.npy"), str(tmp_path / "c2")]) == 0
+    assert main(["decompress", str(tmp_path / "c2"), str(tmp_path / "odd_back.npy")]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "odd_back.npy"), odd)
+
+
+def test_output_over_the_input_is_refused(tmp_path, capsys):
+    w = pysparse24.prune(np.random.default_rng(0).standard_normal((8, 16)).astype(np.float32))
+    assert main(["compress", _npy(tmp_path, w), str(tmp_path / "d")]) == 0
+    tensors = tmp_path / "d" / "tensors.safetensors"
+    before = tensors.read_bytes()
+    assert main(["compress", str(tensors), str(tmp_path / "d"), "--prune"]) == 2
+    assert main(["decompress", str(tmp_path / "d"), str(tensors)]) == 2
+    assert main(["decompress", str(tmp_path / "d"), str(tmp_path / "d" / "manifest.json")]) == 2
+    assert "would destroy the input" in capsys.readouterr().err
+    assert tensors.read_bytes() == before
+    assert main(["decompress", str(tmp_path / "d"), str(tmp_path / "w2.npy")]) == 0
+
+
+def _npy(tmp_path, w):
+    np.save(tmp_path / "w.npy", w)
+    return str(tmp_path / "w.npy")
+
+
+def test_no_partial_files_after_an_error_or_a_killed_run(tmp_path, monkeypatch):
+    """A failed write removes its NAME.partial; one left by a SIGKILLed run is removed by the next."""
+    import safetensors.torch
+
+    w = pysparse24.prune(torch.randn(32, 64))
+    save_file({"fc.weight": w}, str(tmp_path / "m.safetensors"))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "tensors.safetensors.partial").write_bytes(b"left by a killed run")
+
+    def fails_midway(tensors, filename, *args, **kwargs):
+        Path(filename).write_bytes(b"half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", fails_midway)
+    with pytest.raises(OSError, match="disk full"):
+        pysparse24.checkpoint.compress_checkpoint(tmp_path / "m.safetensors", out)
+    assert sorted(p.name for p in out.iterdir()) == []
+    monkeypatch.undo()
+    (out / "tensors.safetensors.partial").write_bytes(b"left by a killed run")
+    assert main(["compress", str(tmp_path / "m.safetensors"), str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "tensors.safetensors"]

@@ -136,6 +136,19 @@ def test_empty_file_left_by_a_killed_creator(tmp_path, rng):
         assert len(t) == 1
 
 
+def test_private_files_of_killed_creators_are_removed(tmp_path):
+    """A creator SIGKILLed before publishing leaves .NAME.PID.TID.new; the next creation removes it
+    when that process is gone, and leaves a live creator's file alone."""
+    import os
+
+    dead = tmp_path / ".t.sqlite.999999999.1.new"  # above any pid_max: no such process
+    alive = tmp_path / f".t.sqlite.{os.getpid()}.99.new"
+    dead.write_bytes(b"x")
+    alive.write_bytes(b"x")
+    LatencyTable(tmp_path / "t.sqlite", CTX).close()
+    assert not dead.exists() and alive.exists()
+
+
 def test_concurrent_creators_agree(tmp_path):
     """Several builders starting at once on a new file: one creates it, the others open it."""
     path, errors = tmp_path / "t.sqlite", []

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import copy
-import os
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
 import pysparse24
+from pysparse24._files import atomic_output
 from pysparse24.torch.sparsify import finalize, sparse_layers
 
 
@@ -92,15 +91,13 @@ def export_onnx(model: nn.Module, example_input, path, opset: int = 17) -> list[
     mode it folds BatchNorm into the preceding Conv; that scales whole output channels, so the zeros
     of the 2:4 pattern survive."""
     deployable, pruned = _deployable_copy(model)
-    path = Path(path)
-    partial = path.with_name(path.name + ".partial")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # "legacy exporter": chosen on purpose, see above
-        torch.onnx.export(deployable, (example_input,), str(partial), dynamo=False, opset_version=opset,
-                          input_names=["input"], output_names=["output"],
-                          dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
-    weights = verify_onnx_sparsity(partial, pruned)
-    os.replace(partial, path)  # only a verified file gets the real name
+    with atomic_output(path) as partial:  # only a verified file gets the real name
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # "legacy exporter": chosen on purpose, see above
+            torch.onnx.export(deployable, (example_input,), str(partial), dynamo=False, opset_version=opset,
+                              input_names=["input"], output_names=["output"],
+                              dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
+        weights = verify_onnx_sparsity(partial, pruned)
     return weights
 
 
@@ -112,8 +109,6 @@ def save_safetensors(model: nn.Module, path) -> dict[str, torch.Tensor]:
 
     deployable, _ = _deployable_copy(model)
     tensors = {name: t.detach().contiguous() for name, t in deployable.state_dict().items()}
-    path = Path(path)
-    partial = path.with_name(path.name + ".partial")
-    save_file(tensors, str(partial))
-    os.replace(partial, path)
+    with atomic_output(path) as partial:
+        save_file(tensors, str(partial))
     return tensors

@@ -34,6 +34,7 @@ demo: build
 	$(BIN)/python benchmarks/demo_compress.py --out $(OUT)
 	$(BIN)/python benchmarks/torch_digits_demo.py --out $(OUT)/torch
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pysparse24.bench gemm --shapes 4096x1x4096,4096x8x4096 --repeats 10 --json $(OUT)/gemm.json --plot $(OUT)/gemm_speedup.png
+	$(BIN)/python benchmarks/bench_models.py --quick --models llama --dtypes fp32 --json $(OUT)/models.json  # a sparse model (to_sparse_) next to its dense twin; ~10 s
 	$(BIN)/profiler build --table $(OUT)/lut.sqlite --space demo  # all 132 demo-space layers, ~1 min on CPU; resumes
 	$(BIN)/profiler show --table $(OUT)/lut.sqlite --top 5
 	$(BIN)/profiler validate --table $(OUT)/lut.sqlite --space demo --networks 50 --calibrate 20 --remeasure --out $(OUT)/validate  # LUT vs end to end, calibration stored for nas; ~1-2 min

@@ -82,6 +82,8 @@ def first_bad_group(module: nn.Module) -> str | None:
     """Where the weight breaks 2:4 along its input channels: the first group of four with more than
     two non-zeros, as "output channel k, group g (...)"; None when the weight is 2:4."""
     w = weight_matrix(module)
+    if pysparse24.is_sparse(w):  # the common case, decided in C++ without temporaries
+        return None
     counts = (w.reshape(w.shape[0], -1, GROUP) != 0).sum(-1)
     bad = (counts > 2).nonzero()
     if not len(bad):

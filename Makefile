@@ -39,6 +39,7 @@ demo: build
 	$(BIN)/profiler show --table $(OUT)/lut.sqlite --top 5
 	$(BIN)/profiler validate --table $(OUT)/lut.sqlite --space demo --networks 50 --calibrate 20 --remeasure --out $(OUT)/validate  # LUT vs end to end, calibration stored for nas; ~1-2 min
 	$(BIN)/nas search --table $(OUT)/lut.sqlite --space demo --budget-ms p40 --trials 10 --out $(OUT)/nas -q  # BO in the fastest 40%; ~20 s
+	OMP_NUM_THREADS=1 $(BIN)/pysparse24 advise --model benchmarks.advise_demo_models:small_lm --input-shape 1x8x2048 --table $(OUT)/advise.sqlite --out $(OUT)/advice.json --plot $(OUT)/advise_speedup.png -o threads=1 -q  # which layers 2:4 pays for, measured; ~30 s
 
 # pytest-benchmark suites (the scripts in benchmarks/ print the tables kept in benchmarks/RESULTS.md).
 bench: build

@@ -25,11 +25,17 @@ Notes for the table/builder and NAS code (what a spec's fields mean here):
   conv and irb use: k//2 for odd k at stride 1 or 2), dwconv2d (the same with groups = C),
   linear (input (N, C, 1, 1), output (N, out)), se (squeeze-excite on C channels, reduced width
   round(C * 0.25 / expansion), as inside an irb), avgpool / maxpool (k, s, padding (k-1)//2; act ignored).
+- Single layers, as `advise` traces them in a user's model (act must be "none"): linear_only is one
+  nn.Linear (with bias) on an (N, T, C) input, spec in_shape (N, C, T, 1), output (N, T, out) reported
+  as (N, out, T, 1); conv2d_only is one nn.Conv2d (no bias; timm's symmetric padding, groups).
+  input_shape_of(spec) is the tensor a block takes.
 - BN is kept in the torch module (eval mode) and folded into the conv by the ONNX export.
 - precision: the module is built in fp32; export_onnx() turns the precision into the graph
   (fp16 weights/activations, or int8 as explicit Q/DQ nodes), which is how TensorRT 10/11 and ONNX
-  Runtime take reduced precision. sparsity "2:4" prunes every conv/linear weight whose input-channel
-  count is a multiple of 4 along the input channels (what TensorRT's SPARSE_WEIGHTS needs).
+  Runtime take reduced precision (bf16: the torch backend only). sparsity "2:4" prunes every
+  conv/linear weight whose input-channel count is a multiple of 4 along the input channels: what
+  TensorRT's SPARSE_WEIGHTS needs, and what pysparse24.torch.to_sparse_ converts (the torch backend
+  runs 2:4 specs through it; pruned weights alone run at dense speed).
 """
 from __future__ import annotations
 
@@ -78,14 +84,20 @@ def _conv_out(size: int, kernel: int, stride: int, pad: int) -> int:
     return (size + 2 * pad - kernel) // stride + 1
 
 
+def input_shape_of(spec: LayerSpec) -> tuple[int, ...]:
+    """The tensor the block takes: its in_shape, except linear_only's (N, T, C) tokens."""
+    n, c, h, w = spec.in_shape
+    return (n, h * w, c) if spec.op == "linear_only" else spec.in_shape
+
+
 def output_shape(spec: LayerSpec) -> tuple[int, int, int, int]:
     """(N, C, H, W) the block produces: the in_shape of the next block of a network."""
     _check(spec)
     n, _, h, w = spec.in_shape
     if spec.op in ("tail",):
         return (n, TAIL_CLASSES, 1, 1)
-    if spec.op in ("linear",):
-        return (n, spec.out_channels, 1, 1)
+    if spec.op in ("linear", "linear_only"):
+        return (n, spec.out_channels, h, w)
     if spec.op == "se":
         return spec.in_shape
     pad = _strided_conv_pad(spec)
@@ -109,8 +121,8 @@ def _check(spec: LayerSpec) -> None:
         problems.append("se=True exists only on fused_irb / irb")
     if spec.groups != 1:
         g = spec.groups
-        if not (spec.op == "conv2d" or (spec.op == "irb" and spec.distill)):
-            problems.append("groups > 1 exists only on conv2d and on distill irb blocks")
+        if not (spec.op in ("conv2d", "conv2d_only") or (spec.op == "irb" and spec.distill)):
+            problems.append("groups > 1 exists only on conv2d, conv2d_only and distill irb blocks")
         elif c % g or spec.out_channels % g or (spec.op == "irb" and spec.mid_channels % g):
             problems.append(f"groups={g} must divide the in/mid/out channels")
     if spec.op in ("avgpool", "maxpool", "se") and spec.out_channels != c:
@@ -121,7 +133,11 @@ def _check(spec: LayerSpec) -> None:
         problems.append(f"GPUNet blocks take odd kernels (3, 5, 7), got {spec.kernel}")
     if spec.op == "linear" and (h, w) != (1, 1):
         problems.append("linear takes an (N, C, 1, 1) input")
-    if spec.op not in ("linear", "se", "tail") and min(h, w) + 2 * _strided_conv_pad(spec) < spec.kernel:
+    if spec.op in ("linear_only", "conv2d_only") and spec.act != "none":
+        problems.append(f"{spec.op} is the layer alone: act must be 'none'")
+    if spec.op == "linear_only" and (w, spec.kernel, spec.stride) != (1, 1, 1):
+        problems.append("linear_only takes in_shape (N, C, T, 1) for T tokens, kernel 1, stride 1")
+    if spec.op not in ("linear", "linear_only", "se", "tail") and min(h, w) + 2 * _strided_conv_pad(spec) < spec.kernel:
         problems.append(f"kernel {spec.kernel} is larger than the padded {h}x{w} input")
     if problems:
         raise ValueError(f"unsupported block {spec.key()}: " + "; ".join(problems))
@@ -214,6 +230,10 @@ def _block(spec: LayerSpec) -> nn.Module:
                              nn.Flatten(), nn.Linear(out, TAIL_CLASSES))
     if spec.op == "linear":
         return nn.Sequential(nn.Flatten(), nn.Linear(c, out), _act(act))
+    if spec.op == "linear_only":
+        return nn.Linear(c, out)
+    if spec.op == "conv2d_only":
+        return nn.Conv2d(c, out, k, s, pad, groups=spec.groups, bias=False)
     if spec.op == "se":
         return SqueezeExcite(c, _se_reduced(c, spec.expansion), act)
     if spec.op == "avgpool":
@@ -277,8 +297,8 @@ def check_network(specs: Sequence[LayerSpec]) -> list[LayerSpec]:
         if (a.precision, a.sparsity) != (b.precision, b.sparsity):
             raise ValueError(f"network layers {i} and {i + 1} mix precision/sparsity")
     for spec in specs[:-1]:
-        if spec.op in ("tail", "linear"):
-            raise ValueError(f"{spec.op} produces a 2-D output: it can only be a network's last layer")
+        if spec.op in ("tail", "linear", "linear_only"):
+            raise ValueError(f"{spec.op} produces no (N, C, H, W) output: it can only be a network's last layer")
     return specs
 
 
@@ -301,12 +321,12 @@ def _resolve(obj, input_shape, precision):
     if isinstance(obj, LayerSpec):
         obj = [obj]
     specs = check_network(obj)
-    if input_shape is not None and tuple(input_shape) != specs[0].in_shape:
+    if input_shape is not None and tuple(input_shape) != input_shape_of(specs[0]):
         raise ValueError(f"input_shape {tuple(input_shape)} disagrees with the spec's {specs[0].in_shape}")
     if precision is not None and precision != specs[0].precision:
         raise ValueError(f"precision {precision!r} disagrees with the spec's {specs[0].precision!r}")
     module = build_module(specs[0]) if len(specs) == 1 else build_network(specs)
-    return module, specs[0].in_shape, specs[0].precision
+    return module, input_shape_of(specs[0]), specs[0].precision
 
 
 def random_input(shape, seed: int = 0, dtype=np.float32) -> np.ndarray:

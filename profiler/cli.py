@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import build as builder
+from .spec import PRECISIONS, SPARSITIES
 from .table import LatencyTable, read_export
 
 
@@ -48,9 +49,10 @@ def _add_build(sub) -> None:
                                                "candidates (default: every layer the space can produce)")
     p.add_argument("--seed", type=int, default=0, help="with --samples: Sobol seed (default 0)")
     p.add_argument("--batch", type=int, default=1, help="batch size of every spec and of the backend (default 1)")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"),
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
                    help="precision of every spec and of the backend (default fp32)")
-    p.add_argument("--sparsity", default="dense", choices=("dense", "2:4"))
+    p.add_argument("--sparsity", default="dense", choices=SPARSITIES,
+                   help="dense, or 2:4 (needs a backend that executes it: torch, tensorrt)")
     p.add_argument("--backend", default="onnxruntime",
                    help="onnxruntime | torch | tensorrt, or your own factory as module:callable")
     p.add_argument("-o", "--backend-option", dest="backend_options", action="append", type=backend_option, default=[],
@@ -159,7 +161,9 @@ def make_parser() -> argparse.ArgumentParser:
 # Subcommands whose module is heavy to import (validate pulls in torch): imported only when run, so
 # `profiler show` stays instant. Each module provides add_arguments(parser) and run(args) -> int.
 _LAZY_COMMANDS = {"validate": ("profiler.validate", "compare LUT estimates with end-to-end measurements "
-                                                     "(MAPE, share within +-10%%, Spearman) and calibrate")}
+                                                     "(MAPE, share within +-10%%, Spearman) and calibrate"),
+                  "advise": ("profiler.advise", "measure where 2:4 pays for a model, layer by layer, "
+                                                "and write advice.json")}
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:

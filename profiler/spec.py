@@ -14,9 +14,11 @@ from dataclasses import dataclass
 # GPUNet block types and primitive ops. Block semantics follow ../shared/data/gpunet.
 BLOCK_OPS = ("head", "head_large", "conv", "fused_irb", "irb", "tail")
 PRIMITIVE_OPS = ("conv2d", "dwconv2d", "linear", "se", "avgpool", "maxpool")
-OPS = BLOCK_OPS + PRIMITIVE_OPS
+# One torch nn.Linear / nn.Conv2d alone (no BN, no activation): the layers `advise` traces in a model.
+LAYER_OPS = ("linear_only", "conv2d_only")
+OPS = BLOCK_OPS + PRIMITIVE_OPS + LAYER_OPS
 ACTIVATIONS = ("relu", "swish", "none")
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "int8", "bf16")
 SPARSITIES = ("dense", "2:4")
 
 KEY_VERSION = "v1"
@@ -41,7 +43,8 @@ def make_divisible(value: float, divisor: int = 8) -> int:
 class LayerSpec:
     """One measurable layer: what it is, and the input it sees.
 
-    in_shape is (N, C, H, W); a linear layer uses (N, C, 1, 1). `expansion` is the GPUNet expansion
+    in_shape is (N, C, H, W); a linear layer uses (N, C, 1, 1), a linear_only layer (N, C, T, 1) for an
+    (N, T, C) input of T tokens. `expansion` is the GPUNet expansion
     ratio (mid channels = round(C * expansion)) and may be fractional. `groups` > 1 is a grouped conv
     (GPUNet's "D" family); `distill` selects the "D" module family for fused_irb/irb blocks.
     """

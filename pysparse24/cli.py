@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import sys
 
 from rich.console import Console
@@ -58,10 +59,38 @@ def build_parser() -> argparse.ArgumentParser:
     from pysparse24.bench.cli import add_parser as add_bench_parser
 
     add_bench_parser(sub)  # `pysparse24 bench gemm`
+    for entry in _plugin_commands().values():   # listed here; parsed and run by main() (see _run_plugin)
+        sub.add_parser(entry.name, help=f"(from {entry.value})", add_help=False)
     return parser
 
 
+# Subcommands other installed packages contribute (e.g. `advise` from the profiler package) through the
+# `pysparse24.commands` entry point group: a module with HELP, add_arguments(parser) and run(args) -> int.
+# Discovered by name, loaded only when run, so pysparse24 never imports them otherwise.
+PLUGIN_GROUP = "pysparse24.commands"
+
+
+def _plugin_commands() -> dict:
+    return {entry.name: entry for entry in importlib.metadata.entry_points(group=PLUGIN_GROUP)}
+
+
+def _run_plugin(entry, argv) -> int:
+    module = entry.load()
+    parser = argparse.ArgumentParser(prog=f"pysparse24 {entry.name}", description=getattr(module, "HELP", None))
+    module.add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return module.run(args)
+    except (ValueError, TypeError, FileNotFoundError, ImportError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    plugins = _plugin_commands()
+    if argv and argv[0] in plugins:
+        return _run_plugin(plugins[argv[0]], argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -5,7 +5,7 @@ run() returns). Thread counts are always set explicitly (never "all cores") and 
 """
 from __future__ import annotations
 
-from ..blocks import export_onnx, random_input
+from ..blocks import export_onnx, input_shape_of, random_input
 from .base import Backend, BackendUnavailable, cpu_context, gpu_context, pin_cpus
 from .timing import wall_clock_sampler
 
@@ -52,7 +52,7 @@ class OnnxRuntimeBackend(Backend):
         session = self._ort.InferenceSession(export_onnx(specs), self._session_options(),
                                              providers=self.providers)
         dtype = "float16" if self.precision == "fp16" else "float32"
-        feed = {"input": random_input(specs[0].in_shape, seed=1, dtype=dtype)}
+        feed = {"input": random_input(input_shape_of(specs[0]), seed=1, dtype=dtype)}
         if self.providers[0] == "CUDAExecutionProvider":
             # Keep input and output on the device, as a GPU deployment would.
             binding = session.io_binding()

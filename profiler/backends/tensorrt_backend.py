@@ -28,12 +28,15 @@ import os
 from dataclasses import dataclass
 
 from ..blocks import export_onnx
-from ..spec import PRECISIONS, SPARSITIES
+from ..spec import SPARSITIES
 from .base import Backend, BackendUnavailable, gpu_context
 from .timing import cuda_event_sampler
 
 INSTALL_HINT = ("the tensorrt backend needs TensorRT 10 or 11 and a CUDA GPU: "
                 "pip install tensorrt --extra-index-url https://pypi.nvidia.com (with torch built for CUDA)")
+
+
+TENSORRT_PRECISIONS = ("fp32", "fp16", "int8")   # the graphs export_onnx writes
 
 
 @dataclass(frozen=True)
@@ -45,8 +48,8 @@ class BuildPlan:
 
 def build_plan(precision: str, sparsity: str, trt_major: int) -> BuildPlan:
     """What to export and which flags to set, for a TensorRT major version."""
-    if precision not in PRECISIONS or sparsity not in SPARSITIES:
-        raise ValueError(f"precision must be in {PRECISIONS} and sparsity in {SPARSITIES}")
+    if precision not in TENSORRT_PRECISIONS or sparsity not in SPARSITIES:
+        raise ValueError(f"precision must be in {TENSORRT_PRECISIONS} and sparsity in {SPARSITIES}")
     if trt_major < 10:
         raise ValueError(f"TensorRT {trt_major} is not supported: use TensorRT 10 or 11")
     sparse = ("SPARSE_WEIGHTS",) if sparsity == "2:4" else ()

@@ -1,0 +1,161 @@
+"""Does `advise` predict the end-to-end speedup of the conversion it advises? (issue: real 2:4 entries)
+
+For each model: advise (table of dense and 2:4 layer timings, torch backend, pysparse24's CPU
+kernels), then measure in one run, interleaved round by round, the dense model against (a) the model
+converted as advised and (b) every layer with a 2:4 measurement converted (a conversion that changes
+the time even when the advice is empty). Predicted and measured speedups are compared; target +-10%.
+
+    OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE python benchmarks/advise_validate.py --out bench_out/advise
+
+Models (random weights; batch 1): GPUNet-0 (profiler.blocks over the published config, channels_last),
+a BERT-base-shaped encoder (12 layers, 768 hidden, 3072 FFN, 128 tokens) and a LLaMA-7B-shaped MLP block
+(4096 -> 11008 gated, 8 tokens). One table per dtype under --out (resumable: a rerun measures nothing
+already there). Writes per-model advice JSON, a per-layer speedup PNG, and results.json.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import pysparse24.torch as sparse_torch  # noqa: E402
+from profiler import advise as adv  # noqa: E402
+from profiler.backends import TimingPolicy, least_disturbed, measure_interleaved  # noqa: E402
+from profiler.backends.timing import wall_clock_sampler  # noqa: E402
+from profiler.blocks import build_network  # noqa: E402
+from profiler.build import BackendRef  # noqa: E402
+from profiler.nas.gpunet import load_gpunet_config  # noqa: E402
+from profiler.table import LatencyTable  # noqa: E402
+
+ROUND_POLICY = TimingPolicy(warmup_min=3, warmup_s=0.05, min_repeats=10, min_time_s=0.3, budget_s=1.5)
+
+
+class EncoderLayer(nn.Module):
+    """BERT-base encoder layer (post-LN), attention through F.scaled_dot_product_attention."""
+
+    def __init__(self, hidden=768, heads=12, ffn=3072):
+        super().__init__()
+        self.heads = heads
+        self.q, self.k, self.v, self.o = (nn.Linear(hidden, hidden) for _ in range(4))
+        self.ln1, self.ln2 = nn.LayerNorm(hidden), nn.LayerNorm(hidden)
+        self.up, self.down = nn.Linear(hidden, ffn), nn.Linear(ffn, hidden)
+
+    def forward(self, x):
+        n, t, c = x.shape
+        split = lambda y: y.view(n, t, self.heads, c // self.heads).transpose(1, 2)  # noqa: E731
+        a = F.scaled_dot_product_attention(split(self.q(x)), split(self.k(x)), split(self.v(x)))
+        x = self.ln1(x + self.o(a.transpose(1, 2).reshape(n, t, c)))
+        return self.ln2(x + self.down(F.gelu(self.up(x))))
+
+
+class LlamaMLP(nn.Module):
+    def __init__(self, hidden=4096, inner=11008):
+        super().__init__()
+        self.gate, self.up = nn.Linear(hidden, inner, bias=False), nn.Linear(hidden, inner, bias=False)
+        self.down = nn.Linear(inner, hidden, bias=False)
+
+    def forward(self, x):
+        return self.down(F.silu(self.gate(x)) * self.up(x))
+
+
+def models(which, bert_layers: int, tokens: int):
+    if "gpunet0" in which:
+        specs = load_gpunet_config("GPUNet-0")
+        yield "GPUNet-0", build_network(specs), specs[0].in_shape, True
+    if "bert" in which:
+        yield f"BERT-base encoder ({bert_layers} layers, 128 tokens)", \
+            nn.Sequential(*(EncoderLayer() for _ in range(bert_layers))), (1, 128, 768), False
+    if "llama" in which:
+        yield f"LLaMA-7B MLP ({tokens} tokens)", LlamaMLP(), (1, tokens, 4096), False
+
+
+def convert(model, layers):
+    """The model with `layers` pruned 2:4 (magnitude) and run on the sparse modules."""
+    sparse = copy.deepcopy(model)
+    if layers:
+        sparse_torch.sparsify(sparse, "2:4", layers=layers, progress=False)
+        sparse_torch.to_sparse_(sparse, layers=layers)
+    return sparse
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, default=Path("bench_out/advise"))
+    p.add_argument("--models", default="gpunet0,bert,llama")
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--bert-layers", type=int, default=12)
+    p.add_argument("--tokens", type=int, default=8, help="LLaMA MLP tokens")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    dtype = getattr(torch, args.dtype)
+    table = args.out / f"table-{args.dtype}-t{args.threads}.sqlite"
+    torch.manual_seed(args.seed)
+    print(f"seed {args.seed}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}; {platform.processor()}; "
+          f"load average {os.getloadavg()[0]:.2f}")
+    results = []
+    for name, model, shape, channels_last in models(args.models.split(","), args.bert_layers, args.tokens):
+        t0 = time.time()
+        model = model.eval().to(dtype)
+        x = torch.randn(shape).to(dtype)
+        if channels_last:
+            model, x = model.to(memory_format=torch.channels_last), x.to(memory_format=torch.channels_last)
+        advice = adv.advise(model, x, table, backend_options={"threads": args.threads})
+        adv.print_advice(advice)
+        slug = name.split(" ")[0].lower()
+        advice.write(args.out / f"advice-{slug}-{args.dtype}.json")
+        adv.speedup_png(advice, args.out / f"speedup-{slug}-{args.dtype}.png", title=f"{name}, {args.dtype}")
+        calls = adv.trace(model, x)
+        with LatencyTable(table) as lut:
+            everything = adv.summarize(calls, lut, threshold=1e-9,
+                                       model_dense_ms=advice.predicted["model_dense_measured_ms"])
+        variants = {"dense": model, "advised": convert(model, list(advice)), "all": convert(model, list(everything))}
+        ref = BackendRef("torch", {"threads": args.threads, "precision": calls[0].spec.precision, "batch": shape[0]})
+        with adv._backend_here(ref):   # the threads and CPU pinning the table was measured with
+            samplers = []
+            for m in variants.values():
+                def run(m=m):
+                    with torch.inference_mode():
+                        m(x)
+                samplers.append(wall_clock_sampler(run))
+            stats = measure_interleaved(samplers, args.rounds, ROUND_POLICY, seed=args.seed, log=print)
+        measured = {k: least_disturbed(s).median_ms for k, s in zip(variants, stats)}
+        row = {"model": name, "dtype": args.dtype, "threads": args.threads, "input": list(shape),
+               "advised_layers": len(advice), "layers": len(advice.per_layer),
+               "all_layers": len(everything), "measured_ms": measured,
+               "predicted": {"advised": advice.predicted, "all": everything.predicted}}
+        for kind, pred in (("advised", advice), ("all", everything)):
+            m_speedup = measured["dense"] / measured[kind]
+            row[f"{kind}_speedup_measured"] = m_speedup
+            row[f"{kind}_speedup_predicted"] = pred.predicted["speedup"]
+            row[f"{kind}_error_pct"] = 100 * (pred.predicted["speedup"] / m_speedup - 1)
+        row["seconds"] = time.time() - t0
+        results.append(row)
+        print(f"{name}: dense {measured['dense']:.3f} ms (predicted {advice.predicted['dense_ms']:.3f}); "
+              f"advised {len(advice)} layers: measured {row['advised_speedup_measured']:.3f}x, predicted "
+              f"{row['advised_speedup_predicted']:.3f}x ({row['advised_error_pct']:+.1f}%); all {len(everything)}: "
+              f"measured {row['all_speedup_measured']:.3f}x, predicted {row['all_speedup_predicted']:.3f}x "
+              f"({row['all_error_pct']:+.1f}%)", flush=True)
+        del variants, model
+    out = args.out / f"results-{args.dtype}-t{args.threads}.json"
+    out.write_text(json.dumps({"machine": platform.processor(), "torch": torch.__version__, "seed": args.seed,
+                               "load_average": os.getloadavg()[0], "results": results}, indent=1))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

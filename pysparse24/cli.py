@@ -81,7 +81,7 @@ def _run_plugin(entry, argv) -> int:
     args = parser.parse_args(argv)
     try:
         return module.run(args)
-    except (ValueError, TypeError, FileNotFoundError, ImportError) as exc:
+    except (ValueError, TypeError, OSError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

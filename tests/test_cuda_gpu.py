@@ -158,8 +158,51 @@ def test_cupy_arrays_give_cupy_arrays():
     assert np.array_equal(cupy.asnumpy(back), np.where(keep, cupy.asnumpy(x), 0))
 
 
+def test_empty_cuda_input_gets_the_cpu_message():
+    import pysparse24
+
+    for empty in (torch.empty(0, 8, device="cuda"), torch.empty(4, 0, device="cuda")):
+        with pytest.raises(ValueError, match="weight is empty"):
+            ops.mask(empty)
+        with pytest.raises(ValueError, match="empty"):
+            pysparse24.compress(empty.half(), "packed")
+
+
+def test_kernels_index_past_2_31_elements():
+    """Flat indices past 2^31 (int64 chunk and error indices): a NaN near the end is found at its
+    (row, column), and the last rows compress like the first."""
+    rows, cols = 65536, 32800  # 2.15e9 float16 elements, 4.3 GB
+    if torch.cuda.mem_get_info()[0] < 3 * rows * cols * 2:
+        pytest.skip("needs ~13 GB of free GPU memory")
+    x = torch.ones(rows, cols, device="cuda", dtype=torch.float16)
+    flat = rows * cols - 37
+    x.view(-1)[flat] = float("nan")
+    with pytest.raises(ValueError, match=rf"index \({flat // cols}, {flat % cols}\)"):
+        ops.mask(x, 2, 4)
+    x.view(-1)[flat] = 1
+    values, meta = ops.compress(x, "packed", prune=True)
+    assert torch.equal(values[-4:], torch.ones(4, cols // 2, dtype=torch.float16, device="cuda"))
+    assert bool((meta[-4:] == 0x44).all())  # every group keeps (0, 1): code 0b0100 in both nibbles
+    del x, values, meta
+    torch.cuda.empty_cache()
+
+
 # ---- cuSPARSELt ----------------------------------------------------------------------------------
+_BUILD = pcuda.build_info()
+needs_wrapper = pytest.mark.skipif(not _BUILD["cusparselt_wrapper"], reason=_BUILD["reason"] or "built")
 cusparselt = pytest.importorskip("pysparse24.cuda.cusparselt")
+
+
+def runs_here(input_dtype, output_dtype):
+    """Whether the support table has this pair on this GPU and loaded cuSPARSELt."""
+    spec = pcuda.native().GemmSpec(64, 64, 64, input_dtype, output_dtype, transpose_b=True)
+    major, minor = torch.cuda.get_device_capability()
+    v = cusparselt.version()
+    try:
+        spec.validate_support(major, minor, v[0] * 10000 + v[1] * 100 + v[2])
+        return True
+    except ValueError:
+        return False
 
 
 def sparse_weight(m, k, dtype, seed=0):
@@ -181,18 +224,85 @@ def assert_close_to_float64(d, reference, dtype):
     assert (got - reference).abs().max().item() <= TOLERANCE[dtype] * scale
 
 
+@needs_wrapper
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "int8", "float8_e4m3fn"])
 def test_matmul_matches_float64(dtype):
-    if dtype == "float8_e4m3fn" and torch.cuda.get_device_capability() < (8, 9):
-        pytest.skip("float8 needs compute capability 8.9+")
     m, n, k = 128, 64, 256
+    out_dtype = "int32" if dtype == "int8" else None
+    if not runs_here(dtype, out_dtype or cusparselt._DEFAULT_OUT[dtype]):
+        with pytest.raises(ValueError, match="has no"):  # named before any library call
+            cusparselt.SparseMatrix(sparse_weight(m, k, "float16").to(getattr(torch, dtype)))
+        return
     w = sparse_weight(m, k, dtype)
     x = random_cuda((n, k), dtype, seed=1)  # B = x.T: column-major, the layout every dtype supports
-    out_dtype = "int32" if dtype == "int8" else None
     d = cusparselt.matmul(cusparselt.SparseMatrix(w), x, out_dtype=out_dtype, transpose_b=True)
     assert_close_to_float64(d, w.double().cpu() @ x.double().cpu().T, dtype)
 
 
+@needs_wrapper
+def test_support_table_agrees_with_the_library():
+    """Every (input, output) pair, run past the table (check_support=False) on a small problem: the
+    library must run exactly the pairs the table says run here, and those must be right."""
+    native = pcuda.native()
+    m, n, k = 128, 64, 256
+    disagreements = []
+    for row in cusparselt.support_table():
+        dtype, out = row["input"], row["output"]
+        expected = runs_here(dtype, out)
+        try:
+            if dtype == "int8":  # small values: every output dtype holds the sums (int8 out saturates: not compared)
+                w = sparse_weight(m, k, "int8").clamp(-4, 4)
+                x = torch.randint(-4, 5, (n, k), dtype=torch.int8, device="cuda")
+            else:
+                w = sparse_weight(m, k, "float16" if dtype == "float8_e4m3fn" else dtype).to(getattr(torch, dtype))
+                x = random_cuda((n, k), dtype, seed=1)
+            structured = native.StructuredMatrix(m, k, dtype, check_support=False)
+            stream = torch.cuda.current_stream().cuda_stream
+            size, buffer_size = structured.compressed_size()
+            compressed = torch.empty(size, dtype=torch.uint8, device="cuda")
+            buffer = torch.empty(max(buffer_size, 1), dtype=torch.uint8, device="cuda")
+            structured.compress(w.data_ptr(), compressed.data_ptr(), buffer.data_ptr(), stream)
+            plan = native.GemmPlan(native.GemmSpec(m, n, k, dtype, out, transpose_b=True), check_support=False)
+            d = torch.empty(m, n, dtype=getattr(torch, out), device="cuda")
+            workspace = torch.empty(max(plan.workspace_size, 1), dtype=torch.uint8, device="cuda")
+            plan.matmul(compressed.data_ptr(), x.data_ptr(), d.data_ptr(), d.data_ptr(), 1.0, 0.0, 0,
+                        workspace.data_ptr(), stream)
+            torch.cuda.synchronize()
+            ran = True
+            tolerance_of = {"int32": "int8", "float16": "float16", "bfloat16": "bfloat16", "float32": "float32"}
+            if out in tolerance_of:
+                assert_close_to_float64(d, w.double().cpu() @ x.double().cpu().T, tolerance_of[out])
+        except pcuda.CudaError as e:
+            ran, why = False, str(e)
+        if ran != expected:
+            disagreements.append(f"{dtype}->{out}: table says {'runs' if expected else 'no'}, library "
+                                 f"{'ran it' if ran else 'refused: ' + why}")
+    assert not disagreements, "; ".join(disagreements)
+
+
+@needs_wrapper
+def test_int8_bias_is_read_as_float32():
+    """cuSPARSELt reads an int8 problem's bias as float32 whatever the output: a float16 bias is
+    converted, and the result carries the bias exactly."""
+    m, n, k = 128, 64, 128
+    w = sparse_weight(m, k, "int8").clamp(-8, 8)  # small sums: exact in float16
+    x = torch.randint(-8, 8, (n, k), dtype=torch.int8, device="cuda")
+    bias = torch.arange(m, dtype=torch.float16, device="cuda") * 0.5 + 1
+    sparse = cusparselt.SparseMatrix(w)
+    assert cusparselt.plan_for(sparse, n, out_dtype="float16", transpose_b=True, bias=True).spec.bias_dtype == "float32"
+    d = cusparselt.matmul(sparse, x, out_dtype="float16", transpose_b=True, bias=bias)
+    reference = w.double().cpu() @ x.double().cpu().T + bias.double().cpu()[:, None]
+    assert torch.equal(d.double().cpu(), reference)
+
+
+@needs_wrapper
+def test_int8_with_row_major_b_is_refused_before_the_library():
+    sparse = cusparselt.SparseMatrix(sparse_weight(128, 128, "int8"))
+    with pytest.raises(ValueError, match=r"int8 only with the reduction dimension k contiguous"):
+        cusparselt.matmul(sparse, torch.ones(128, 64, device="cuda", dtype=torch.int8), out_dtype="int32")
+
+
+@needs_wrapper
 def test_matmul_bias_alpha_beta_transpose():
     m, n, k = 64, 32, 128
     w = sparse_weight(m, k, "float16")
@@ -204,6 +314,7 @@ def test_matmul_bias_alpha_beta_transpose():
     assert_close_to_float64(d, reference.cpu(), "float16")
 
 
+@needs_wrapper
 def test_prune_on_device_and_prune_check():
     w = random_cuda((64, 128), "float16", seed=5)
     with pytest.raises(ValueError, match="not 2:4 sparse"):
@@ -217,6 +328,7 @@ def test_prune_on_device_and_prune_check():
     assert_close_to_float64(d, (ours.double() @ b.double()).cpu(), "float16")
 
 
+@needs_wrapper
 def test_search_split_k_and_plan_cache():
     native = pcuda.native()
     m, n, k = 256, 128, 512
@@ -227,12 +339,30 @@ def test_search_split_k_and_plan_cache():
     plan = cusparselt.plan_for(a, n)
     assert native.plan_cache_size() == before + 1 and plan is cusparselt.plan_for(a, n)
     assert 0 <= plan.algorithm < plan.max_algorithm
-    plan.set_split_k(2, 1, 1)
+    plan.set_split_k(2, 1, 1)  # after search: three settings, one re-plan
     d2 = cusparselt.matmul(a, b)
-    assert plan.split_k[0] == 2
+    assert plan.split_k == (2, 1, 1)
     assert torch.allclose(d.float(), d2.float(), rtol=2e-3, atol=2e-2)
 
 
+@needs_wrapper
+def test_a_new_bias_keeps_the_searched_algorithm():
+    """The bias pointer is set before the algorithm is chosen; binding another bias rebuilds the
+    selection and plan, keeping what search and set_split_k chose."""
+    m, n, k = 256, 128, 512
+    w = sparse_weight(m, k, "float16", seed=8)
+    a = cusparselt.SparseMatrix(w)
+    x = random_cuda((n, k), "float16", seed=9)
+    first, second = (random_cuda((m,), "float16", seed=s) for s in (10, 11))
+    cusparselt.matmul(a, x, transpose_b=True, bias=first, search=True)
+    plan = cusparselt.plan_for(a, n, transpose_b=True, bias=True)
+    chosen = plan.algorithm
+    d = cusparselt.matmul(a, x, transpose_b=True, bias=second)
+    assert plan.algorithm == chosen
+    assert_close_to_float64(d, (w.double() @ x.double().T + second.double()[:, None]).cpu(), "float16")
+
+
+@needs_wrapper
 def test_constraint_errors_before_the_library():
     with pytest.raises(ValueError, match="structured float16 matrix to be positive multiples of 16"):
         cusparselt.SparseMatrix(torch.ones(40, 64, dtype=torch.float16, device="cuda"))
@@ -243,6 +373,7 @@ def test_constraint_errors_before_the_library():
         cusparselt.matmul(a, misaligned)
 
 
+@needs_wrapper
 def test_gemm_bench_smoke():
     r = gemm_bench.time_gemm_pair(256, 256, 256, "float16", warmup=1, repeats=3)
     assert len(r["sparse_ms"]) == 3 and len(r["dense_ms"]) == 3

@@ -103,6 +103,64 @@ def test_compress_and_decompress_match_cpu(rng, dtype, fmt):
         assert dense.tobytes() == np.asarray(cpu_dense).tobytes() and errors == (-1, -1, -1) and cpu_bad == -1
 
 
+# Raw bit patterns with ties, zeros of both signs and extreme magnitudes, per dtype.
+TIE_BITS = {
+    "float16": [0x0000, 0x8000, 0x0001, 0x3C00, 0xBC00, 0x4000, 0xFBFF],
+    "bfloat16": [0x0000, 0x8000, 0x0001, 0x3F80, 0xBF80, 0x4000, 0xFF7F],
+    "int8": [0x00, 0x01, 0xFF, 0x02, 0xFE, 0x80, 0x7F],  # 0, 1, -1, 2, -2, -128, 127
+    "float8_e4m3fn": [0x00, 0x80, 0x01, 0x38, 0xB8, 0x40, 0xFE],
+    "float8_e5m2": [0x00, 0x80, 0x01, 0x3C, 0xBC, 0x40, 0xFB],
+}
+
+
+@pytest.mark.parametrize("dtype", list(TIE_BITS))
+@pytest.mark.parametrize("fmt", ["packed", "cutlass"])
+def test_every_group_of_tied_values_selects_like_the_cpu_path(dtype, fmt):
+    """All 7^4 groups of four drawn from TIE_BITS: the word-wise, branch-free selection of the GPU
+    kernels (on the host) against the CPU path, bit for bit, pruned and (after pruning) unpruned."""
+    import itertools
+
+    from reference import numpy_dtype
+
+    bits = np.array(list(itertools.product(TIE_BITS[dtype], repeat=4)), dtype=np.uint16 if "16" in dtype else np.uint8)
+    cols = 64
+    rows = -(-bits.size // cols // 32) * 32  # whole cutlass row blocks, zero groups after the last
+    padded = np.zeros(rows * cols, bits.dtype)
+    padded[:bits.size] = bits.ravel()
+    x = padded.reshape(rows, cols).view(numpy_dtype(dtype))
+    for prune in (True, False):
+        source = x if prune else host_decompress(*host_compress(x, fmt, True)[:2], rows, cols, fmt)[0]
+        values, meta, errors = host_compress(source, fmt, prune)
+        cpu_values, cpu_meta, cpu_nonfinite, cpu_overfull = _C.compress(bits_of(source), KIND[dtype], fmt, prune)
+        assert values.tobytes() == np.asarray(cpu_values).tobytes(), prune
+        assert meta.tobytes() == np.asarray(cpu_meta).tobytes(), prune
+        assert errors == (-1, -1, -1) and (cpu_nonfinite, cpu_overfull) == (-1, -1)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "int8", "float8_e4m3fn"])
+@pytest.mark.parametrize("fmt", ["packed", "cutlass"])
+def test_first_error_of_a_chunk_is_found_where_the_cpu_path_finds_it(rng, dtype, fmt):
+    """Non-finite elements and over-full groups at every position of a chunk (the word-wise kernels
+    find the first of each with bit tricks over eight words)."""
+    from reference import numpy_dtype
+
+    rows, cols = 32, 128
+    per_chunk = 32 // numpy_dtype(dtype).itemsize
+    for position in range(0, per_chunk, 3):
+        x = random_weight(rng, (rows, cols), dtype)
+        pruned = host_decompress(*host_compress(x, fmt, True)[:2], rows, cols, fmt)[0]
+        if dtype != "int8":
+            pruned[5, per_chunk + position] = np.inf if dtype == "float16" else np.nan
+            pruned[9, position] = np.nan
+        group = (per_chunk + position) // 4 * 4
+        pruned[2, group:group + 3] = 3 if dtype == "int8" else 1  # three non-zeros, before every NaN row
+        _, _, errors = host_compress(pruned, fmt, prune=False)
+        _, _, nonfinite, overfull = _C.compress(bits_of(pruned), KIND[dtype], fmt, False)
+        assert errors[:2] == (nonfinite, overfull)
+        assert overfull == 2 * cols // 4 + group // 4
+        assert nonfinite == (-1 if dtype == "int8" else 5 * cols + per_chunk + position)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("fmt", ["packed", "cutlass"])
 def test_strided_input_takes_the_scalar_path_with_the_same_result(rng, dtype, fmt):
@@ -185,13 +243,78 @@ def test_gpu_entry_points_say_there_is_no_device():
 def test_cusparselt_loads_from_the_wheel_or_says_why():
     from pysparse24.cuda import cusparselt
 
+    assert cusparselt.minimum_version() == (0, 8, 0)
     try:
         path = cusparselt.load()
     except pcuda.UnavailableError as e:
         assert "cuSPARSELt not available" in str(e)
         pytest.skip(f"no cuSPARSELt here: {e}")
     assert "libcusparseLt" in path
-    assert cusparselt.version() >= (0, 6, 0)
+    assert cusparselt.version() >= cusparselt.minimum_version()
+
+
+def test_build_info_says_what_was_built_and_why_not():
+    info = pcuda.build_info()
+    assert info["cuda_kernels"] is True
+    assert info["cusparselt_wrapper"] == native().has_cusparselt_build
+    assert (info["reason"] == "") == info["cusparselt_wrapper"]
+    assert info["archs"] and all(a.isdigit() for a in info["archs"].split(","))
+    assert info["cusparselt_minimum"] == "0.8.0"
+    if info["cusparselt_wrapper"]:
+        header = tuple(int(v) for v in info["cusparselt_header"].split("."))
+        assert header >= (0, 8, 0) and info["cusparselt_include"]
+    else:
+        assert info["reason"].startswith("the cuSPARSELt wrapper was not built: ")
+
+
+# ---- the cuSPARSELt header search (csrc/cuda/find_cusparselt.cmake) on fake wheel layouts ---------
+def fake_header(folder, version, needs_cusparse):
+    folder.mkdir(parents=True)
+    major, minor, patch = version
+    include = '#include "cusparse.h"' if needs_cusparse else '#include "cusparseLt_cusparse_stub.h"'
+    (folder / "cusparseLt.h").write_text(f"{include}\n#define CUSPARSELT_VER_MAJOR {major}\n"
+                                         f"#define CUSPARSELT_VER_MINOR {minor}\n#define CUSPARSELT_VER_PATCH {patch}\n")
+
+
+def find_cusparselt(root):
+    import shutil
+    from pathlib import Path
+
+    if not shutil.which("cmake"):
+        pytest.skip("no cmake")
+    script = Path(__file__).resolve().parents[1] / "csrc" / "cuda" / "find_cusparselt.cmake"
+    out = subprocess.run(["cmake", f"-DPYSPARSE24_CUSPARSELT_ROOT={root}", "-DCUDAToolkit_INCLUDE_DIRS=/nonexistent",
+                          "-P", str(script)], capture_output=True, text=True, timeout=30, check=True)
+    return dict(line.split("=", 1) for line in out.stderr.splitlines() if "=" in line)
+
+
+def test_header_search_finds_the_0_8_layout_with_cusparse_beside_it(tmp_path):
+    fake_header(tmp_path / "nvidia" / "cusparselt" / "include", (0, 8, 0), needs_cusparse=True)
+    (tmp_path / "nvidia" / "cu13" / "include").mkdir(parents=True)
+    (tmp_path / "nvidia" / "cu13" / "include" / "cusparse.h").write_text("")
+    found = find_cusparselt(tmp_path)
+    assert found["why"] == "" and found["version"] == "0.8.0"
+    assert found["includes"].split(";") == [str(tmp_path / "nvidia" / d / "include") for d in ("cusparselt", "cu13")]
+
+
+def test_header_search_says_why_without_cusparse(tmp_path):
+    fake_header(tmp_path / "nvidia" / "cusparselt" / "include", (0, 8, 1), needs_cusparse=True)
+    found = find_cusparselt(tmp_path)
+    assert "(cuSPARSELt 0.8.1) includes cusparse.h, found neither beside it" in found["why"]
+    assert "pip install nvidia-cusparse" in found["why"]
+
+
+def test_header_search_finds_the_0_10_layout_alone(tmp_path):
+    fake_header(tmp_path / "nvidia" / "cu13" / "include", (0, 10, 0), needs_cusparse=False)
+    found = find_cusparselt(tmp_path)
+    assert found["why"] == "" and found["version"] == "0.10.0"
+    assert found["includes"] == str(tmp_path / "nvidia" / "cu13" / "include")
+
+
+def test_header_search_refuses_a_header_older_than_the_minimum(tmp_path):
+    fake_header(tmp_path / "nvidia" / "cu13" / "include", (0, 6, 3), needs_cusparse=False)
+    assert "is cuSPARSELt 0.6.3; pysparse24 needs 0.8.0 or newer" in find_cusparselt(tmp_path)["why"]
+    assert "no cusparseLt.h found" in find_cusparselt(tmp_path / "elsewhere")["why"]
 
 
 def test_cusparselt_missing_library_message():
@@ -226,14 +349,17 @@ def spec(*args, **kwargs):
 
 def test_gemm_spec_accepts_supported_problems():
     for s in [spec(64, 64, 64, "float16", "float16"), spec(32, 16, 32, "float32", "float32"),
-              spec(64, 32, 64, "int8", "int32"), spec(64, 64, 64, "float8_e4m3fn", "bfloat16"),
+              spec(64, 32, 64, "int8", "int32", transpose_b=True),
+              spec(64, 64, 64, "float8_e4m3fn", "bfloat16", transpose_b=True),
               spec(128, 8, 64, "bfloat16", "bfloat16", transpose_b=True, has_bias=True)]:
         s.validate()
     assert spec(64, 8, 32, "float16", "float16", transpose_b=True).key == "64x8x32:float16->float16:NT:row"
 
 
 @pytest.mark.parametrize("args,message", [
-    ((48, 64, 64, "int8", "int8"), r"structured \(sparse\) A to be a positive multiple of 32 for int8; m \(rows of A\) = 48"),
+    ((48, 64, 64, "int8", "int8", False, True), r"structured \(sparse\) A to be a positive multiple of 32 for int8; m \(rows of A\) = 48"),
+    ((64, 64, 64, "int8", "int32"), r"int8 only with the reduction dimension k contiguous in both A and B: store B as \(n, k\) and pass transpose_b=True"),
+    ((64, 64, 64, "float8_e4m3fn", "float16"), r"float8_e4m3fn only with the reduction dimension k contiguous"),
     ((64, 64, 40, "float16", "float16"), r"multiple of 16 for float16; k \(columns of A\) = 40"),
     ((64, 12, 64, "float16", "float16"), r"dense B to be a positive multiple of 8 for float16; columns of B = 12"),
     ((64, 64, 64, "float16", "float32"), r"does not multiply float16 into float32"),
@@ -244,13 +370,60 @@ def test_gemm_spec_names_the_broken_constraint(args, message):
         spec(*args).validate()
 
 
-def test_architecture_and_alignment_checks():
-    spec(64, 64, 64, "float16", "float16").validate_arch(8, 0)
+def test_support_table_by_dtype_compute_capability_and_version():
+    spec(64, 64, 64, "float16", "float16").validate_support(8, 0)
     with pytest.raises(ValueError, match=r"compute capability 8.0 or newer\); this GPU is 7.5"):
-        spec(64, 64, 64, "float16", "float16").validate_arch(7, 5)
-    with pytest.raises(ValueError, match=r"float8_e4m3fn sparse GEMM needs compute capability 8.9"):
-        spec(64, 64, 64, "float8_e4m3fn", "float16").validate_arch(8, 6)
-    spec(64, 64, 64, "float8_e4m3fn", "float16").validate_arch(9, 0)
+        spec(64, 64, 64, "float16", "float16").validate_support(7, 5)
+    fp8 = spec(64, 64, 64, "float8_e4m3fn", "float16", transpose_b=True)
+    with pytest.raises(ValueError, match=r"has no float8_e4m3fn->float16 sparse GEMM on compute capability 8.6 "
+                                         r"\(it needs compute capability 8.9 or newer"):
+        fp8.validate_support(8, 6)
+    fp8.validate_support(9, 0)
+    fp8.validate_support(8, 9, 800)
+    with pytest.raises(ValueError, match=r"cuSPARSELt 0.7.1 has no float8_e4m3fn->float16 .* cuSPARSELt 0.8.0\+"):
+        fp8.validate_support(8, 9, 701)
+    tf32 = spec(32, 16, 32, "float32", "float32")
+    tf32.validate_support(8, 6)
+    with pytest.raises(ValueError, match=r"has no float32->float32 sparse GEMM on compute capability 9.0 .*"
+                                         r"Supported here: float16->float16, bfloat16->bfloat16, int8->int8"):
+        tf32.validate_support(9, 0, 800)
+
+
+def test_support_table_is_the_one_home_of_the_dtype_pairs():
+    from pysparse24.cuda import cusparselt
+
+    table = cusparselt.support_table()
+    pairs = {(row["input"], row["output"]) for row in table}
+    assert ("float32", "float32") in pairs and ("int8", "float16") in pairs and len(pairs) == len(table) == 10
+    for row in table:  # every row validates; its own lower bound is the first GPU that runs it
+        s = spec(64, 64, 64, row["input"], row["output"], transpose_b=True)
+        s.validate()
+        s.validate_support(*row["min_cc"])
+        if row["below_cc"]:
+            with pytest.raises(ValueError, match="has no"):
+                s.validate_support(*row["below_cc"])
+    for missing in [("float16", "float32"), ("bfloat16", "float16"), ("float8_e4m3fn", "float8_e4m3fn")]:
+        with pytest.raises(ValueError, match="does not multiply"):
+            spec(64, 64, 64, *missing, transpose_b=True).validate()
+
+
+def test_bias_dtype_is_what_cusparselt_reads():
+    assert spec(64, 64, 64, "int8", "float16", transpose_b=True).bias_dtype == "float32"
+    assert spec(64, 64, 64, "int8", "int32", transpose_b=True).bias_dtype == "float32"
+    assert spec(64, 64, 64, "int8", "int8", transpose_b=True).bias_dtype == "float32"
+    assert spec(64, 64, 64, "float16", "float16").bias_dtype == "float16"
+    assert spec(64, 64, 64, "float8_e4m3fn", "bfloat16", transpose_b=True).bias_dtype == "bfloat16"
+
+
+def test_element_count_of_torch_and_numpy_like_arrays():
+    """The empty-input check: a torch tensor's .size is a method, so `x.size == 0` never held."""
+    from pysparse24.cuda import arrays
+
+    assert arrays.element_count(torch.empty(0, 8)) == 0 and arrays.element_count(torch.empty(3, 8)) == 24
+    assert arrays.element_count(np.empty((0, 8))) == 0
+
+
+def test_alignment_checks():
     native().validate_alignment(0x1000, "B")
     with pytest.raises(ValueError, match="16-byte aligned pointers; B is at 0x1008"):
         native().validate_alignment(0x1008, "B")

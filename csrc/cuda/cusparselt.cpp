@@ -125,6 +125,12 @@ std::string load_cusparselt(const std::vector<std::string>& candidates) {
     table->cusparseLtGetProperty(MINOR_VERSION, &minor);
     table->cusparseLtGetProperty(PATCH_LEVEL, &patch);
     table->version = major * 10000 + minor * 100 + patch;
+    if (table->version < kMinimumCusparseLtVersion) {  // the symbols exist but not the behaviour we rely on
+      tried << "\n  " << path << ": cuSPARSELt " << version_name(table->version) << " is older than the "
+            << version_name(kMinimumCusparseLtVersion) << " pysparse24 needs";
+      dlclose(lib);
+      continue;
+    }
     table->path = path;
     loaded.store(table.release());
     return loaded.load()->path;
@@ -173,7 +179,8 @@ class Handle {
 };
 
 // ---- StructuredMatrix --------------------------------------------------------------------------
-StructuredMatrix::StructuredMatrix(int64_t rows, int64_t cols, DType dtype, bool row_major, bool transposed)
+StructuredMatrix::StructuredMatrix(int64_t rows, int64_t cols, DType dtype, bool row_major, bool transposed,
+                                   bool check_support)
     : transposed_(transposed) {
   const int multiple = structured_multiple(dtype);
   if (dtype == DType::I32) throw std::invalid_argument("int32 cannot be a structured (sparse) matrix");
@@ -182,9 +189,7 @@ StructuredMatrix::StructuredMatrix(int64_t rows, int64_t cols, DType dtype, bool
                                 " matrix to be positive multiples of " + std::to_string(multiple) + ", got (" +
                                 std::to_string(rows) + ", " + std::to_string(cols) + ")");
   handle_ = Handle::current();
-  GemmSpec arch_probe;
-  arch_probe.input = dtype;
-  validate_arch(arch_probe, handle_->major, handle_->minor);
+  if (check_support) validate_structured(dtype, handle_->major, handle_->minor, api().version);
   check(api().cusparseLtStructuredDescriptorInit(&handle_->handle, &descriptor_, rows, cols,
                                                  leading_dim(rows, cols, row_major), kAlignment, to_cuda(dtype),
                                                  order(row_major), CUSPARSELT_SPARSITY_50_PERCENT),
@@ -239,10 +244,10 @@ void StructuredMatrix::compress(uintptr_t dense, uintptr_t compressed, uintptr_t
 }
 
 // ---- GemmPlan ----------------------------------------------------------------------------------
-GemmPlan::GemmPlan(const GemmSpec& spec) : spec_(spec) {
+GemmPlan::GemmPlan(const GemmSpec& spec, bool check_support) : spec_(spec) {
   validate_gemm(spec_);
   handle_ = Handle::current();
-  validate_arch(spec_, handle_->major, handle_->minor);
+  if (check_support) validate_support(spec_, handle_->major, handle_->minor, api().version);
   const auto& lt = api();
   auto* h = &handle_->handle;
   const bool row = spec_.row_major;
@@ -261,22 +266,50 @@ GemmPlan::GemmPlan(const GemmSpec& spec) : spec_(spec) {
   check(lt.cusparseLtMatmulDescriptorInit(h, &matmul_, op(spec_.transpose_a), op(spec_.transpose_b), &a_, &b_, &c_,
                                           &c_, compute),
         "cusparseLtMatmulDescriptorInit");
-  check(lt.cusparseLtMatmulAlgSelectionInit(h, &alg_, &matmul_, CUSPARSELT_MATMUL_ALG_DEFAULT),
-        "cusparseLtMatmulAlgSelectionInit");
-  init_plan();
+  if (!spec_.has_bias) configure(0);  // a plan with a bias is configured with its first bias pointer
 }
 
 GemmPlan::~GemmPlan() {
   const auto& lt = api();
-  if (plan_ready_) lt.cusparseLtMatmulPlanDestroy(&plan_);
-  lt.cusparseLtMatmulAlgSelectionDestroy(&alg_);
+  release_selection();
   lt.cusparseLtMatDescriptorDestroy(&a_);
   lt.cusparseLtMatDescriptorDestroy(&b_);
   lt.cusparseLtMatDescriptorDestroy(&c_);
 }
 
-// The plan snapshots the matmul descriptor and algorithm selection, so it is rebuilt after either
-// changes (bias pointer, algorithm id, split-k); the selection keeps any searched configuration.
+void GemmPlan::release_selection() {
+  const auto& lt = api();
+  if (plan_ready_) lt.cusparseLtMatmulPlanDestroy(&plan_);
+  if (selection_ready_) lt.cusparseLtMatmulAlgSelectionDestroy(&alg_);
+  plan_ready_ = selection_ready_ = false;
+}
+
+// In the order NVIDIA's samples and PyTorch use: the bias pointer on the matmul descriptor, then the
+// algorithm selection, then the configuration kept from earlier calls (algorithm id, split-k; a new
+// selection starts from the defaults), then one plan.
+void GemmPlan::configure(uintptr_t bias) {
+  const auto& lt = api();
+  release_selection();
+  if (spec_.has_bias) {
+    void* pointer = reinterpret_cast<void*>(bias);
+    check(lt.cusparseLtMatmulDescSetAttribute(&handle_->handle, &matmul_, CUSPARSELT_MATMUL_BIAS_POINTER, &pointer,
+                                              sizeof(pointer)),
+          "cusparseLtMatmulDescSetAttribute(BIAS_POINTER)");
+  }
+  bias_ = bias;
+  check(lt.cusparseLtMatmulAlgSelectionInit(&handle_->handle, &alg_, &matmul_, CUSPARSELT_MATMUL_ALG_DEFAULT),
+        "cusparseLtMatmulAlgSelectionInit");
+  selection_ready_ = true;
+  if (algorithm_ >= 0) set_alg_int(CUSPARSELT_MATMUL_ALG_CONFIG_ID, algorithm_);
+  if (split_k_[0] >= 1) {
+    set_alg_int(CUSPARSELT_MATMUL_SPLIT_K, split_k_[0]);
+    set_alg_int(CUSPARSELT_MATMUL_SPLIT_K_MODE, split_k_[1]);
+    set_alg_int(CUSPARSELT_MATMUL_SPLIT_K_BUFFERS, split_k_[2]);
+  }
+  init_plan();
+}
+
+// The plan snapshots the matmul descriptor and the algorithm selection: rebuilt once after a change.
 void GemmPlan::init_plan() {
   if (plan_ready_) api().cusparseLtMatmulPlanDestroy(&plan_);
   plan_ready_ = false;
@@ -284,20 +317,25 @@ void GemmPlan::init_plan() {
   plan_ready_ = true;
 }
 
+void GemmPlan::require_configured() const {
+  if (!selection_ready_)
+    throw std::invalid_argument("this plan adds a bias: bind one first (set_bias), since cuSPARSELt chooses the "
+                                "algorithm with the bias pointer set");
+}
+
 size_t GemmPlan::workspace_size() {
+  require_configured();
   size_t bytes = 0;
   check(api().cusparseLtMatmulGetWorkspace(&handle_->handle, &plan_, &bytes), "cusparseLtMatmulGetWorkspace");
   return bytes;
 }
 
-void GemmPlan::use_bias(uintptr_t bias) {
-  if (bias == bias_) return;
-  void* pointer = reinterpret_cast<void*>(bias);
-  check(api().cusparseLtMatmulDescSetAttribute(&handle_->handle, &matmul_, CUSPARSELT_MATMUL_BIAS_POINTER, &pointer,
-                                               sizeof(pointer)),
-        "cusparseLtMatmulDescSetAttribute(BIAS_POINTER)");
-  bias_ = bias;
-  init_plan();
+void GemmPlan::set_bias(uintptr_t bias) {
+  if (spec_.has_bias != (bias != 0))
+    throw std::invalid_argument(spec_.has_bias ? "this plan adds a bias: pass one" : "this plan has no bias term");
+  if (bias) validate_alignment(bias, "the bias");
+  if (selection_ready_ && bias == bias_) return;
+  configure(bias);
 }
 
 void GemmPlan::check_operands(uintptr_t a, uintptr_t b, uintptr_t c, uintptr_t d, uintptr_t bias,
@@ -307,16 +345,13 @@ void GemmPlan::check_operands(uintptr_t a, uintptr_t b, uintptr_t c, uintptr_t d
   validate_alignment(b, "B");
   validate_alignment(c, "C");
   validate_alignment(d, "D");
-  if (spec_.has_bias != (bias != 0))
-    throw std::invalid_argument(spec_.has_bias ? "this plan adds a bias: pass one" : "this plan has no bias term");
-  if (bias) validate_alignment(bias, "the bias");
   if (workspace) validate_alignment(workspace, "the workspace");
+  set_bias(bias);
 }
 
 void GemmPlan::matmul(uintptr_t a, uintptr_t b, uintptr_t c, uintptr_t d, float alpha, float beta, uintptr_t bias,
                       uintptr_t workspace, cudaStream_t stream) {
   check_operands(a, b, c, d, bias, workspace);
-  use_bias(bias);
   cudaStream_t streams[1] = {stream};
   check(api().cusparseLtMatmul(&handle_->handle, &plan_, &alpha, reinterpret_cast<const void*>(a),
                                reinterpret_cast<const void*>(b), &beta, reinterpret_cast<const void*>(c),
@@ -326,18 +361,23 @@ void GemmPlan::matmul(uintptr_t a, uintptr_t b, uintptr_t c, uintptr_t d, float 
 
 void GemmPlan::search(uintptr_t a, uintptr_t b, uintptr_t c, uintptr_t d, float alpha, float beta, uintptr_t bias,
                       uintptr_t workspace, cudaStream_t stream, int iterations) {
-  check_operands(a, b, c, d, bias, workspace);
   if (iterations < 1) throw std::invalid_argument("search needs at least one iteration");
-  use_bias(bias);
+  check_operands(a, b, c, d, bias, workspace);
   set_alg_int(CUSPARSELT_MATMUL_SEARCH_ITERATIONS, iterations);
+  init_plan();
   cudaStream_t streams[1] = {stream};
   check(api().cusparseLtMatmulSearch(&handle_->handle, &plan_, &alpha, reinterpret_cast<const void*>(a),
                                      reinterpret_cast<const void*>(b), &beta, reinterpret_cast<const void*>(c),
                                      reinterpret_cast<void*>(d), reinterpret_cast<void*>(workspace), streams, 1),
         "cusparseLtMatmulSearch");
+  // Search updates the selection and the plan in place; keep what it chose for later rebuilds.
+  algorithm_ = get_alg_int(CUSPARSELT_MATMUL_ALG_CONFIG_ID);
+  const auto [factor, mode, buffers] = split_k();
+  if (factor >= 1) split_k_ = {factor, mode, buffers};
 }
 
 int GemmPlan::get_alg_int(int attribute) const {
+  require_configured();
   int value = 0;
   check(api().cusparseLtMatmulAlgGetAttribute(&handle_->handle, &alg_, cusparseLtMatmulAlgAttribute_t(attribute),
                                               &value, sizeof(value)),
@@ -345,11 +385,11 @@ int GemmPlan::get_alg_int(int attribute) const {
   return value;
 }
 
+// Sets one attribute of the selection; the caller re-plans once after all of its settings.
 void GemmPlan::set_alg_int(int attribute, int value) {
   check(api().cusparseLtMatmulAlgSetAttribute(&handle_->handle, &alg_, cusparseLtMatmulAlgAttribute_t(attribute),
                                               &value, sizeof(value)),
         "cusparseLtMatmulAlgSetAttribute");
-  init_plan();
 }
 
 int GemmPlan::algorithm() const { return get_alg_int(CUSPARSELT_MATMUL_ALG_CONFIG_ID); }
@@ -360,6 +400,8 @@ void GemmPlan::set_algorithm(int id) {
   if (id < 0 || id >= top)
     throw std::invalid_argument("algorithm id " + std::to_string(id) + " is outside [0, " + std::to_string(top) + ")");
   set_alg_int(CUSPARSELT_MATMUL_ALG_CONFIG_ID, id);
+  algorithm_ = id;
+  init_plan();
 }
 
 std::tuple<int, int, int> GemmPlan::split_k() const {
@@ -373,9 +415,13 @@ void GemmPlan::set_split_k(int factor, int mode, int buffers) {
     throw std::invalid_argument("split-k mode must be 1 (one kernel) or 2 (two kernels)");
   if (buffers < 1 || buffers > factor)
     throw std::invalid_argument("split-k buffers must be in [1, split-k factor]");
+  require_configured();
+  // All three settings first, then one plan: an intermediate combination may be rejected.
   set_alg_int(CUSPARSELT_MATMUL_SPLIT_K, factor);
   set_alg_int(CUSPARSELT_MATMUL_SPLIT_K_MODE, mode);
   set_alg_int(CUSPARSELT_MATMUL_SPLIT_K_BUFFERS, buffers);
+  split_k_ = {factor, mode, buffers};
+  init_plan();
 }
 
 std::shared_ptr<GemmPlan> cached_plan(const GemmSpec& spec) {

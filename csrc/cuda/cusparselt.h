@@ -6,6 +6,7 @@
 //                      beta, bias), algorithm search, split-k.
 // Handles are one per (thread, device); each holds that thread's plan cache.
 #pragma once
+#include <array>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -32,8 +33,9 @@ class Handle;
 class StructuredMatrix {
  public:
   // rows x cols stored in the given order; the 2:4 groups run along the reduction dimension, which
-  // is the rows' direction unless `transposed` (A stored as (k, m)).
-  StructuredMatrix(int64_t rows, int64_t cols, DType dtype, bool row_major, bool transposed);
+  // is the rows' direction unless `transposed` (A stored as (k, m)). check_support=false skips the
+  // support table (the GPU tests compare it with the library).
+  StructuredMatrix(int64_t rows, int64_t cols, DType dtype, bool row_major, bool transposed, bool check_support = true);
   ~StructuredMatrix();
   StructuredMatrix(const StructuredMatrix&) = delete;
   StructuredMatrix& operator=(const StructuredMatrix&) = delete;
@@ -51,15 +53,20 @@ class StructuredMatrix {
 
 class GemmPlan {
  public:
-  explicit GemmPlan(const GemmSpec& spec);  // validates, then builds everything (no GPU work)
+  // Validates (check_support=false skips the support table: the GPU tests compare it with the
+  // library), then builds the descriptors and, without a bias, the selection and plan (no GPU work).
+  explicit GemmPlan(const GemmSpec& spec, bool check_support = true);
   ~GemmPlan();
   GemmPlan(const GemmPlan&) = delete;
   GemmPlan& operator=(const GemmPlan&) = delete;
 
   const GemmSpec& spec() const { return spec_; }
+  // Binds the bias vector (length m, bias_dtype(spec); 0 without a bias term): when it changes, the
+  // selection and plan are rebuilt with it, keeping the algorithm id and split-k chosen so far.
+  void set_bias(uintptr_t bias);
   size_t workspace_size();
   // D = alpha * op(A) @ op(B) + beta * C (+ bias). `a` is A compressed by StructuredMatrix::compress;
-  // c may equal d; bias (length m, output dtype; float32 for int32 output) only if spec.has_bias.
+  // c may equal d; bias only if spec.has_bias (see set_bias).
   void matmul(uintptr_t a, uintptr_t b, uintptr_t c, uintptr_t d, float alpha, float beta, uintptr_t bias,
               uintptr_t workspace, cudaStream_t stream);
   // Times the candidate algorithms on these operands (D is overwritten) and keeps the fastest.
@@ -74,7 +81,9 @@ class GemmPlan {
  private:
   int get_alg_int(int attribute) const;
   void set_alg_int(int attribute, int value);
-  void use_bias(uintptr_t bias);
+  void configure(uintptr_t bias);
+  void release_selection();
+  void require_configured() const;
   void init_plan();
   void check_operands(uintptr_t a, uintptr_t b, uintptr_t c, uintptr_t d, uintptr_t bias, uintptr_t workspace);
 
@@ -84,8 +93,10 @@ class GemmPlan {
   cusparseLtMatmulDescriptor_t matmul_;
   cusparseLtMatmulAlgSelection_t alg_;
   cusparseLtMatmulPlan_t plan_;
-  bool plan_ready_ = false;
+  bool selection_ready_ = false, plan_ready_ = false;
   uintptr_t bias_ = 0;
+  int algorithm_ = -1;                   // chosen by set_algorithm or search (-1: the default)
+  std::array<int, 3> split_k_{0, 0, 0};  // chosen by set_split_k or search (factor 0: the default)
 };
 
 // The calling thread's plan for this spec on the current device, built on first use.

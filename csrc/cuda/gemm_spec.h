@@ -31,14 +31,37 @@ struct GemmSpec {
   std::string key() const;  // plan-cache key
 };
 
-// Throws std::invalid_argument naming the first violated constraint: supported dtype pair, and the
-// shape multiples cuSPARSELt requires (structured A: 32 / 16 / 8 for 8- / 16- / 32-bit elements;
-// dense B, C, D: 16 / 8 / 4).
+// Throws std::invalid_argument naming the first violated constraint: a dtype pair of the support
+// table, the layout 8-bit inputs need (k contiguous in A and B), and the shape multiples cuSPARSELt
+// requires (structured A: 32 / 16 / 8 for 8- / 16- / 32-bit elements; dense B, C, D: 16 / 8 / 4).
 void validate_gemm(const GemmSpec& spec);
 
-// Throws std::invalid_argument when a GPU of compute capability major.minor cannot run it
-// (sparse tensor cores need sm_80 or newer; float8 e4m3 needs sm_89 or newer).
-void validate_arch(const GemmSpec& spec, int major, int minor);
+// The dtype of the bias vector cuSPARSELt reads: float32 for int8 inputs (whatever the output),
+// the output dtype otherwise (NVIDIA's matmul_advanced sample: Bias_t = float for INT8, C_t else).
+DType bias_dtype(const GemmSpec& spec);
+
+// cuSPARSELt's support table (docs of cusparseLtMatmulDescriptorInit, 0.8 - 0.10): the input ->
+// output dtype pairs, and the compute capabilities and library versions that run each. The one home
+// of these rules; an unsupported combination is a ValueError naming it, before any library call.
+struct Capability {
+  DType input, output;
+  int min_cc;          // major * 10 + minor
+  int below_cc;        // first compute capability it no longer runs on (0: none)
+  int min_version;     // cuSPARSELt major * 10000 + minor * 100 + patch
+  const char* source;  // where the row comes from
+};
+const Capability* capabilities(int* count);
+
+// The oldest cuSPARSELt the wrapper works with: it calls cusparseLtGetErrorName/String and
+// cusparseLtMatmulAlgSelectionDestroy, which 0.8.0 introduced.
+constexpr int kMinimumCusparseLtVersion = 800;
+std::string version_name(int version);  // 800 -> "0.8.0"
+
+// Throws std::invalid_argument naming (dtypes, compute capability, cuSPARSELt version) when the
+// support table has no row for it. version 0: any supported version (checks the GPU only).
+void validate_support(const GemmSpec& spec, int major, int minor, int version);
+// The same for a structured matrix of this dtype alone (prune / compress): some row must run.
+void validate_structured(DType input, int major, int minor, int version);
 
 // Throws std::invalid_argument unless `address` is 16-byte aligned (cuSPARSELt's requirement).
 void validate_alignment(uintptr_t address, const char* what);

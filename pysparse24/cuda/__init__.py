@@ -23,10 +23,23 @@ else:
         """A CUDA or cuSPARSELt call failed."""
 
 
+_NO_CUDA_BUILD = "pysparse24 was built without CUDA (no nvcc found, or PYSPARSE24_CUDA=OFF)"
+
+
+def build_info() -> dict:
+    """What this build holds for the GPU, whether or not a GPU is present:
+    cuda_kernels / cusparselt_wrapper (bools), reason (why one is missing; '' when both are built),
+    archs ("80,86,89,90"), nvcc, cusparselt_header (the header's version), cusparselt_include,
+    cusparselt_minimum (the oldest cuSPARSELt the wrapper runs with)."""
+    if _native is None:
+        return {"cuda_kernels": False, "cusparselt_wrapper": False, "reason": _NO_CUDA_BUILD}
+    return dict(_native.build_info())
+
+
 def unavailable_reason() -> str:
     """Why the GPU entry points cannot run here, or "" when they can."""
     if _native is None:
-        return "no CUDA device support: pysparse24 was built without CUDA (no nvcc found, or PYSPARSE24_CUDA=OFF)"
+        return f"no CUDA device support: {_NO_CUDA_BUILD}"
     return _native.unavailable_reason()
 
 
@@ -49,4 +62,4 @@ def require_device():
     return _native
 
 
-__all__ = ["UnavailableError", "CudaError", "unavailable_reason", "is_available", "native", "require_device"]
+__all__ = ["UnavailableError", "CudaError", "build_info", "unavailable_reason", "is_available", "native", "require_device"]

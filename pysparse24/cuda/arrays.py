@@ -53,6 +53,11 @@ def import_array(x):
     )
 
 
+def element_count(x) -> int:
+    """Number of elements of a torch tensor (whose .size is a method) or a cupy array."""
+    return x.numel() if callable(x.size) else int(x.size)
+
+
 def wrap(x, ndim: int = 2) -> DeviceArray:
     """Describe a CUDA array; a last dimension with a stride other than 1 is made contiguous first."""
     x = import_array(x)
@@ -100,6 +105,17 @@ def empty(like: DeviceArray, shape: tuple, dtype: str) -> DeviceArray:
         with cupy.cuda.Device(like.device):
             out = cupy.empty(shape, dtype="bool" if dtype == "bool" else dtype)
     return wrap(out, ndim=len(shape))
+
+
+def astype(a: DeviceArray, dtype: str) -> DeviceArray:
+    """a converted to dtype (a new array of the same library), or a itself when it already is."""
+    if a.dtype == dtype:
+        return a
+    if a.library == "torch":
+        import torch
+
+        return wrap(a.array.to(getattr(torch, dtype)), ndim=len(a.shape))
+    return wrap(a.array.astype(dtype), ndim=len(a.shape))
 
 
 def dtype_name(dtype) -> str:
@@ -152,5 +168,5 @@ def require_same_device(*arrays: DeviceArray) -> None:
         raise ValueError(f"arrays are on different devices: {sorted(devices)}")
 
 
-__all__ = ["DeviceArray", "import_array", "wrap", "empty", "current_stream", "dtype_name", "rows_along", "restore_rows",
+__all__ = ["DeviceArray", "import_array", "element_count", "wrap", "empty", "astype", "current_stream", "dtype_name", "rows_along", "restore_rows",
            "host_bits", "require_same_device"]

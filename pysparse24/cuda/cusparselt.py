@@ -38,11 +38,25 @@ def library_candidates() -> list[str]:
 
 
 def load() -> str:
-    """Load cuSPARSELt (once); returns the library's path. UnavailableError says why it cannot."""
+    """Load cuSPARSELt (once); returns the library's path. UnavailableError says why it cannot
+    (a build without the wrapper says why it was left out; a library older than
+    `minimum_version()` is skipped, naming its version)."""
     lib = native()
     if not lib.has_cusparselt_build:
-        lib.load_cusparselt([])  # raises: built without the header
+        lib.load_cusparselt([])  # raises: built without the wrapper, and why
     return lib.load_cusparselt(library_candidates())
+
+
+def minimum_version() -> tuple[int, int, int]:
+    """The oldest cuSPARSELt the wrapper runs with (0.8.0: it calls functions that release added)."""
+    return tuple(int(v) for v in native().minimum_cusparselt.split("."))
+
+
+def support_table() -> list[dict]:
+    """cuSPARSELt's support table as pysparse24 applies it: one dict per input -> output dtype pair
+    with the compute capabilities (min_cc, below_cc) and the cuSPARSELt version that run it. A
+    combination outside it is a ValueError naming it, before any library call."""
+    return list(native().support_table())
 
 
 def version() -> tuple[int, int, int]:
@@ -105,7 +119,9 @@ def matmul(a: SparseMatrix, b, *, bias=None, alpha: float = 1.0, beta: float = 0
            split_k: tuple[int, int, int] | None = None):
     """D (m, n) = alpha * A @ B + beta * C + bias, with B (k, n), or (n, k) when transpose_b.
 
-    bias: length-m vector in the output dtype (float32 for int32 output), added to every column.
+    bias: length-m vector added to every column, converted to the dtype cuSPARSELt reads (float32 for
+    int8 inputs whatever the output, the output dtype otherwise; `plan.spec.bias_dtype`).
+    int8 and float8 need B stored (n, k) with transpose_b=True (k contiguous in both operands).
     search: time cuSPARSELt's algorithms on these operands once and keep the fastest in the plan.
     split_k: (factor, mode 1|2, buffers) for the plan (kept for later calls with the same plan).
     """
@@ -121,8 +137,6 @@ def matmul(a: SparseMatrix, b, *, bias=None, alpha: float = 1.0, beta: float = 0
         raise ValueError(f"B is {bw.dtype} but A is {a.dtype}; cuSPARSELt multiplies equal input types")
     bw = _contiguous(bw)
     plan = plan_for(a, n, out_dtype=out_dtype, transpose_b=transpose_b, bias=bias is not None)
-    if split_k is not None:
-        plan.set_split_k(*split_k)
     m = a.shape[0]
     out_dtype = plan.spec.output
     d = arrays.empty(bw, (m, n), out_dtype)
@@ -137,10 +151,15 @@ def matmul(a: SparseMatrix, b, *, bias=None, alpha: float = 1.0, beta: float = 0
     bias_address = 0
     if bias is not None:
         bias_w = arrays.wrap(bias, ndim=1)
-        bias_dtype = "float32" if out_dtype == "int32" else out_dtype
-        if bias_w.shape != (m,) or bias_w.dtype != bias_dtype:
-            raise ValueError(f"bias must be a ({m},) {bias_dtype} vector, got {bias_w.shape} {bias_w.dtype}")
+        if bias_w.shape != (m,):
+            raise ValueError(f"bias must be a ({m},) vector, got shape {bias_w.shape}")
+        if bias_w.device != a.device:
+            raise ValueError(f"bias is on device {bias_w.device}, A on device {a.device}")
+        bias_w = arrays.astype(bias_w, plan.spec.bias_dtype)  # kept alive until the call below is queued
         bias_address = bias_w.address
+    plan.set_bias(bias_address)  # before the algorithm is chosen, as cuSPARSELt expects
+    if split_k is not None:
+        plan.set_split_k(*split_k)
     workspace = arrays.empty(bw, (max(plan.workspace_size, 1),), "uint8")
     stream = arrays.current_stream(bw)
     args = (a.compressed.address, bw.address, c_address, d.address, alpha, beta, bias_address, workspace.address,
@@ -160,4 +179,5 @@ def _contiguous(a: arrays.DeviceArray) -> arrays.DeviceArray:
     return arrays.wrap(a.array.contiguous() if a.library == "torch" else a.array.copy())
 
 
-__all__ = ["SparseMatrix", "matmul", "plan_for", "load", "version", "library_candidates", "UnavailableError"]
+__all__ = ["SparseMatrix", "matmul", "plan_for", "load", "version", "minimum_version", "support_table",
+           "library_candidates", "UnavailableError"]

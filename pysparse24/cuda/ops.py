@@ -102,7 +102,7 @@ def _grouped_rows(x, m: int, dim: int):
 
     x = arrays.import_array(x)
     dim = reduction_dim(x.ndim, dim)
-    if x.size == 0:
+    if arrays.element_count(x) == 0:
         raise ValueError("weight is empty")
     if x.shape[dim] % m:
         raise ValueError(f"dimension {dim} of weight (size {x.shape[dim]}) is not divisible by the group size m={m}")

@@ -66,7 +66,7 @@ PS24_HD uint32_t keep_mask_2_of_4(Key k0, Key k1, Key k2, Key k3) {
 // Metadata codes ------------------------------------------------------------------------------
 // A 4-bit code names the two kept positions of a group of four: idx0 | idx1 << 2, idx0 < idx1.
 // This is both the "packed" nibble and the per-group code inside CUTLASS's metadata words.
-PS24_HD uint32_t code_from_pair(uint32_t idx0, uint32_t idx1) { return idx0 | (idx1 << 2); }
+PS24_HD constexpr uint32_t code_from_pair(uint32_t idx0, uint32_t idx1) { return idx0 | (idx1 << 2); }
 PS24_HD uint32_t code_idx0(uint32_t code) { return code & 3u; }
 PS24_HD uint32_t code_idx1(uint32_t code) { return (code >> 2) & 3u; }
 // The one validity rule for a code (decompress and the checks before matmul apply it).
@@ -96,7 +96,7 @@ PS24_HD void set_packed_code(uint8_t* meta_row, int64_t group, uint32_t code) {
 // when element i is non-zero). Groups with fewer than two non-zeros name some zero positions as
 // kept; the choice is PyTorch's (sparse_semi_structured_from_dense_cutlass), so that our output is
 // bit-identical. Callers reject groups with more than two non-zeros before asking.
-PS24_HD uint32_t cutlass_code_from_nonzeros(uint32_t nz4) {
+PS24_HD constexpr uint32_t cutlass_code_from_nonzeros(uint32_t nz4) {
   const bool m0 = nz4 & 1u, m1 = nz4 & 2u, m3 = nz4 & 8u;
   const bool expr0 = m0 && m1, expr1 = !m0 && m1, expr2 = !m0 && !m1;
   const uint32_t idx0 = uint32_t(expr1) | uint32_t(expr2) << 1;

@@ -247,6 +247,267 @@ struct OverfullOp {
   }
 };
 
+// ---- division-free chunk positions -------------------------------------------------------------
+// n / d for a divisor fixed at launch, as a multiply-high and shifts (Granlund & Montgomery; Hacker's
+// Delight 10-8) instead of a 64-bit division, which the GPU runs as a ~70-instruction subroutine.
+struct Divider {
+  uint64_t d = 1, magic = 0;
+  int shift = 0;  // ceil(log2 d)
+
+  static Divider of(uint64_t d) {  // host side, once per launch
+    Divider out;
+    out.d = d;
+    while (out.shift < 64 && (uint64_t(1) << out.shift) < d) ++out.shift;
+    if (d > 1) {
+      const unsigned __int128 two_l = (unsigned __int128)1 << out.shift;
+      out.magic = uint64_t((((two_l - d) << 64) / d) + 1);
+    }
+    return out;
+  }
+  PS24_HD uint64_t divide(uint64_t n) const {
+    if (d == 1) return n;
+#if defined(__CUDA_ARCH__)
+    const uint64_t t = __umul64hi(n, magic);
+#else
+    const uint64_t t = uint64_t(((unsigned __int128)n * magic) >> 64);
+#endif
+    return (t + ((n - t) >> 1)) >> (shift - 1);
+  }
+};
+
+// ---- word-wise 2:4 compression of 8- and 16-bit elements -----------------------------------------
+// A chunk is eight 32-bit words (little-endian, on the GPU as on x86); a group of four elements is
+// two words (16-bit) or one (8-bit). Selection is branch-free: a pair tournament on the magnitude
+// keys gives the metadata code, and one byte permute (PRMT) per group (16-bit) or group pair (8-bit)
+// gathers the kept values, so a chunk costs a few instructions per element instead of a chain of
+// per-element selects and byte moves.
+template <Kind K>
+struct Lanes {
+  static constexpr bool kWide = sizeof(typename Elem<K>::Bits) == 2;  // 16-bit elements: two per word
+  static constexpr uint32_t kOnes = kWide ? 0x00010001u : 0x01010101u;
+  static constexpr uint32_t kHigh = kWide ? 0x80008000u : 0x80808080u;
+  // Exponent field per lane: all ones means NaN/Inf (float8 e4m3fn: 0x7f is its only NaN). int8: none.
+  static constexpr uint32_t kExp = K == Kind::F16 ? 0x7c007c00u : K == Kind::BF16 ? 0x7f807f80u
+                                 : K == Kind::F8E4M3 ? 0x7f7f7f7fu : K == Kind::F8E5M2 ? 0x7c7c7c7cu : 0u;
+};
+
+// Index of the lowest set bit of x != 0.
+PS24_HD int lowest_bit(uint32_t x) {
+#if defined(__CUDA_ARCH__)
+  return __ffs(int(x)) - 1;
+#else
+  return __builtin_ctz(x);
+#endif
+}
+
+// __byte_perm(x, y, s) (selector nibbles 0..7 only: byte k of the result is byte s_k of y:x).
+PS24_HD uint32_t byte_perm(uint32_t x, uint32_t y, uint32_t s) {
+#if defined(__CUDA_ARCH__)
+  return __byte_perm(x, y, s);
+#else
+  const uint64_t v = uint64_t(y) << 32 | x;
+  uint32_t r = 0;
+  for (int k = 0; k < 4; ++k) r |= uint32_t(v >> (8 * ((s >> (4 * k)) & 7u)) & 0xffu) << (8 * k);
+  return r;
+#endif
+}
+
+template <bool kVec, typename Bits>
+PS24_HD void load_words(uint32_t (&w)[8], const Bits* src, int count) {
+  if constexpr (kVec) {
+    copy_vector<16>(&w[0], src);
+    copy_vector<16>(&w[4], reinterpret_cast<const uint8_t*>(src) + 16);
+  } else {
+    constexpr int kPerWord = 4 / int(sizeof(Bits));
+#pragma unroll
+    for (int i = 0; i < 8; ++i) w[i] = 0;
+#pragma unroll
+    for (int i = 0; i < 32 / int(sizeof(Bits)); ++i)
+      if (i < count) w[i / kPerWord] |= uint32_t(src[i]) << (8 * int(sizeof(Bits)) * (i % kPerWord));
+  }
+}
+
+// The first `count` elements of four words (16 bytes) to dst.
+template <bool kVec, typename Bits>
+PS24_HD void store_words(Bits* dst, const uint32_t (&w)[4], int count) {
+  if constexpr (kVec) {
+    copy_vector<16>(dst, &w[0]);
+  } else {
+    constexpr int kPerWord = 4 / int(sizeof(Bits));
+#pragma unroll
+    for (int i = 0; i < 16 / int(sizeof(Bits)); ++i)
+      if (i < count) dst[i] = Bits(w[i / kPerWord] >> (8 * int(sizeof(Bits)) * (i % kPerWord)));
+  }
+}
+
+// Index (within the chunk) of the first NaN/Inf among the eight words, or -1. SWAR: a lane whose
+// exponent bits are all set becomes a zero lane of ~w & kExp, and (u - ones) & ~u & high flags the
+// lowest zero lane of each word exactly (lanes above a zero lane may be flagged too; never below).
+template <Kind K>
+PS24_HD int first_nonfinite(const uint32_t (&w)[8]) {
+  if constexpr (Lanes<K>::kExp == 0) {
+    return -1;
+  } else {
+    uint32_t hits[8], any = 0;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      const uint32_t u = ~w[i] & Lanes<K>::kExp;
+      hits[i] = (u - Lanes<K>::kOnes) & ~u & Lanes<K>::kHigh;
+      any |= hits[i];
+    }
+    if (!any) return -1;  // the common case: one branch per chunk, taken by no thread
+    constexpr int kLaneBits = Lanes<K>::kWide ? 16 : 8;
+#pragma unroll
+    for (int i = 0; i < 8; ++i)
+      if (hits[i]) return i * (32 / kLaneBits) + lowest_bit(hits[i]) / kLaneBits;
+    return -1;
+  }
+}
+
+// Magnitude keys of group g (see sparse24.h: sign cleared; int8: |x| widened).
+template <Kind K>
+PS24_HD void group_keys(const uint32_t (&w)[8], int g, uint32_t (&k)[4]) {
+  if constexpr (Lanes<K>::kWide) {
+    const uint32_t lo = w[2 * g], hi = w[2 * g + 1];
+    k[0] = lo & 0x7fffu, k[1] = (lo >> 16) & 0x7fffu, k[2] = hi & 0x7fffu, k[3] = (hi >> 16) & 0x7fffu;
+  } else {
+    uint32_t magnitudes = w[g] & 0x7f7f7f7fu;  // float8: the sign cleared
+    if constexpr (K == Kind::I8) {  // |x| of four bytes at once: (x ^ m) + 1 where negative (-128 -> 128)
+      const uint32_t negative = (w[g] >> 7) & 0x01010101u;
+      magnitudes = (w[g] ^ (negative * 0xffu)) + negative;
+    }
+#pragma unroll
+    for (int i = 0; i < 4; ++i) k[i] = (magnitudes >> (8 * i)) & 0xffu;
+  }
+}
+
+// The metadata code of the two largest keys (ties: the lower index), exactly as
+// code_from_keep_mask(keep_mask_2_of_4(...)): a = winner of (0, 1), b = winner of (2, 3); the pair
+// (a, b) unless the loser of one pair beats the winner of the other (then that whole pair).
+PS24_HD uint32_t top_two_code(const uint32_t (&k)[4]) {
+  const uint32_t a = k[1] > k[0] ? 1u : 0u, b = k[3] > k[2] ? 3u : 2u;
+  const uint32_t lo_min = k[0] < k[1] ? k[0] : k[1], lo_max = k[0] < k[1] ? k[1] : k[0];
+  const uint32_t hi_min = k[2] < k[3] ? k[2] : k[3], hi_max = k[2] < k[3] ? k[3] : k[2];
+  return lo_min >= hi_max ? code_from_pair(0, 1) : hi_min > lo_max ? code_from_pair(2, 3) : code_from_pair(a, b);
+}
+
+// PRMT selector that gathers the two elements a code names, from a group's words.
+PS24_HD uint32_t select16(uint32_t code) { return (code & 3u) * 0x22u + ((code >> 2) & 3u) * 0x2200u + 0x1010u; }
+PS24_HD uint32_t select8_pair(uint32_t code_x, uint32_t code_y) {  // group x in bytes 0-3, y in 4-7
+  const uint32_t sx = (code_x & 3u) | (code_x & 12u) << 2, sy = (code_y & 3u) | (code_y & 12u) << 2;
+  return sx | (sy + 0x44u) << 8;
+}
+
+// Zeroes the elements of group g not in keep (4-bit mask): what "prune" leaves (+0, not -0.0).
+template <Kind K>
+PS24_HD void keep_only(uint32_t (&w)[8], int g, uint32_t keep) {
+  if constexpr (Lanes<K>::kWide) {
+    w[2 * g] &= ((keep & 3u) * 0x8001u & 0x10001u) * 0xffffu;
+    w[2 * g + 1] &= ((keep >> 2) * 0x8001u & 0x10001u) * 0xffffu;
+  } else {
+    w[g] &= ((keep * 0x204081u) & 0x01010101u) * 0xffu;  // bit i -> byte i
+  }
+}
+
+// cutlass_code_from_nonzeros for every 4-bit mask, four bits each: one shift replaces its logic.
+constexpr uint64_t cutlass_code_table() {
+  uint64_t table = 0;
+  for (uint32_t nz = 0; nz < 16; ++nz) table |= uint64_t(cutlass_code_from_nonzeros(nz)) << (4 * nz);
+  return table;
+}
+PS24_HD uint32_t cutlass_code_of(uint32_t nz4) {
+  constexpr uint64_t kTable = cutlass_code_table();
+  return uint32_t(kTable >> (4 * nz4)) & 15u;
+}
+
+// Compress one chunk of an 8- or 16-bit kind: codes (one nibble per group, first group lowest) and
+// the kept values as four words; records non-finite input and, unpruned, over-full groups.
+// kCutlass: PyTorch's CUTLASS choice of positions (the pruned group's non-zeros decide).
+template <Kind K, bool kCutlass>
+PS24_HD uint32_t compress_words(uint32_t (&w)[8], uint32_t (&kept)[4], int count, bool prune, int64_t first_element,
+                                unsigned long long* error) {
+  constexpr int kGroups = Lanes<K>::kWide ? 4 : 8;
+  const int nonfinite = first_nonfinite<K>(w);
+  if (nonfinite >= 0 && nonfinite < count) record_error(error, first_element + nonfinite, kErrNonfinite);
+  uint32_t codes = 0, overfull = 0;
+#pragma unroll
+  for (int g = 0; g < kGroups; ++g) {
+    uint32_t k[4];
+    group_keys<K>(w, g, k);
+    const uint32_t nonzeros = uint32_t(k[0] != 0) | uint32_t(k[1] != 0) << 1 | uint32_t(k[2] != 0) << 2 |
+                              uint32_t(k[3] != 0) << 3;
+    if (!prune) overfull |= uint32_t(popcount4(nonzeros) > 2) << g;
+    // At most two non-zeros: the two largest keys are the non-zeros plus the lowest-index zeros.
+    uint32_t code = top_two_code(k);
+    if constexpr (kCutlass) {
+      const uint32_t keep = prune ? keep_mask_from_code(code) : 0xfu;
+      if (prune) keep_only<K>(w, g, keep);
+      code = cutlass_code_of(nonzeros & keep);
+    }
+    codes |= code << (4 * g);
+  }
+  if (overfull) {
+    const int g = lowest_bit(overfull);
+    if (4 * g < count) record_error(error, first_element / 4 + g, kErrOverfull);
+  }
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    if constexpr (Lanes<K>::kWide) {
+      kept[i] = byte_perm(w[2 * i], w[2 * i + 1], select16(codes >> (4 * i)));
+    } else {
+      kept[i] = byte_perm(w[2 * i], w[2 * i + 1], select8_pair(codes >> (8 * i), codes >> (8 * i + 4)));
+    }
+  }
+  return codes;
+}
+
+// Chunk positions without a 64-bit division per chunk (per_row: the Divider of chunks per row).
+template <int N>
+PS24_HD ChunkPosition locate_chunk(int64_t chunk, const Matrix2D& s, const Divider& per_row) {
+  const int64_t row = int64_t(per_row.divide(uint64_t(chunk)));
+  const int64_t col0 = (chunk - row * int64_t(per_row.d)) * N;
+  return {row, col0, int(s.cols - col0 < N ? s.cols - col0 : N)};
+}
+
+// Compress of an 8- or 16-bit kind, packed or cutlass metadata, one chunk per call.
+template <Kind K, bool kVec, bool kCutlass>
+struct CompressWordsOp {
+  using Bits = typename Elem<K>::Bits;
+  // packed: bytes (rows, cols/8); cutlass: (rows, cols / N) 16-bit (16-bit kinds) or 32-bit words in CUTLASS order
+  using Meta = typename std::conditional<!kCutlass, uint8_t,
+                                         typename std::conditional<sizeof(Bits) == 1, uint32_t, uint16_t>::type>::type;
+  static constexpr int N = kChunkBytes / int(sizeof(Bits));
+  const Bits* in;
+  Bits* values;  // contiguous (rows, cols/2)
+  Meta* meta;
+  Matrix2D shape;
+  bool prune;
+  unsigned long long* error;
+  Divider per_row;  // chunks per row
+
+  PS24_HD int64_t count() const { return chunk_count<N>(shape); }
+
+  PS24_HD void operator()(int64_t chunk) const {
+    // count: a multiple of 8 (packed), N (cutlass: cols % (2N) == 0)
+    const auto [row, col0, count] = locate_chunk<N>(chunk, shape, per_row);
+    uint32_t w[8], kept[4];
+    load_words<kVec>(w, in + row * shape.row_stride + col0, count);
+    const uint32_t codes = compress_words<K, kCutlass>(w, kept, count, prune, row * shape.cols + col0, error);
+    store_words<kVec>(values + row * (shape.cols / 2) + col0 / 2, kept, count / 2);
+    if constexpr (kCutlass) {
+      meta[cutlass_meta_offset(row, col0 / N, shape.rows, int(sizeof(Meta)))] = Meta(codes);
+    } else if constexpr (kVec) {  // N / 8 whole bytes, aligned to their size (the launcher checked)
+      uint8_t* out = meta + row * (shape.cols / 8) + col0 / 8;
+      if constexpr (N == 32) *reinterpret_cast<uint32_t*>(out) = codes;
+      else *reinterpret_cast<uint16_t*>(out) = uint16_t(codes);
+    } else {
+#pragma unroll
+      for (int i = 0; i < N / 8; ++i)
+        if (i < count / 8) meta[row * (shape.cols / 8) + col0 / 8 + i] = uint8_t(codes >> (8 * i));
+    }
+  }
+};
+
 // ---- compress to "packed" ----------------------------------------------------------------------
 // values (rows, cols/2): the two kept values of each group of four in ascending column order;
 // meta (rows, cols/8): one 4-bit code per group, the first group of each byte in the low nibble.

@@ -230,14 +230,29 @@ FirstErrors compress(const void* in, void* values, void* meta, Matrix2D s, Kind 
     using Bits = typename Elem<K>::Bits;
     const auto* src = static_cast<const Bits*>(in);
     auto* dst = static_cast<Bits*>(values);
-    if (format == Format::Packed) {
-      auto* codes = static_cast<uint8_t*>(meta);
-      if (vec) execute(CompressPackedOp<K, true>{src, dst, codes, s, prune, error.ptr()}, t);
-      else execute(CompressPackedOp<K, false>{src, dst, codes, s, prune, error.ptr()}, t);
-    } else {
-      auto* words = static_cast<typename CutlassWord<K>::type*>(meta);
-      if (vec) execute(CompressCutlassOp<K, true>{src, dst, words, s, prune, error.ptr()}, t);
-      else execute(CompressCutlassOp<K, false>{src, dst, words, s, prune, error.ptr()}, t);
+    auto* words = static_cast<typename CutlassWord<K>::type*>(meta);
+    if constexpr (K == Kind::F32) {  // two groups (packed) or four pairs (cutlass) per chunk: element-wise
+      if (format == Format::Packed) {
+        auto* codes = static_cast<uint8_t*>(meta);
+        if (vec) execute(CompressPackedOp<K, true>{src, dst, codes, s, prune, error.ptr()}, t);
+        else execute(CompressPackedOp<K, false>{src, dst, codes, s, prune, error.ptr()}, t);
+      } else {
+        if (vec) execute(CompressCutlassOp<K, true>{src, dst, words, s, prune, error.ptr()}, t);
+        else execute(CompressCutlassOp<K, false>{src, dst, words, s, prune, error.ptr()}, t);
+      }
+    } else {  // 8- and 16-bit kinds: word-wise, branch-free selection
+      constexpr int N = kChunkBytes / int(sizeof(Bits));
+      const Divider per_row = Divider::of(uint64_t((s.cols + N - 1) / N));
+      if (format == Format::Packed) {
+        auto* codes = static_cast<uint8_t*>(meta);
+        // One metadata store of N / 8 bytes per chunk needs them aligned to their size.
+        if (vec && reinterpret_cast<uintptr_t>(meta) % (N / 8) == 0)
+          execute(CompressWordsOp<K, true, false>{src, dst, codes, s, prune, error.ptr(), per_row}, t);
+        else execute(CompressWordsOp<K, false, false>{src, dst, codes, s, prune, error.ptr(), per_row}, t);
+      } else {
+        if (vec) execute(CompressWordsOp<K, true, true>{src, dst, words, s, prune, error.ptr(), per_row}, t);
+        else execute(CompressWordsOp<K, false, true>{src, dst, words, s, prune, error.ptr(), per_row}, t);
+      }
     }
   });
   return error.read();

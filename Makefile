@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 OUT := demo_out
 
-.PHONY: all venv build test demo bench clean
+.PHONY: all venv build test demo bench gpu-check gpu-check-dry-run clean
 
 all: build
 
@@ -46,5 +46,14 @@ bench: build
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -q --benchmark-only benchmarks/bench_compress.py \
 		benchmarks/bench_nas_estimate.py benchmarks/test_bench_gemm.py
 
+# The whole GPU run (docs/cuda.md): device line, sm_90 build in place, CUDA tests, GPU benchmark,
+# compute-sanitizer; results in $$OUT (or gpu_check_out/). Uses the machine's own python3 (the GPU
+# image's torch), never the venv. The dry run does every step that needs no GPU.
+gpu-check:
+	$(PYTHON) benchmarks/gpu_check.py
+
+gpu-check-dry-run:
+	$(PYTHON) benchmarks/gpu_check.py --dry-run
+
 clean:
-	rm -rf build $(OUT) pysparse24/_C*.so
+	rm -rf build $(OUT) gpu_check_out pysparse24/_C*.so

@@ -70,26 +70,42 @@ def _dense_fn(torch, a, b_nk, dtype: str):
     return lambda: torch.matmul(a, b)
 
 
+def padded_n(N: int, dtype: str) -> int:
+    """N rounded up to what cuSPARSELt takes for B and D (16 for 8-bit inputs, 8 for 16-bit, 4 for
+    32-bit): a decode step (N = 1) runs padded, as PyTorch's semi-structured path pads it."""
+    multiple = {"float32": 4, "float16": 8, "bfloat16": 8}.get(dtype, 16)
+    return -(-N // multiple) * multiple
+
+
 def time_gemm_pair(M: int, N: int, K: int, dtype: str = "float16", warmup: int = 10, repeats: int = 50,
                    search: bool = True) -> dict:
     """Per-run milliseconds of the dense (cuBLAS) and 2:4 sparse (cuSPARSELt) (M, K) @ (K, N) product,
     B stored column-major (as (N, K) row-major: the activations of a Linear layer, D = W @ X.T).
 
     float32 runs TF32 on both sides (cuSPARSELt's float32 is TF32 1:2). search=True lets cuSPARSELt
-    pick its fastest algorithm for the shape first (cuBLAS uses its heuristics).
+    pick its fastest algorithm for the shape first (cuBLAS uses its heuristics). The sparse side
+    runs N padded to `padded_n` (reported as N_sparse); the dense side runs the true N. A dense
+    baseline torch cannot run (e.g. int8 / float8 at N = 1) is reported as dense_error, not raised.
     """
     torch = _torch()
     previous_tf32 = torch.backends.cuda.matmul.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = True
     try:
         a, b = _operands(torch, M, N, K, dtype)
-        dense_ms = _time(torch, _dense_fn(torch, a, b, dtype), warmup, repeats)  # the dense model's weight
+        dense_ms, dense_error = None, None
+        try:
+            dense_ms = _time(torch, _dense_fn(torch, a, b, dtype), warmup, repeats)  # the dense model's weight
+        except RuntimeError as e:  # cuBLAS / torch refuses this shape or dtype
+            dense_error = str(e).splitlines()[0]
+        N_sparse = padded_n(N, dtype)
+        if N_sparse != N:
+            b = torch.cat([b, _random(torch, (N_sparse - N, K), dtype, torch.Generator(device="cuda").manual_seed(2))])
         n_keep, width = (1, 2) if dtype == "float32" else (2, 4)  # float32 is 1:2 on sparse tensor cores
         pruned = torch.where(ops.mask(a, n_keep, width), a, torch.zeros_like(a))
         sparse_a = cusparselt.SparseMatrix(pruned)  # prune-checked on the GPU, then compressed
         out_dtype = "int32" if dtype == "int8" else None  # the same accumulator output as torch._int_mm
         d = cusparselt.matmul(sparse_a, b, out_dtype=out_dtype, transpose_b=True, search=search)
-        plan = cusparselt.plan_for(sparse_a, N, out_dtype=out_dtype, transpose_b=True)
+        plan = cusparselt.plan_for(sparse_a, N_sparse, out_dtype=out_dtype, transpose_b=True)
         # Time the plan itself with buffers made once, as cuBLAS is timed without Python-side set-up.
         workspace = torch.empty(max(plan.workspace_size, 1), dtype=torch.uint8, device="cuda")
         stream = torch.cuda.current_stream().cuda_stream
@@ -98,8 +114,8 @@ def time_gemm_pair(M: int, N: int, K: int, dtype: str = "float16", warmup: int =
         sparse_ms = _time(torch, run, warmup, repeats)
         _check_agreement(torch, d, pruned, b, dtype)
         return {
-            "M": M, "N": N, "K": K, "dtype": dtype,
-            "dense_ms": dense_ms, "sparse_ms": sparse_ms,
+            "M": M, "N": N, "K": K, "dtype": dtype, "N_sparse": N_sparse,
+            "dense_ms": dense_ms, "dense_error": dense_error, "sparse_ms": sparse_ms,
             "flops": 2.0 * M * N * K,  # dense-equivalent work, so TFLOP/s compare directly
             "algorithm": plan.algorithm, "device": torch.cuda.get_device_name(),
             "cusparselt": ".".join(map(str, cusparselt.version())),
@@ -175,4 +191,4 @@ def summarize(times_ms: list[float], flops: float | None = None, nbytes: float |
     return out
 
 
-__all__ = ["time_gemm_pair", "time_compress", "summarize"]
+__all__ = ["time_gemm_pair", "time_compress", "summarize", "padded_n"]

@@ -183,6 +183,33 @@ def test_linear_matches_torch_linear(dtype):
         torch.testing.assert_close(y.double(), ref, rtol=2**-7 if dtype == "bfloat16" else 1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "int8"])
+@pytest.mark.parametrize("shape", [(16, 64, 16), (40, 72, 37), (113, 160, 100)], ids=lambda s: "x".join(map(str, s)))
+def test_linear_orientation_on_every_path(dtype, shape):
+    # y (N, M) = x (N, K) @ W.T, both row-major: X's columns and the output's rows are contiguous,
+    # which the large-N kernels transpose in blocks (edges: K % 16 = 8, N and M not multiples of 16,
+    # M over one 96-row block). Same bits on every path and as the (K, N) orientation.
+    M, K, N = shape
+    rng = np.random.default_rng(abs(hash(("linear", dtype, shape))) % 2**32)
+    w = random_sparse(rng, M, K, dtype)
+    c = pysparse24.compress(w)
+    x = random_x(rng, (N, K), dtype)
+    bias = rng.integers(-1000, 1000, M).astype(np.int32) if dtype == "int8" else random_x(rng, (M,), dtype)
+    plain = pysparse24.matmul(c, np.ascontiguousarray(x.T))
+    results = {}
+    for isa in PATHS:
+        _C.set_isa(isa)
+        out = poisoned((N, M), dtype)
+        pysparse24.matmul(c, x.T, out=out.T)
+        np.testing.assert_array_equal(out.view(np.uint8), np.ascontiguousarray(plain.T).view(np.uint8))
+        y = pysparse24.linear(x, c, bias)
+        with_bias = np.concatenate([w.astype(np.float64), bias[:, None].astype(np.float64)], axis=1)
+        assert_close_to_reference(y.T, with_bias, np.concatenate([x.T.astype(np.float64), np.ones((1, N))]), dtype)
+        results[isa] = y
+    for isa in PATHS:
+        np.testing.assert_array_equal(results[isa].view(np.uint8), results["scalar"].view(np.uint8))
+
+
 def test_linear_without_bias_numpy():
     rng = np.random.default_rng(5)
     w = random_sparse(rng, 20, 32, "float32")

@@ -9,11 +9,11 @@ namespace {
 
 Isa detect() {
   __builtin_cpu_init();
-  // The AVX-512 kernels use F, BW, VL, DQ, VBMI2 (compress), BF16 and VNNI together (Zen 4, Sapphire Rapids).
+  // The AVX-512 kernels use F, BW, VL, DQ, VBMI2 (compress) and VNNI together (Ice Lake, Zen 4 and
+  // later). bfloat16 products also need BF16 (Zen 4, Sapphire Rapids); the matmul checks it itself.
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
       __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
-      __builtin_cpu_supports("avx512vbmi2") && __builtin_cpu_supports("avx512bf16") &&
-      __builtin_cpu_supports("avx512vnni"))
+      __builtin_cpu_supports("avx512vbmi2") && __builtin_cpu_supports("avx512vnni"))
     return Isa::Avx512;
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("bmi2"))
     return Isa::Avx2;

@@ -232,6 +232,9 @@ struct ScalarOps {
   static float broadcast(float v) { return v; }
   static float fma(float a, float b, float c) { return std::fma(a, b, c); }
   static void store(float* dst, float v) { *dst = v; }
+  static void transpose(const float* src, int64_t, float* dst, int64_t, const float* add) {
+    *dst = add ? *src + *add : *src;
+  }
 };
 
 // Panel width (columns) of the large-N regime for an ISA of `lanes` floats per vector: 4 vectors
@@ -242,31 +245,9 @@ int axpy_panel_width(const Problem& p, int lanes) {
   return lanes * vectors;
 }
 
-// Packs X into the regime's panels (matmul_axpy.h), zero-padded to whole panels, from a 64-byte
-// boundary (`data`).
-std::unique_ptr<float[]> pack_panels(const Problem& p, int width, int64_t& panel_elems, float*& data) {
-  panel_elems = p.K * width;
-  const int64_t panels = (p.N + width - 1) / width;
-  std::unique_ptr<float[]> storage(new float[size_t(panels * panel_elems) + 16]);
-  float* const packed = align_to_64(storage.get());
-  data = packed;
-  const float* x = static_cast<const float*>(p.x);
-  const int threads = p.threads > 0 ? p.threads : omp_get_max_threads();
-#pragma omp parallel for schedule(static) num_threads(threads) if (p.K * p.N > (1 << 16))
-  for (int64_t k = 0; k < p.K; ++k) {
-    for (int64_t n = 0; n < panels * width; ++n) {
-      packed[size_t(n / width * panel_elems + k * width + n % width)] =
-          n < p.N ? x[k * p.x_stride_k + n * p.x_stride_n] : 0.0f;
-    }
-  }
-  return storage;
-}
-
 }  // namespace
 
-void run_axpy_scalar(const Problem& p, const PackedX& x, int width) {
-  run_axpy<ScalarOps, 1>(p, x, width);
-}
+void run_axpy_scalar(const Problem& p, int width) { run_axpy<ScalarOps, 1>(p, width); }
 
 XLayout x_layout(Isa isa, Kind kind) {
   XLayout layout;
@@ -304,16 +285,14 @@ void run(const Problem& p) {
   Isa isa = active_isa();
   // The AVX-512 kernels also use byte permutes (VBMI; every CPU with the dispatch's VBMI2 has it).
   if (isa == Isa::Avx512 && !avx512_vbmi_supported()) isa = Isa::Avx2;
+  // bfloat16 on an AVX-512 CPU without its dot product (Ice Lake): the AVX2 kernel, same results.
+  if (isa == Isa::Avx512 && p.kind == Kind::BF16 && !avx512_bf16_supported()) isa = Isa::Avx2;
   if (axpy_regime(p)) {
     const int width = axpy_panel_width(p, isa == Isa::Avx512 ? 16 : isa == Isa::Avx2 ? 8 : 1);
-    int64_t panel_elems = 0;
-    float* data = nullptr;
-    const auto panels = pack_panels(p, width, panel_elems, data);
-    const PackedX x{data, panel_elems};
     switch (isa) {
-      case Isa::Avx512: run_axpy_avx512(p, x, width); break;
-      case Isa::Avx2: run_axpy_avx2(p, x, width); break;
-      default: run_axpy_scalar(p, x, width); break;
+      case Isa::Avx512: run_axpy_avx512(p, width); break;
+      case Isa::Avx2: run_axpy_avx2(p, width); break;
+      default: run_axpy_scalar(p, width); break;
     }
     return;
   }

@@ -78,18 +78,19 @@ struct PackedX {
 };
 
 // The large-N regime: X packed into panels of `width` columns (matmul_axpy.h; PackedX::stride is
-// then the number of floats per panel).
+// then the number of floats per panel); each path packs its own.
 constexpr int64_t kAxpyMinN = 16;  // measured: the lane kernel is faster at N = 8, slower from 16
 inline bool axpy_regime(const Problem& p) { return p.kind == Kind::F32 && p.N >= kAxpyMinN; }
-void run_axpy_scalar(const Problem& p, const PackedX& x, int width);
-void run_axpy_avx2(const Problem& p, const PackedX& x, int width);
-void run_axpy_avx512(const Problem& p, const PackedX& x, int width);
+void run_axpy_scalar(const Problem& p, int width);
+void run_axpy_avx2(const Problem& p, int width);
+void run_axpy_avx512(const Problem& p, int width);
 
 // Per-ISA kernels over a validated problem and its packed X.
 void run_scalar(const Problem& p, const PackedX& x);
 void run_avx2(const Problem& p, const PackedX& x);
 void run_avx512(const Problem& p, const PackedX& x);
 bool avx512_vbmi_supported();  // byte permutes, on top of the dispatch's AVX-512 set
+bool avx512_bf16_supported();  // vdpbf16ps, which the AVX-512 bfloat16 kernels use (not Ice Lake)
 
 // ---- helpers shared by every path (static: each ISA's translation unit keeps its own copy, so
 // the linker can never hand AVX-512 code to the scalar path) ----------------------------------

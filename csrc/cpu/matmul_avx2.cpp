@@ -214,6 +214,28 @@ struct Avx2Ops {
   static __m256 broadcast(float v) { return _mm256_set1_ps(v); }
   static __m256 fma(__m256 a, __m256 b, __m256 c) { return _mm256_fmadd_ps(a, b, c); }
   static void store(float* dst, __m256 v) { _mm256_storeu_ps(dst, v); }
+  // dst row i = column i of the 8 x 8 block at src (+ add, a vector of 8, if given).
+  static void transpose(const float* src, int64_t sld, float* dst, int64_t dld, const float* add) {
+    __m256 r[8], t[8], u[8];
+    for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * sld);
+    for (int i = 0; i < 4; ++i) {
+      t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+      t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    // u[4i + j], 128-bit lane b: column 4b + j of rows 4i .. 4i+3
+    for (int i = 0; i < 2; ++i) {
+      u[4 * i] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+      u[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0xee);
+      u[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+      u[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xee);
+    }
+    for (int j = 0; j < 4; ++j) {
+      r[j] = _mm256_permute2f128_ps(u[j], u[4 + j], 0x20);
+      r[4 + j] = _mm256_permute2f128_ps(u[j], u[4 + j], 0x31);
+    }
+    const __m256 a = add ? _mm256_loadu_ps(add) : _mm256_setzero_ps();
+    for (int i = 0; i < 8; ++i) _mm256_storeu_ps(dst + i * dld, add ? _mm256_add_ps(r[i], a) : r[i]);
+  }
 };
 
 // 16 ymm registers: 2 rows x 2 columns of split accumulators (8) plus weights and indices.
@@ -222,7 +244,7 @@ constexpr int kRows = 2, kCols = 2;
 }  // namespace
 
 // 2 rows x up to 4 vectors: 8 accumulators of the 16 ymm registers.
-void run_axpy_avx2(const Problem& p, const PackedX& x, int width) { run_axpy<Avx2Ops, 2>(p, x, width); }
+void run_axpy_avx2(const Problem& p, int width) { run_axpy<Avx2Ops, 2>(p, width); }
 
 void run_avx2(const Problem& p, const PackedX& x) {
   switch (p.kind) {

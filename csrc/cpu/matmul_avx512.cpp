@@ -586,16 +586,42 @@ struct Avx512Ops {
   static __m512 broadcast(float v) { return _mm512_set1_ps(v); }
   static __m512 fma(__m512 a, __m512 b, __m512 c) { return _mm512_fmadd_ps(a, b, c); }
   static void store(float* dst, __m512 v) { _mm512_storeu_ps(dst, v); }
+  // dst row i = column i of the 16 x 16 block at src (+ add, a vector of 16, if given).
+  static void transpose(const float* src, int64_t sld, float* dst, int64_t dld, const float* add) {
+    __m512 r[16], t[16], u[16];
+    for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(src + i * sld);
+    for (int i = 0; i < 8; ++i) {
+      t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+      t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    // u[4i + j], 128-bit block b: column 4b + j of rows 4i .. 4i+3
+    for (int i = 0; i < 4; ++i) {
+      u[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+      u[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xee);
+      u[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+      u[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xee);
+    }
+    // column 4b + j = blocks b of u[j], u[4 + j], u[8 + j], u[12 + j]
+    for (int j = 0; j < 4; ++j) {
+      const __m512 v0 = _mm512_shuffle_f32x4(u[j], u[4 + j], 0x88), v1 = _mm512_shuffle_f32x4(u[j], u[4 + j], 0xdd);
+      const __m512 v2 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0x88), v3 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0xdd);
+      r[j] = _mm512_shuffle_f32x4(v0, v2, 0x88);
+      r[8 + j] = _mm512_shuffle_f32x4(v0, v2, 0xdd);
+      r[4 + j] = _mm512_shuffle_f32x4(v1, v3, 0x88);
+      r[12 + j] = _mm512_shuffle_f32x4(v1, v3, 0xdd);
+    }
+    const __m512 a = add ? _mm512_loadu_ps(add) : _mm512_setzero_ps();
+    for (int i = 0; i < 16; ++i) _mm512_storeu_ps(dst + i * dld, add ? _mm512_add_ps(r[i], a) : r[i]);
+  }
 };
 
 }  // namespace
 
 // 6 rows x up to 4 vectors: 24 accumulators; each broadcast value serves the panel's vectors.
-void run_axpy_avx512(const Problem& p, const PackedX& x, int width) {
-  run_axpy<Avx512Ops, 6>(p, x, width);
-}
+void run_axpy_avx512(const Problem& p, int width) { run_axpy<Avx512Ops, 6>(p, width); }
 
 bool avx512_vbmi_supported() { return __builtin_cpu_supports("avx512vbmi"); }
+bool avx512_bf16_supported() { return __builtin_cpu_supports("avx512bf16"); }
 
 void run_avx512(const Problem& p, const PackedX& x) {
   switch (p.kind) {

@@ -18,12 +18,15 @@
 
 namespace ps24::cpu::matmul {
 
-// Blocking: rows in macro blocks of kMacroRows (the unit of work of a thread); within one, panel
-// by panel, K in blocks of groups whose X (of that panel) fits in L1, and for each K block the
-// macro block's R-row tiles. So each X block is loaded once from L2 for all rows of the macro
-// block. Partial sums wait in a per-thread float buffer between K blocks (stored and reloaded
-// exactly: the order is unchanged). Measured on Zen 5 (1 thread, 2048x512x4096, loaded machine):
-// panels aligned to 64 bytes were worth 1.5x; an L2-sized K block was no faster (before aligning).
+// Blocking: the unit of work of a thread is one (macro block of kMacroRows rows, panel) pair, so
+// a layer with few rows (a CNN's 1x1 conv: M = 32..320, N = thousands of pixels) still spreads
+// over the threads. Within one, K in blocks of groups whose X (of that panel) fits in L1, and for
+// each K block the macro block's R-row tiles: each X block is loaded once from L2 for all rows of
+// the macro block. Running sums wait in a per-thread buffer (kMacroRows x panel width) between K
+// blocks, stored and reloaded exactly (the order is unchanged); a finishing pass adds the bias and
+// writes them out along whichever output dimension is contiguous. Measured on Zen 5 (1 thread,
+// 2048x512x4096, loaded machine): panels aligned to 64 bytes were worth 1.5x; an L2-sized K block
+// was no faster (before aligning).
 constexpr int64_t kMacroRows = 96;
 constexpr int64_t kXBlockBytes = 40 * 1024;
 
@@ -61,18 +64,62 @@ static void axpy_tile(const Problem& p, const PackedX& x, int64_t r0, int64_t g0
       }
     }
   }
-  if (g1 < p.K / 4) {
-    for (int r = 0; r < R; ++r)
-      for (int c = 0; c < CV; ++c) Ops::store(partial + r * ld + c * W, acc[r][c]);
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < CV; ++c) Ops::store(partial + r * ld + c * W, acc[r][c]);
+}
+
+// Writes finished sums (rows x cols, row stride ld) to out[m0.., n0..] with the bias (matmul.h's
+// store order: sum, then + bias). In the linear orientation (y = x W^T, out (N, M) row-major) the
+// output's rows are the problem's columns: whole W x W blocks go through Ops::transpose (vector
+// shuffles; element by element this pass cost ~5% of a 1x1 conv), the edges element by element.
+template <class Ops>
+static void axpy_finish(const Problem& p, int64_t m0, int rows, int64_t n0, int cols,
+                        const float* partial, int64_t ld) {
+  constexpr int W = Ops::kWidth;
+  const float* bias = static_cast<const float*>(p.bias);
+  float* out = static_cast<float*>(p.out);
+  auto element = [&](int r, int n) { return bias ? partial[r * ld + n] + bias[m0 + r] : partial[r * ld + n]; };
+  if (p.out_stride_m == 1 && p.out_stride_n != 1) {
+    const int full_rows = rows / W * W, full_cols = cols / W * W;
+    for (int r = 0; r < full_rows; r += W)
+      for (int n = 0; n < full_cols; n += W)
+        Ops::transpose(partial + r * ld + n, ld, out + (n0 + n) * p.out_stride_n + m0 + r, p.out_stride_n,
+                       bias ? bias + m0 + r : nullptr);
+    for (int n = 0; n < cols; ++n)
+      for (int r = n < full_cols ? full_rows : 0; r < rows; ++r)
+        out[(n0 + n) * p.out_stride_n + m0 + r] = element(r, n);
     return;
   }
-  for (int r = 0; r < R; ++r)
-    for (int c = 0; c < CV; ++c) {
-      alignas(64) float lanes[W];
-      Ops::store(lanes, acc[r][c]);
-      const int64_t n0 = panel * width + c * W;
-      for (int l = 0; l < W && n0 + l < p.N; ++l) store_float(p, r0 + r, n0 + l, lanes[l]);
+  for (int r = 0; r < rows; ++r)
+    for (int n = 0; n < cols; ++n) out[(m0 + r) * p.out_stride_m + (n0 + n) * p.out_stride_n] = element(r, n);
+}
+
+// Packs X into the regime's panels: panel j holds columns [j*width, (j+1)*width) as K rows of
+// `width` floats, zero past N. In the linear orientation (x (N, K) row-major, so X's columns are
+// contiguous) whole W x W blocks are transposed with Ops::transpose.
+template <class Ops>
+static void axpy_pack(const Problem& p, int width, float* packed, int64_t panel_elems) {
+  constexpr int W = Ops::kWidth;
+  const float* x = static_cast<const float*>(p.x);
+  const int64_t panels = (p.N + width - 1) / width;
+  const int threads = p.threads > 0 ? p.threads : omp_get_max_threads();
+#pragma omp parallel for schedule(static) num_threads(threads) if (p.K * p.N > (1 << 16))
+  for (int64_t panel = 0; panel < panels; ++panel) {
+    float* to = packed + panel * panel_elems;
+    const int64_t n0 = panel * width;
+    const int cols = int(p.N - n0 < width ? p.N - n0 : width);
+    int64_t k_done = 0, n_done = 0;  // the part written by whole blocks
+    if (p.x_stride_k == 1 && cols == width) {
+      k_done = p.K / W * W;
+      n_done = width;
+      for (int64_t k = 0; k < k_done; k += W)
+        for (int n = 0; n < width; n += W)
+          Ops::transpose(x + (n0 + n) * p.x_stride_n + k, p.x_stride_n, to + k * width + n, width, nullptr);
     }
+    for (int64_t k = 0; k < p.K; ++k)
+      for (int n = k < k_done ? int(n_done) : 0; n < width; ++n)
+        to[k * width + n] = n < cols ? x[k * p.x_stride_k + (n0 + n) * p.x_stride_n] : 0.0f;
+  }
 }
 
 using AxpyTileFn = void (*)(const Problem&, const PackedX&, int64_t, int64_t, int64_t, int64_t,
@@ -82,7 +129,7 @@ template <class Ops, int CV, int... Rs>
 static void axpy_run_rows(const Problem& p, const PackedX& x, std::integer_sequence<int, Rs...>) {
   constexpr int R = sizeof...(Rs), width = Ops::kWidth * CV;
   static constexpr AxpyTileFn table[R] = {&axpy_tile<Ops, Rs + 1, CV>...};
-  const int64_t groups = p.K / 4, panels = (p.N + width - 1) / width, ld = panels * width;
+  const int64_t groups = p.K / 4, panels = (p.N + width - 1) / width;
   const int64_t x_bytes_per_group = 4 * 4 * width;  // of one panel
   int64_t block = kXBlockBytes / x_bytes_per_group;
   block = block < 8 ? 8 : block / 2 * 2;  // whole meta bytes
@@ -91,28 +138,35 @@ static void axpy_run_rows(const Problem& p, const PackedX& x, std::integer_seque
   const bool worth_threads = p.M * p.N * p.K > (int64_t(1) << 20);
 #pragma omp parallel num_threads(threads) if (worth_threads)
   {
-    std::unique_ptr<float[]> partial(new float[size_t(kMacroRows * ld)]);
+    alignas(64) float partial[kMacroRows * width];
+    // Panels inner: a thread's consecutive items share the macro block's weights (in its L2).
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t mb = 0; mb < macro_blocks; ++mb) {
-      const int64_t m_begin = mb * kMacroRows;
+    for (int64_t item = 0; item < macro_blocks * panels; ++item) {
+      const int64_t m_begin = item / panels * kMacroRows, panel = item % panels;
       const int64_t m_end = m_begin + kMacroRows < p.M ? m_begin + kMacroRows : p.M;
-      for (int64_t panel = 0; panel < panels; ++panel) {
-        for (int64_t g0 = 0; g0 < groups || g0 == 0; g0 += block) {  // K = 0: one pass writes bias
-          const int64_t g1 = g0 + block < groups ? g0 + block : groups;
-          for (int64_t r0 = m_begin; r0 < m_end; r0 += R) {
-            const int rows = int(m_end - r0 < R ? m_end - r0 : R);
-            table[rows - 1](p, x, r0, g0, g1, panel, partial.get() + (r0 - m_begin) * ld + panel * width, ld);
-          }
+      for (int64_t g0 = 0; g0 < groups || g0 == 0; g0 += block) {  // K = 0: one pass writes bias
+        const int64_t g1 = g0 + block < groups ? g0 + block : groups;
+        for (int64_t r0 = m_begin; r0 < m_end; r0 += R) {
+          const int rows = int(m_end - r0 < R ? m_end - r0 : R);
+          table[rows - 1](p, x, r0, g0, g1, panel, partial + (r0 - m_begin) * width, width);
         }
       }
+      const int64_t n0 = panel * width;
+      axpy_finish<Ops>(p, m_begin, int(m_end - m_begin), n0, int(p.N - n0 < width ? p.N - n0 : width),
+                  partial, width);
     }
   }
 }
 
 // Runs the regime with R-row tiles on panels of `width` columns (a multiple of Ops::kWidth whose
-// quotient is 1, 2 or 4; see axpy_panel_width).
+// quotient is 1, 2 or 4; see axpy_panel_width), packing X first.
 template <class Ops, int R>
-static void run_axpy(const Problem& p, const PackedX& x, int width) {
+static void run_axpy(const Problem& p, int width) {
+  const int64_t panels = (p.N + width - 1) / width, panel_elems = p.K * width;
+  std::unique_ptr<float[]> storage(new float[size_t(panels * panel_elems) + 16]);
+  float* const packed = align_to_64(storage.get());
+  axpy_pack<Ops>(p, width, packed, panel_elems);
+  const PackedX x{packed, panel_elems};
   const auto rows = std::make_integer_sequence<int, R>{};
   switch (width / Ops::kWidth) {
     case 4: axpy_run_rows<Ops, 4>(p, x, rows); break;

@@ -370,10 +370,11 @@ void GemmPlan::search(uintptr_t a, uintptr_t b, uintptr_t c, uintptr_t d, float 
                                      reinterpret_cast<const void*>(b), &beta, reinterpret_cast<const void*>(c),
                                      reinterpret_cast<void*>(d), reinterpret_cast<void*>(workspace), streams, 1),
         "cusparseLtMatmulSearch");
-  // Search updates the selection and the plan in place; keep what it chose for later rebuilds.
+  // Search updates the selection and the plan in place; keep what it chose for later rebuilds (its
+  // split-k only when it splits: the defaults of an unsplit selection need not be valid settings).
   algorithm_ = get_alg_int(CUSPARSELT_MATMUL_ALG_CONFIG_ID);
   const auto [factor, mode, buffers] = split_k();
-  if (factor >= 1) split_k_ = {factor, mode, buffers};
+  if (factor > 1) split_k_ = {factor, mode, buffers};
 }
 
 int GemmPlan::get_alg_int(int attribute) const {

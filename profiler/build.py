@@ -16,7 +16,6 @@ Workers exchange only plain data with the parent (key strings, LatencyStats as d
 """
 from __future__ import annotations
 
-import importlib
 import multiprocessing
 import multiprocessing.connection
 import time
@@ -46,9 +45,9 @@ class BackendRef:
 
     def create(self):
         if ":" in self.name:
-            module_name, _, attr = self.name.partition(":")
-            factory = getattr(importlib.import_module(module_name), attr)
-            return factory(**self.options)
+            from pysparse24._cli import resolve_reference
+
+            return resolve_reference(self.name, "backend factory")(**self.options)
         from .backends import get_backend  # imported here: the parent never needs a backend itself
         return get_backend(self.name, **self.options)
 
@@ -150,6 +149,9 @@ class WorkerPool:
 
 
 def _process_worker_main(conn, backend_ref: BackendRef) -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the process group; the parent stops us
     try:
         try:
             backend = backend_ref.create()
@@ -414,14 +416,10 @@ def _check_specs_fit(specs: list[LayerSpec], todo: list[str], context: Mapping) 
 
 
 def _drive(pool: WorkerPool, table: LatencyTable, todo: list[str], report: BuildReport, progress: bool) -> None:
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
+    from pysparse24._progress import Progress
 
-    columns = (TextColumn("[bold]measuring[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[failed]} failed"),
-               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
     pending = deque(todo)
-    with Progress(*columns, disable=not progress, transient=False) as bar:
-        task = bar.add_task("build", total=len(todo), failed=0)
+    with Progress("measuring", len(todo), enabled=progress) as bar:
         while pending or pool.busy():
             while pending and pool.has_idle():
                 pool.submit(pending.popleft())
@@ -432,4 +430,4 @@ def _drive(pool: WorkerPool, table: LatencyTable, todo: list[str], report: Build
                 else:
                     table.put_error(key, payload)
                     report.failed += 1
-                bar.update(task, advance=1, failed=report.failed)
+                bar.advance(key, failed=kind != "ok")

@@ -18,6 +18,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from pysparse24._cli import add_version, run
+
 from . import build as builder
 from .spec import PRECISIONS, SPARSITIES
 from .table import LatencyTable, read_export
@@ -81,7 +83,9 @@ def _run_build(args) -> int:
         ray_address=args.ray, retry_errors=args.retry_errors, timeout_s=args.timeout, progress=not args.quiet,
     )
     print(report.summary())
-    return 130 if report.interrupted else 0
+    if report.interrupted:
+        raise KeyboardInterrupt  # the shared handler prints the one line and exits 130
+    return 0
 
 
 def _add_table_arg(p) -> None:
@@ -129,8 +133,9 @@ def _run_import(args) -> int:
     return 0
 
 
-def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="profiler", description="Per-layer latency lookup tables.")
+def make_parser(prog: str = "profiler") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description="Per-layer latency lookup tables.")
+    add_version(parser)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_build(sub)
 
@@ -166,25 +171,23 @@ _LAZY_COMMANDS = {"validate": ("profiler.validate", "compare LUT estimates with 
                                                 "and write advice.json")}
 
 
-def _parse(argv: list[str]) -> argparse.Namespace:
+def _parse(argv: list[str], prog: str) -> argparse.Namespace:
     if argv and argv[0] in _LAZY_COMMANDS:
         module_name, help_text = _LAZY_COMMANDS[argv[0]]
         module = importlib.import_module(module_name)
-        parser = argparse.ArgumentParser(prog=f"profiler {argv[0]}", description=help_text.replace("%%", "%"))
+        parser = argparse.ArgumentParser(prog=f"{prog} {argv[0]}", description=help_text.replace("%%", "%"))
+        add_version(parser)
         module.add_arguments(parser)
         args = parser.parse_args(argv[1:])
         args.command, args.run = argv[0], module.run
         return args
-    return make_parser().parse_args(argv)
+    return make_parser(prog).parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parse(sys.argv[1:] if argv is None else list(argv))
-    try:
-        return args.run(args)
-    except (ValueError, FileNotFoundError, ImportError, builder.BackendStartError) as exc:
-        print(f"profiler {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+def main(argv: list[str] | None = None, prog: str = "profiler") -> int:
+    """`pysparse24 lut ...`, also installed as `profiler ...`."""
+    args = _parse(sys.argv[1:] if argv is None else list(argv), prog)
+    return run(f"{prog} {args.command}", lambda: args.run(args))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ layers in the same interleaved rounds and stores their least-disturbed round in 
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,7 +52,15 @@ def layer_sums(table, networks: list[list[LayerSpec]]) -> tuple[np.ndarray, np.n
     return sums, np.array([len(net) for net in networks], dtype=np.int64)
 
 
-def fill_missing(table, backend, networks, log=print) -> int:
+def _stderr(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _quiet(text: str) -> None:
+    pass
+
+
+def fill_missing(table, backend, networks, log=_stderr) -> int:
     """Measure (and store) the layers the table lacks, so every network can be estimated."""
     missing = {s.key(): s for net in networks for s in net if table.get(s) is None}
     for i, spec in enumerate(missing.values(), 1):
@@ -61,7 +70,7 @@ def fill_missing(table, backend, networks, log=print) -> int:
 
 
 def measure_interleaved_runs(backend, networks, layers=(), rounds: int = 3, policy: TimingPolicy = ROUND_POLICY,
-                             seed: int = 0, log=print) -> tuple[list[list], list[list]]:
+                             seed: int = 0, log=_stderr) -> tuple[list[list], list[list]]:
     """Networks end to end (and, optionally, single layers) measured in the same interleaved rounds:
     (network stats[net][round], layer stats[layer][round])."""
     runners = []
@@ -136,6 +145,7 @@ def add_arguments(parser) -> None:
                         default=[], metavar="KEY=VALUE", help="backend option (repeatable), e.g. -o threads=1")
     parser.add_argument("--out", type=Path, default=Path("validate_out"),
                         help="folder for validation.json and scatter.png")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     parser.add_argument("--no-store", action="store_true", help="do not store the fitted calibration in the table")
     parser.add_argument("--remeasure", action="store_true",
                         help="re-measure the sampled networks' layers in the same interleaved rounds as the "
@@ -194,12 +204,14 @@ def run(args) -> int:
         space = load_space(args.space).with_context(batch=backend.batch, precision=backend.precision)
         k = args.calibrate
         networks = sample_networks(space, args.networks + k, args.seed)   # calibration split first
-        print(f"validate: {args.networks} test + {k} calibration networks from space {args.space!r} on "
-              f"{backend.name} ({table.context.get('device')}, {table.context.get('threads')} thread(s))")
+        log = _quiet if args.quiet else _stderr
+        log(f"validate: {args.networks} test + {k} calibration networks from space {args.space!r} on "
+            f"{backend.name} ({table.context.get('device')}, {table.context.get('threads')} thread(s))")
 
         layers = list({s.key(): s for net in networks for s in net}.values()) if args.remeasure else []
-        n_missing = 0 if args.remeasure else fill_missing(table, backend, networks)
-        net_stats, layer_stats = measure_interleaved_runs(backend, networks, layers, args.rounds, seed=args.seed)
+        n_missing = 0 if args.remeasure else fill_missing(table, backend, networks, log=log)
+        net_stats, layer_stats = measure_interleaved_runs(backend, networks, layers, args.rounds, seed=args.seed,
+                                                          log=log)
         for spec, stats in zip(layers, layer_stats):
             table.put(spec, least_disturbed(stats))
         measured = np.array([least_disturbed(s).median_ms for s in net_stats])

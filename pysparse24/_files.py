@@ -34,6 +34,10 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"{path} is a directory; expected a file name to write")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"cannot write {path}: {path.parent} is not an existing directory")
+    if not os.access(path.parent, os.W_OK):
+        raise PermissionError(f"cannot write {path}: {path.parent} is not writable")
     tmp = partial_path(path)
     _remove(tmp)  # a leftover of a run killed mid-write
     try:

@@ -35,14 +35,26 @@ def load_tensors(path: Path) -> dict:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no such file: {path}")
-    if path.suffix == ".npy":  # a .npy may be big-endian (written on another machine): made native here
-        return {path.stem: _arrays.native(np.load(path, allow_pickle=False))}
+    if path.is_dir():
+        raise ValueError(f"{path} is a directory; expected a .npy or .safetensors file")
+    if path.suffix == ".npy":
+        # Memory-mapped first: a header that claims more data than the file holds is an error here,
+        # not an attempt to allocate it. A big-endian .npy (another machine's) is made native.
+        try:
+            mapped = np.load(path, mmap_mode="r", allow_pickle=False)
+        except ValueError as exc:
+            raise ValueError(f"cannot read {path} as a .npy array: {exc}") from None
+        return {path.stem: _arrays.native(np.array(mapped))}
     if path.suffix == ".safetensors":
         if _torch_available():
             from safetensors.torch import load_file
         else:
             from safetensors.numpy import load_file
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except Exception as exc:  # noqa: BLE001 - safetensors raises its own SafetensorError (not exported)
+            raise ValueError(f"cannot read {path} as .safetensors (truncated or not a safetensors file): "
+                             f"{exc}") from None
     raise ValueError(f"unsupported checkpoint type {path.suffix!r}: expected .npy or .safetensors")
 
 

@@ -71,6 +71,25 @@ def dies_once(network) -> float:
     return cheap(network)
 
 
+def hangs_once(network) -> float:
+    """Hangs (sleeps far past any test's timeout) in the first evaluation of the run, then scores."""
+    marker = Path(os.environ["NAS_TEST_DIR"]) / "hung"
+    if not marker.exists():
+        marker.write_text("hung")
+        import time
+
+        time.sleep(3600)
+    return cheap(network)
+
+
+def slow(network) -> float:
+    """Long enough that a test can interrupt the search while evaluations are in flight."""
+    import time
+
+    time.sleep(30)
+    return cheap(network)
+
+
 def always_fails(network) -> float:
     raise RuntimeError("this objective is broken")
 

@@ -120,6 +120,19 @@ def test_process_pool_survives_dying_workers(tmp_path, demo, estimator, budget, 
         assert c.score == pytest.approx(cheap(demo.decode(c.vector)))
 
 
+def test_hung_evaluation_times_out_and_the_search_goes_on(tmp_path, demo, estimator, budget, monkeypatch):
+    monkeypatch.setenv("NAS_TEST_DIR", str(tmp_path))
+    monkeypatch.syspath_prepend(str(TESTS))
+    cfg = config(tmp_path, budget, objective="nas_helpers:hangs_once", trials=3, initial=2, timeout_s=3.0)
+    result = run_search(demo, estimator, cfg, progress=False)  # workers=0: a worker process is used
+    assert len(result.ranked) == 2 and result.failed == 1
+    assert "timed out after 3 s" in result.errors[0]
+    for c in result.ranked:
+        assert c.score == pytest.approx(cheap(demo.decode(c.vector)))
+    with pytest.raises(ValueError, match="timeout_s"):
+        config(tmp_path, budget, timeout_s=0)
+
+
 def test_resumed_study_must_match(tmp_path, demo, estimator, budget):
     run_search(demo, estimator, config(tmp_path, budget, trials=2, study_name="s"), progress=False)
     with pytest.raises(ValueError, match="budget_ms"):

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pysparse24._cli import add_version, run
+
 from .estimate import LatencyEstimator, bucket
 from .proxy import DEFAULT_OBJECTIVE
 from .space import BUILTIN_SPACES, load_space
@@ -46,8 +48,9 @@ def _budget(text: str):
         raise argparse.ArgumentTypeError(f"expected milliseconds > 0 or pNN (0 < NN <= 100), got {text!r}") from None
 
 
-def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nas", description=__doc__.split("\n\n")[0])
+def make_parser(prog: str = "nas") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
+    add_version(parser)
     sub = parser.add_subparsers(dest="command", required=True)
 
     est = sub.add_parser("estimate", help="Phase 1: price Sobol candidates, count them per latency sub-space")
@@ -75,12 +78,15 @@ def make_parser() -> argparse.ArgumentParser:
                    help="local worker processes scoring at once (default 0: score in this process)")
     s.add_argument("--ray", metavar="ADDRESS", help="score on a Ray cluster ('local', 'auto', 'ray://host:10001')")
     s.add_argument("--retries", type=int, default=2, help="retries of a failed evaluation (default 2)")
+    s.add_argument("--eval-timeout", type=float, metavar="SECONDS",
+                   help="seconds one evaluation may take; a longer one is killed and recorded as failed, and the "
+                        "search goes on (default: no limit; evaluations then run in a worker process)")
     s.add_argument("--initial", type=int, default=8, help="first trials taken from in-budget Sobol candidates")
     s.add_argument("--explore-every", type=int, default=3,
                    help="after those, every Nth trial is an unused in-budget Sobol candidate (default 3; 0: never)")
     s.add_argument("--pool", type=int, default=4096, help="Sobol candidates priced to find them (default 4096)")
     s.add_argument("--no-onnx", action="store_true", help="do not export the best network as ONNX")
-    s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     s.set_defaults(run=_run_search)
     return parser
 
@@ -134,12 +140,13 @@ def _run_search(args) -> int:
         if not np.isfinite(latency).any():
             raise ValueError("no Sobol candidate could be priced: the table lacks the space's blocks")
         budget_ms = float(np.nanpercentile(latency, budget_ms[1]))
-        print(f"budget: {args.budget_ms[1]:g}th percentile of {args.pool} Sobol candidates = {budget_ms:.4g} ms")
+        print(f"budget: {args.budget_ms[1]:g}th percentile of {args.pool} Sobol candidates = {budget_ms:.4g} ms",
+              file=sys.stderr)
     args.out.mkdir(parents=True, exist_ok=True)
     config = SearchConfig(
         budget_ms=budget_ms, min_ms=args.min_ms, trials=args.trials, objective=args.objective,
         storage=args.storage or args.out / "study.sqlite", study_name=args.study, workers=args.workers,
-        ray_address=args.ray, retries=args.retries, seed=args.seed, initial=args.initial,
+        ray_address=args.ray, retries=args.retries, timeout_s=args.eval_timeout, seed=args.seed, initial=args.initial,
         explore_every=args.explore_every, pool=args.pool)
     result = run_search(estimator.space, estimator, config, progress=not args.quiet)
     _print_front(result, estimator.space)
@@ -208,16 +215,10 @@ def plot_front(result, path: Path, config, calibrated: bool) -> None:
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = make_parser().parse_args(argv)
-    try:
-        return args.run(args)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"nas {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"nas {args.command}: interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
+def main(argv: list[str] | None = None, prog: str = "nas") -> int:
+    """`pysparse24 nas ...`, also installed as `nas ...`."""
+    args = make_parser(prog).parse_args(argv)
+    return run(f"{prog} {args.command}", lambda: args.run(args))
 
 
 if __name__ == "__main__":

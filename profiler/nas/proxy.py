@@ -13,7 +13,6 @@ Users plug their own objective (a trainer, an accuracy predictor) as "module:fun
 """
 from __future__ import annotations
 
-import importlib
 import math
 from collections.abc import Callable
 
@@ -56,16 +55,11 @@ def naswot(network: list[LayerSpec], batch: int = 16, max_resolution: int = 64, 
 
 def load_objective(ref: str) -> Callable[[list[LayerSpec]], float]:
     """'package.module:function' -> the function (ValueError saying what is wrong)."""
-    module_name, sep, attr = str(ref).partition(":")
-    if not sep or not module_name or not attr:
-        raise ValueError(f"objective must be 'module:function', got {ref!r}")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ValueError(f"objective {ref!r}: cannot import {module_name!r}: {exc}") from None
-    func = getattr(module, attr, None)
+    from pysparse24._cli import resolve_reference
+
+    func = resolve_reference(ref, "objective")
     if not callable(func):
-        raise ValueError(f"objective {ref!r}: {module_name!r} has no callable {attr!r}")
+        raise ValueError(f"objective {ref!r}: {ref.partition(':')[0]!r} has no callable {ref.partition(':')[2]!r}")
     return func
 
 

@@ -26,11 +26,14 @@ import concurrent.futures as cf
 import json
 import logging
 import multiprocessing
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from pysparse24._progress import Progress
 
 from .estimate import LatencyEstimator
 from .proxy import DEFAULT_OBJECTIVE, evaluate_keys, load_objective
@@ -48,6 +51,8 @@ class SearchConfig:
     workers: int = 0                  # 0: evaluate in this process; N: N local worker processes
     ray_address: str | None = None    # evaluate on Ray ("local", "auto", "ray://host:10001")
     retries: int = 2
+    timeout_s: float | None = None    # per evaluation; a hung one is recorded as failed (needs a worker
+                                      # process: with workers=0 one is started)
     seed: int = 0
     initial: int = 8                  # first trials: Sobol candidates already inside the sub-space
     explore_every: int = 3            # then every Nth trial is the next unused one of them (0: never)
@@ -59,6 +64,8 @@ class SearchConfig:
             raise ValueError(f"need 0 <= min_ms < budget_ms, got {self.min_ms} and {self.budget_ms}")
         if min(self.trials, self.initial, self.pool) < 1 or min(self.workers, self.retries, self.explore_every) < 0:
             raise ValueError("trials, initial and pool must be >= 1; workers, retries and explore_every >= 0")
+        if self.timeout_s is not None and not self.timeout_s > 0:
+            raise ValueError(f"timeout_s must be > 0 seconds, got {self.timeout_s}")
         load_objective(self.objective)  # fail now, not in a worker
 
 
@@ -98,12 +105,20 @@ def pareto_front(candidates: list[Candidate]) -> list[Candidate]:
 # Evaluators: where scoring runs. submit() takes a token and a network (as keys); results() yields
 # (token, score | None, error | None) as evaluations finish.
 
+class TimedOut(str):
+    """The error of an evaluation that ran past `timeout_s`: recorded as failed without retries (a
+    hung objective would hang again)."""
+
+
 def _single_threaded() -> None:
     """Worker set-up: one math thread per evaluation (parallelism comes from the workers). The
-    environment variable reaches a torch imported later; an already imported torch is told directly."""
+    environment variable reaches a torch imported later; an already imported torch is told directly.
+    Ctrl-C reaches the whole process group: workers ignore it and the driver stops them."""
     import os
+    import signal
     import sys
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ["OMP_NUM_THREADS"] = "1"
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(1)
@@ -133,12 +148,13 @@ class InlineEvaluator:
 
 class ProcessEvaluator:
     """`workers` spawned worker processes, each its own single-process pool: a worker that dies
-    fails only the evaluation it held (a shared pool would fail every one in flight), and is replaced."""
+    fails only the evaluation it held (a shared pool would fail every one in flight), and is replaced.
+    An evaluation running past `timeout_s` has its worker killed and comes back as TimedOut."""
 
-    def __init__(self, objective: str, workers: int) -> None:
-        self.objective, self.capacity = objective, workers
+    def __init__(self, objective: str, workers: int, timeout_s: float | None = None) -> None:
+        self.objective, self.capacity, self.timeout_s = objective, workers, timeout_s
         self._pools = [self._new_pool() for _ in range(workers)]
-        self._futures: dict = {}  # future -> (token, pool index)
+        self._futures: dict = {}  # future -> (token, pool index, start time)
 
     @staticmethod
     def _new_pool():
@@ -146,34 +162,59 @@ class ProcessEvaluator:
                                       initializer=_single_threaded)
 
     def submit(self, token, keys: list[str]) -> None:
-        busy = {i for _, i in self._futures.values()}
+        busy = {i for _, i, _ in self._futures.values()}
         free = next(i for i in range(len(self._pools)) if i not in busy)
-        self._futures[self._pools[free].submit(evaluate_keys, self.objective, keys)] = (token, free)
+        future = self._pools[free].submit(evaluate_keys, self.objective, keys)
+        self._futures[future] = (token, free, time.monotonic())
 
     def next_result(self):
-        future = next(cf.as_completed(self._futures))
-        token, i = self._futures.pop(future)
-        try:
-            return token, future.result(), None
-        except cf.process.BrokenProcessPool:
-            self._pools[i].shutdown(wait=False)
-            self._pools[i] = self._new_pool()
-            return token, None, "worker process died"
-        except Exception as exc:  # noqa: BLE001
-            return token, None, f"{type(exc).__name__}: {exc}"
+        while True:
+            wait_s = None
+            if self.timeout_s is not None:
+                first_deadline = min(start for _, _, start in self._futures.values()) + self.timeout_s
+                wait_s = max(0.0, first_deadline - time.monotonic())
+            done, _ = cf.wait(self._futures, timeout=wait_s, return_when=cf.FIRST_COMPLETED)
+            if done:
+                future = next(iter(done))
+                token, i, _ = self._futures.pop(future)
+                try:
+                    return token, future.result(), None
+                except cf.process.BrokenProcessPool:
+                    self._replace_pool(i)
+                    return token, None, "worker process died"
+                except Exception as exc:  # noqa: BLE001
+                    return token, None, f"{type(exc).__name__}: {exc}"
+            now = time.monotonic()
+            for future, (token, i, start) in list(self._futures.items()):
+                if now - start >= self.timeout_s:
+                    del self._futures[future]
+                    self._replace_pool(i)
+                    return token, None, TimedOut(f"timed out after {self.timeout_s:g} s (worker killed)")
+
+    def _replace_pool(self, i: int) -> None:
+        pool = self._pools[i]
+        for process in list(getattr(pool, "_processes", {}).values()):  # a hung worker ignores shutdown
+            process.kill()
+        pool.shutdown(wait=False, cancel_futures=True)
+        self._pools[i] = self._new_pool()
 
     def close(self) -> None:
         # Interrupted with evaluations in flight: do not wait for them (a trainer may run for hours);
         # their trials stay RUNNING in the study and are queued again on resume.
-        for pool in self._pools:
+        for i, pool in enumerate(self._pools):
+            if self._futures:
+                for process in list(getattr(pool, "_processes", {}).values()):
+                    process.kill()
             pool.shutdown(wait=not self._futures, cancel_futures=True)
 
 
 class RayEvaluator:
     """Workers on a Ray cluster: one task per candidate (1 CPU each); Ray re-runs a task whose worker
-    died (max_retries); an exception comes back to the driver, which retries it."""
+    died (max_retries); an exception comes back to the driver, which retries it. A task running past
+    `timeout_s` is cancelled (force: its worker process is killed) and comes back as TimedOut."""
 
-    def __init__(self, objective: str, address: str, retries: int, workers: int) -> None:
+    def __init__(self, objective: str, address: str, retries: int, workers: int,
+                 timeout_s: float | None = None) -> None:
         import ray
 
         self._ray = ray
@@ -182,19 +223,31 @@ class RayEvaluator:
                      log_to_driver=False, logging_level=logging.WARNING)
         self.capacity = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
         self._task = ray.remote(num_cpus=1, max_retries=retries)(_ray_evaluate)
-        self.objective = objective
-        self._refs: dict = {}
+        self.objective, self.timeout_s = objective, timeout_s
+        self._refs: dict = {}  # ref -> (token, start time)
 
     def submit(self, token, keys: list[str]) -> None:
-        self._refs[self._task.remote(self.objective, keys)] = token
+        self._refs[self._task.remote(self.objective, keys)] = (token, time.monotonic())
 
     def next_result(self):
-        [ref], _ = self._ray.wait(list(self._refs), num_returns=1)
-        token = self._refs.pop(ref)
-        try:
-            return token, self._ray.get(ref), None
-        except Exception as exc:  # noqa: BLE001 - RayTaskError wraps the worker's exception
-            return token, None, f"{type(exc).__name__}: {exc}".splitlines()[0]
+        while True:
+            wait_s = None
+            if self.timeout_s is not None:
+                first_deadline = min(start for _, start in self._refs.values()) + self.timeout_s
+                wait_s = max(0.0, first_deadline - time.monotonic())
+            ready, _ = self._ray.wait(list(self._refs), num_returns=1, timeout=wait_s)
+            if ready:
+                token, _ = self._refs.pop(ready[0])
+                try:
+                    return token, self._ray.get(ready[0]), None
+                except Exception as exc:  # noqa: BLE001 - RayTaskError wraps the worker's exception
+                    return token, None, f"{type(exc).__name__}: {exc}".splitlines()[0]
+            now = time.monotonic()
+            for ref, (token, start) in list(self._refs.items()):
+                if now - start >= self.timeout_s:
+                    del self._refs[ref]
+                    self._ray.cancel(ref, force=True)
+                    return token, None, TimedOut(f"timed out after {self.timeout_s:g} s (task cancelled)")
 
     def close(self) -> None:
         pass  # the cluster (or the local one ray.init started) outlives the search; ray.shutdown() ends it
@@ -254,7 +307,7 @@ def run_search(space: SearchSpace, estimator: LatencyEstimator, config: SearchCo
 
     evaluator = _make_evaluator(config)
     in_flight: dict[int, tuple] = {}   # trial number -> (trial, keys, attempts)
-    bar = _Progress(progress, config.trials, finished())
+    bar = Progress("search", config.trials, finished(), enabled=progress)
     try:
         while finished() + len(in_flight) < config.trials or in_flight:
             while len(in_flight) < evaluator.capacity and finished() + len(in_flight) < config.trials:
@@ -297,7 +350,7 @@ def run_search(space: SearchSpace, estimator: LatencyEstimator, config: SearchCo
                 del in_flight[number]
                 study.tell(trial, score)
                 bar.advance(f"trial {number}: {_fmt(trial.user_attrs['latency_ms'])}, score {score:.4g}")
-            elif attempts < config.retries:
+            elif attempts < config.retries and not isinstance(error, TimedOut):
                 in_flight[number] = (trial, keys, attempts + 1)
                 evaluator.submit(number, keys)
                 bar.note(f"trial {number}: {error}; retry {attempts + 1}/{config.retries}")
@@ -306,7 +359,7 @@ def run_search(space: SearchSpace, estimator: LatencyEstimator, config: SearchCo
                 trial.set_user_attr("error", error)
                 trial.set_user_attr("gave_up", True)
                 study.tell(trial, state=TrialState.FAIL)
-                bar.advance(f"trial {number}: failed after {attempts + 1} attempts: {error}")
+                bar.advance(f"trial {number}: failed after {attempts + 1} attempts: {error}", failed=True)
     finally:
         evaluator.close()
         bar.close()
@@ -374,41 +427,11 @@ def _check_study_matches(study, space: SearchSpace, config: SearchConfig) -> Non
 
 def _make_evaluator(config: SearchConfig):
     if config.ray_address:
-        return RayEvaluator(config.objective, config.ray_address, config.retries, config.workers)
-    if config.workers == 0:
+        return RayEvaluator(config.objective, config.ray_address, config.retries, config.workers, config.timeout_s)
+    if config.workers == 0 and config.timeout_s is None:
         return InlineEvaluator(config.objective)
-    return ProcessEvaluator(config.objective, config.workers)
+    return ProcessEvaluator(config.objective, max(config.workers, 1), config.timeout_s)
 
 
 def _fmt(latency) -> str:
     return "no estimate (missing blocks)" if latency is None or not np.isfinite(latency) else f"{latency:.4g} ms"
-
-
-class _Progress:
-    """A rich progress bar (or nothing) counting finished trials."""
-
-    def __init__(self, enabled: bool, total: int, done: int) -> None:
-        self._bar = None
-        if enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self._bar = Progress(TextColumn("search"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                                 TextColumn("{task.description}"))
-            self._task = self._bar.add_task("", total=total, completed=done)
-            self._bar.start()
-
-    def advance(self, text: str) -> None:
-        if self._bar:
-            self._bar.update(self._task, advance=1, description=text)
-
-    def describe(self, text: str) -> None:
-        if self._bar:
-            self._bar.update(self._task, description=text)
-
-    def note(self, text: str) -> None:
-        if self._bar:
-            self._bar.console.print(text)
-
-    def close(self) -> None:
-        if self._bar:
-            self._bar.stop()

@@ -11,8 +11,10 @@ import os
 import sys
 from pathlib import Path
 
+from pysparse24._cli import add_version, run
+from pysparse24._progress import Progress
 from pysparse24.bench import report, shapes
-from pysparse24.bench.backends import BACKENDS, BackendUnavailable
+from pysparse24.bench.backends import BACKENDS
 from pysparse24.bench.gemm import run_cases
 
 
@@ -52,6 +54,7 @@ def add_gemm_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--csv", help="write a CSV table")
     p.add_argument("--markdown", help="write a Markdown table")
     p.add_argument("--plot", help="PNG of speedup vs N per shape")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(func=run_gemm)
     return p
 
@@ -71,42 +74,30 @@ def _cases(args):
 
 
 def run_gemm(args) -> int:
-    from rich.console import Console
-    from rich.progress import Progress
-
-    console = Console(stderr=True)
-    try:
-        cases = _cases(args)
-    except (ValueError, TypeError, FileNotFoundError, ImportError, AttributeError) as exc:
-        console.print(f"[red]error:[/] {exc}")
-        return 2
+    cases = _cases(args)
     bad = [c for c in cases if c.K % 8 or min(c.M, c.N, c.K) < 1]
     if bad:
-        console.print(f"[red]error:[/] K must be a positive multiple of 8 and M, N positive: {bad[0]}")
-        return 2
+        raise ValueError(f"K must be a positive multiple of 8 and M, N positive: {bad[0]}")
     if not cases:
-        console.print("[red]error:[/] no shapes to run")
-        return 2
+        raise ValueError("no shapes to run")
+    if args.threads < 1:
+        raise ValueError(f"--threads must be at least 1, got {args.threads}")
+    if min(args.repeats, args.warmup + 1) < 1:
+        raise ValueError("--repeats must be at least 1 and --warmup at least 0")
+    largest = max(cases, key=_case_bytes)
+    if _case_bytes(largest) > _memory_bytes():
+        raise ValueError(f"shape {largest.M}x{largest.N}x{largest.K} ({largest.dtype}) needs about "
+                         f"{_case_bytes(largest) / 2**30:.0f} GiB, more than this machine's memory")
     if args.resume and not args.json:
-        console.print("[red]error:[/] --resume needs --json (the file to resume from)")
-        return 2
-    if args.backend == "cpu" and "OMP_WAIT_POLICY" not in os.environ:
-        console.print("[yellow]note:[/] OMP_WAIT_POLICY is unset: OpenMP workers left spinning by one "
-                      "library can stall the other's threads on a busy machine. For steady figures run "
-                      "with OMP_WAIT_POLICY=PASSIVE (it must be set before Python starts).")
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("gemm", total=len(cases))
-
-        def advance(done, total, case):
-            progress.update(task, completed=done, description=f"{case.dtype} {case.M}x{case.N}x{case.K}")
-
-        try:
-            results = run_cases(cases, args.backend, args.threads, args.warmup, args.repeats,
-                                cold=args.cache == "cold", json_path=args.json, resume=args.resume,
-                                progress=advance)
-        except (BackendUnavailable, ValueError) as exc:
-            console.print(f"[red]error:[/] {exc}")
-            return 2
+        raise ValueError("--resume needs --json (the file to resume from)")
+    if args.backend == "cpu" and "OMP_WAIT_POLICY" not in os.environ and not args.quiet:
+        print("note: OMP_WAIT_POLICY is unset: OpenMP workers left spinning by one library can stall the "
+              "other's threads on a busy machine. For steady figures run with OMP_WAIT_POLICY=PASSIVE "
+              "(it must be set before Python starts).", file=sys.stderr)
+    with Progress("gemm", len(cases), enabled=not args.quiet) as bar:
+        results = run_cases(cases, args.backend, args.threads, args.warmup, args.repeats,
+                            cold=args.cache == "cold", json_path=args.json, resume=args.resume,
+                            progress=lambda done, total, c: bar.update(done, f"{c.dtype} {c.M}x{c.N}x{c.K}"))
     report.print_table(results)
     for path in filter(None, (args.csv, args.markdown, args.plot)):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -119,14 +110,27 @@ def run_gemm(args) -> int:
         try:
             report.plot_speedup(results, args.plot)
         except ImportError as exc:
-            console.print(f"[red]error:[/] --plot needs matplotlib (pip install 'pysparse24[bench]'): {exc}")
-            return 2
+            raise ImportError(f"--plot needs matplotlib (pip install 'pysparse24[bench]'): {exc}") from None
     return 0
+
+
+def _case_bytes(case) -> int:
+    """Memory one case holds at once: dense weight, its compressed copy, input and both outputs."""
+    item = 4 if case.dtype == "float32" else 2 if case.dtype in ("bfloat16", "float16") else 1
+    return item * (2 * case.M * case.K + case.K * case.N) + 4 * 2 * case.M * case.N
+
+
+def _memory_bytes() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 62
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pysparse24.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_version(parser)
     add_gemm_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
-    return args.func(args)
+    return run("pysparse24 bench", lambda: args.func(args))

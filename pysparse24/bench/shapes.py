@@ -7,7 +7,6 @@ and are listed as skipped.
 """
 from __future__ import annotations
 
-import importlib
 import re
 from itertools import product
 from pathlib import Path
@@ -62,8 +61,9 @@ def model_cases(source: str, ns, dtypes) -> tuple[list[GemmCase], list[str]]:
 def _torch_layers(spec: str) -> list[tuple[str, int, int]]:
     import torch
 
-    module_name, _, attr = spec.partition(":")
-    obj = getattr(importlib.import_module(module_name), attr)
+    from pysparse24._cli import resolve_reference
+
+    obj = resolve_reference(spec, "model")
     model = obj if isinstance(obj, torch.nn.Module) else obj()
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"{spec} is not an nn.Module nor a callable returning one")

@@ -34,17 +34,22 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
-from profiler.backends.timing import TimingPolicy, least_disturbed, measure_interleaved, wall_clock_sampler  # noqa: E402
 
-# pysparse24 is imported after --threads has set OMP_NUM_THREADS: its kernels run on their own
-# OpenMP runtime, which reads the variable once, when pysparse24._C loads.
+# pysparse24 (and profiler, which imports it) are imported after --threads has set OMP_NUM_THREADS:
+# pysparse24's kernels run on their own OpenMP runtime, which reads it once, when pysparse24._C loads.
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 TARGETS = {"gpunet": 1.2, "bert": 1.3, "llama": 1.3}
 # Largest |sparse - dense| / max |dense| accepted as "the same function" (the summation orders differ).
 AGREEMENT = {torch.float32: 1e-4, torch.bfloat16: 5e-2}
-FULL = TimingPolicy(warmup_min=3, warmup_s=0.5, min_repeats=10, min_time_s=1.0, budget_s=10.0)
-QUICK = TimingPolicy(warmup_min=2, warmup_s=0.1, min_repeats=5, min_time_s=0.2, budget_s=1.0)
+
+
+def timing_policy(quick: bool):
+    from profiler.backends.timing import TimingPolicy
+
+    if quick:
+        return TimingPolicy(warmup_min=2, warmup_s=0.1, min_repeats=5, min_time_s=0.2, budget_s=1.0)
+    return TimingPolicy(warmup_min=3, warmup_s=0.5, min_repeats=10, min_time_s=1.0, budget_s=10.0)
 
 
 # ---- the models --------------------------------------------------------------------------------
@@ -146,6 +151,8 @@ def twins(name: str, dtype: torch.dtype, quick: bool):
 
 
 def compare(name: str, dtype_name: str, quick: bool, rounds: int) -> list[Row]:
+    from profiler.backends.timing import least_disturbed, measure_interleaved, wall_clock_sampler
+
     dtype = DTYPES[dtype_name]
     dense, sparse, report, inputs = twins(name, dtype, quick)
     rows = []
@@ -155,7 +162,7 @@ def compare(name: str, dtype_name: str, quick: bool, rounds: int) -> list[Row]:
             want, got = dense(x).float(), sparse(x).float()
             rel = ((got - want).abs().max() / want.abs().max().clamp_min(1e-30)).item()
             samplers = [wall_clock_sampler(lambda model=model: model(x)) for model in (dense, sparse)]
-            stats = measure_interleaved(samplers, rounds, QUICK if quick else FULL)
+            stats = measure_interleaved(samplers, rounds, timing_policy(quick))
         dense_ms, sparse_ms = (least_disturbed(s).median_ms for s in stats)
         rows.append(Row(name, dtype_name, label, f"{len(report.converted)}/{len(report)}", dense_ms, sparse_ms,
                         dense_ms / sparse_ms, TARGETS[name], rel, rel <= AGREEMENT[dtype]))
@@ -202,8 +209,7 @@ def main(argv=None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if "pysparse24._C" in sys.modules:
-        raise RuntimeError("pysparse24 was imported before its thread count was set")
+    assert "pysparse24._C" not in sys.modules, "pysparse24 was loaded before its thread count was set"
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
     torch.set_num_threads(args.threads)
     rounds = args.rounds or (1 if args.quick else 3)

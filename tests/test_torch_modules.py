@@ -242,13 +242,15 @@ def test_bad_inputs_name_the_problem(rng):
 def test_compile_fullgraph_and_export(rng, mode):
     net = sparsified_net(rng)
     to_sparse_(net)
-    for memory_format in (torch.channels_last, torch.contiguous_format):
-        x = random_input(rng, (2, 8, 6, 6), torch.float32).to(memory_format=memory_format)
+    torch._dynamo.reset()
+    compiled = torch.compile(net, fullgraph=True, backend="aot_eager", dynamic=True)
+    for memory_format, shape in ((torch.channels_last, (2, 8, 6, 6)), (torch.contiguous_format, (2, 8, 6, 6)),
+                                 (torch.channels_last, (3, 8, 9, 7))):
+        x = random_input(rng, shape, torch.float32).to(memory_format=memory_format)
         with torch.no_grad():
             want = net(x)
             if mode == "compile":
-                torch._dynamo.reset()
-                got = torch.compile(net, fullgraph=True, backend="aot_eager")(x)
+                got = compiled(x)
             else:
                 program = torch.export.export(net, (x,))
                 targets = {str(n.target) for n in program.graph.nodes if n.op == "call_function"}
@@ -296,6 +298,56 @@ def test_cutlass_weights_round_trip_through_torch_semi_structured(rng, dtype):
     assert torch.equal(pysparse24.decompress(ours), pysparse24.decompress(c))
     with pytest.raises(ValueError, match="cutlass layout"):
         pysparse24.compress(pysparse24.prune(dense), format="packed").to_torch_semi_structured()
+
+
+class HostCusparselt:
+    """pysparse24.cuda.cusparselt's documented contract on the host: SparseMatrix(dense) holds A (m, k);
+    matmul(A, B, transpose_b=True) = A @ B.T (+ bias per row), in out_dtype (default: A's dtype)."""
+
+    def __init__(self):
+        self.built = 0
+
+    def SparseMatrix(self, dense, check=True):
+        self.built += 1
+        assert pysparse24.is_sparse(dense) and not check  # decompress wrote it: no second check
+        return dense
+
+    def matmul(self, a, b, *, transpose_b=False, bias=None, out_dtype=None):
+        assert transpose_b and b.is_contiguous()
+        d = a.double() @ b.double().T + (0 if bias is None else bias.double()[:, None])
+        return d.to(getattr(torch, out_dtype) if out_dtype else a.dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.int8])
+def test_gpu_path_uses_the_cusparselt_contract(rng, dtype, monkeypatch):
+    """The CUDA branch's use of the wrapper (transposes, int32 output and bias, the prepared-weight
+    cache), run on the host against the wrapper's documented semantics, as far as no GPU allows."""
+    from pysparse24.cuda import cusparselt
+    from pysparse24.torch import ops
+
+    host = HostCusparselt()
+    monkeypatch.setattr(cusparselt, "SparseMatrix", host.SparseMatrix)
+    monkeypatch.setattr(cusparselt, "matmul", host.matmul)
+    if dtype == torch.int8:
+        w = pysparse24.prune(torch.from_numpy(rng.integers(-127, 128, (16, 32), dtype=np.int8)))  # negatable
+        x = torch.from_numpy(rng.integers(-128, 128, (2, 3, 32), dtype=np.int8))
+        bias = torch.from_numpy(rng.integers(-1000, 1000, 16, dtype=np.int32))
+    else:
+        w, x, bias = pysparse24.prune(random_input(rng, (16, 32), dtype)), random_input(rng, (2, 3, 32), dtype), \
+            random_input(rng, (16,), dtype)
+    c = pysparse24.compress(w)
+    values, meta = c.values.clone(), c.meta.clone()
+    got = ops._cuda_linear(x, values, meta, bias)
+    want = (x.double() @ w.double().T + bias.double()).to(ops.result_dtype(dtype))
+    assert got.shape == (2, 3, 16) and got.dtype == ops.result_dtype(dtype) and got.is_contiguous()
+    torch.testing.assert_close(got, want, rtol=1e-5 if dtype == torch.float32 else 1e-2, atol=1e-4)
+
+    ops._cuda_linear(x, values, meta, None)
+    values.neg_()
+    flipped = ops._cuda_linear(x, values, meta, None)  # an in-place update is seen, not a stale cache entry
+    torch.testing.assert_close(flipped, (-(x.double() @ w.double().T)).to(ops.result_dtype(dtype)),
+                               rtol=1e-5 if dtype == torch.float32 else 1e-2, atol=1e-4)
+    assert host.built == (0 if dtype == torch.float32 else 2)  # built once per weight version
 
 
 def gpu_test(test):

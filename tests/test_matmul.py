@@ -297,13 +297,15 @@ def bfloat16_bits_alike_on_every_path(c, x):
     return results[0]
 
 
-def test_bfloat16_denormals_follow_one_rule_on_every_path():
+@pytest.mark.parametrize("n", [5, 40])  # 40: the large-N kernels where the regime covers bfloat16
+def test_bfloat16_denormals_follow_one_rule_on_every_path(n):
     # Products and partial sums in the float32 denormal range, and denormal bfloat16 inputs: every
-    # path reads denormal inputs as zero and flushes denormal partial sums (the vdpbf16ps rule).
+    # path reads denormal inputs as zero and treats denormal partial sums alike (the lane kernels
+    # flush them, the vdpbf16ps rule; the large-N regime keeps them: csrc/cpu/matmul.h).
     rng = np.random.default_rng(9)
     w = (rng.standard_normal((21, 264)) * 1e-19).astype(np.float32)
     w[:, ::7] = 3e-39  # a denormal bfloat16 after rounding
-    x = (rng.standard_normal((264, 5)) * 1e-19).astype(np.float32)
+    x = (rng.standard_normal((264, n)) * 1e-19).astype(np.float32)
     x[::5] = -2e-39
     w = pysparse24.prune(w.astype(ml_dtypes.bfloat16))
     x = x.astype(ml_dtypes.bfloat16)
@@ -312,13 +314,14 @@ def test_bfloat16_denormals_follow_one_rule_on_every_path():
     assert np.any(bits & 0x7FFF)  # not everything flushed: the test exercises real sums
 
 
-def test_bfloat16_nan_and_inf_round_alike_on_every_path():
+@pytest.mark.parametrize("n", [8, 40])
+def test_bfloat16_nan_and_inf_round_alike_on_every_path(n):
     # Full 8 x 4 tiles round their results to bfloat16 as vectors: a NaN column, an infinity
     # column and sums that overflow to infinity must come out as the scalar path's bits.
     rng = np.random.default_rng(10)
     w = random_sparse(rng, 16, 128, "bfloat16")
     c = pysparse24.compress(w)
-    x = random_x(rng, (128, 8), "bfloat16")
+    x = random_x(rng, (128, n), "bfloat16")
     x[:, 1] = np.nan
     x[:, 2] = np.inf
     x[:, 3] = ml_dtypes.bfloat16(3e38)  # finite inputs, sums past float32's range

@@ -285,8 +285,6 @@ void run(const Problem& p) {
   Isa isa = active_isa();
   // The AVX-512 kernels also use byte permutes (VBMI; every CPU with the dispatch's VBMI2 has it).
   if (isa == Isa::Avx512 && !avx512_vbmi_supported()) isa = Isa::Avx2;
-  // bfloat16 on an AVX-512 CPU without its dot product (Ice Lake): the AVX2 kernel, same results.
-  if (isa == Isa::Avx512 && p.kind == Kind::BF16 && !avx512_bf16_supported()) isa = Isa::Avx2;
   if (axpy_regime(p)) {
     const int width = axpy_panel_width(p, isa == Isa::Avx512 ? 16 : isa == Isa::Avx2 ? 8 : 1);
     switch (isa) {
@@ -296,6 +294,8 @@ void run(const Problem& p) {
     }
     return;
   }
+  // bfloat16 on an AVX-512 CPU without its dot product (Ice Lake): the AVX2 kernel, same results.
+  if (isa == Isa::Avx512 && p.kind == Kind::BF16 && !avx512_bf16_supported()) isa = Isa::Avx2;
   const XLayout layout = x_layout(isa, p.kind);
   int64_t kp = 0;
   uint8_t* data = nullptr;

@@ -1,4 +1,5 @@
-// The large-N regime of the sparse matmul (N >= kAxpyMinN, float32): "axpy over N".
+// The large-N regime of the sparse matmul (N >= kAxpyMinN; float32, and bfloat16 on CPUs without
+// AVX-512 BF16, widened to float): "axpy over N".
 // For output row m and group g with kept values (v0, v1) at k-rows 4g+i0 and 4g+i1,
 //   y[m, columns] += v0 * X[4g+i0, columns] + v1 * X[4g+i1, columns]
 // with v broadcast and X rows contiguous, so the hot loop is a broadcast, loads and FMAs: no
@@ -32,19 +33,18 @@ constexpr int64_t kXBlockBytes = 40 * 1024;
 
 // One tile: R rows x CV vectors of Ops::kWidth columns of panel `panel`, groups [g0, g1).
 // `partial` holds the tile's running sums (R rows of `ld` floats, from this panel's first column).
+// `values`: row r0's kept values from group g0 on, rows `values_ld` floats apart.
 template <class Ops, int R, int CV>
 static void axpy_tile(const Problem& p, const PackedX& x, int64_t r0, int64_t g0, int64_t g1,
-                      int64_t panel, float* partial, int64_t ld) {
+                      int64_t panel, const float* values, int64_t values_ld, float* partial, int64_t ld) {
   using Vec = typename Ops::Vec;
   constexpr int W = Ops::kWidth, width = W * CV;
-  const int64_t nv = p.K / 2;
   Vec acc[R][CV];
   for (int r = 0; r < R; ++r)
     for (int c = 0; c < CV; ++c) acc[r][c] = g0 == 0 ? Ops::zero() : Ops::load(partial + r * ld + c * W);
   // Groups come in pairs (one meta byte; K is a multiple of 8, block edges are even).
   const uint8_t* meta = p.meta + r0 * p.meta_cols;
   const float* xs = static_cast<const float*>(x.data) + panel * x.stride;
-  const float* values = static_cast<const float*>(p.values) + r0 * nv;
   for (int64_t g = g0; g < g1; g += 2) {
     const float* xg = xs + 4 * g * width;
 #pragma GCC unroll 8
@@ -55,8 +55,8 @@ static void axpy_tile(const Problem& p, const PackedX& x, int64_t r0, int64_t g0
         const unsigned code = h ? byte >> 4 : byte & 15u;
         const float* x0 = xg + (4 * h + (code & 3)) * width;
         const float* x1 = xg + (4 * h + (code >> 2)) * width;
-        const Vec v0 = Ops::broadcast(values[r * nv + 2 * (g + h)]);
-        const Vec v1 = Ops::broadcast(values[r * nv + 2 * (g + h) + 1]);
+        const Vec v0 = Ops::broadcast(values[r * values_ld + 2 * (g - g0 + h)]);
+        const Vec v1 = Ops::broadcast(values[r * values_ld + 2 * (g - g0 + h) + 1]);
 #pragma GCC unroll 8
         for (int c = 0; c < CV; ++c) acc[r][c] = Ops::fma(v0, Ops::load(x0 + c * W), acc[r][c]);
 #pragma GCC unroll 8
@@ -76,6 +76,11 @@ template <class Ops>
 static void axpy_finish(const Problem& p, int64_t m0, int rows, int64_t n0, int cols,
                         const float* partial, int64_t ld) {
   constexpr int W = Ops::kWidth;
+  if (p.kind == Kind::BF16) {  // + bias, rounded once (store_float)
+    for (int r = 0; r < rows; ++r)
+      for (int n = 0; n < cols; ++n) store_float(p, m0 + r, n0 + n, partial[r * ld + n]);
+    return;
+  }
   const float* bias = static_cast<const float*>(p.bias);
   float* out = static_cast<float*>(p.out);
   auto element = [&](int r, int n) { return bias ? partial[r * ld + n] + bias[m0 + r] : partial[r * ld + n]; };
@@ -100,7 +105,13 @@ static void axpy_finish(const Problem& p, int64_t m0, int rows, int64_t n0, int 
 template <class Ops>
 static void axpy_pack(const Problem& p, int width, float* packed, int64_t panel_elems) {
   constexpr int W = Ops::kWidth;
+  const bool bf16 = p.kind == Kind::BF16;
   const float* x = static_cast<const float*>(p.x);
+  const uint16_t* xb = static_cast<const uint16_t*>(p.x);
+  auto element = [&](int64_t k, int64_t n) {  // bfloat16 with its denormals read as zero
+    const int64_t at = k * p.x_stride_k + n * p.x_stride_n;
+    return bf16 ? bf16_daz_to_float(xb[at]) : x[at];
+  };
   const int64_t panels = (p.N + width - 1) / width;
   const int threads = p.threads > 0 ? p.threads : omp_get_max_threads();
 #pragma omp parallel for schedule(static) num_threads(threads) if (p.K * p.N > (1 << 16))
@@ -112,24 +123,32 @@ static void axpy_pack(const Problem& p, int width, float* packed, int64_t panel_
     if (p.x_stride_k == 1 && cols == width) {
       k_done = p.K / W * W;
       n_done = width;
+      alignas(64) float block[W * W];  // bfloat16: a block widened first (a loop GCC vectorizes)
       for (int64_t k = 0; k < k_done; k += W)
-        for (int n = 0; n < width; n += W)
-          Ops::transpose(x + (n0 + n) * p.x_stride_n + k, p.x_stride_n, to + k * width + n, width, nullptr);
+        for (int n = 0; n < width; n += W) {
+          if (!bf16) {
+            Ops::transpose(x + (n0 + n) * p.x_stride_n + k, p.x_stride_n, to + k * width + n, width, nullptr);
+            continue;
+          }
+          for (int i = 0; i < W; ++i)
+            for (int j = 0; j < W; ++j) block[i * W + j] = bf16_daz_to_float(xb[(n0 + n + i) * p.x_stride_n + k + j]);
+          Ops::transpose(block, W, to + k * width + n, width, nullptr);
+        }
     }
     for (int64_t k = 0; k < p.K; ++k)
       for (int n = k < k_done ? int(n_done) : 0; n < width; ++n)
-        to[k * width + n] = n < cols ? x[k * p.x_stride_k + (n0 + n) * p.x_stride_n] : 0.0f;
+        to[k * width + n] = n < cols ? element(k, n0 + n) : 0.0f;
   }
 }
 
 using AxpyTileFn = void (*)(const Problem&, const PackedX&, int64_t, int64_t, int64_t, int64_t,
-                            float*, int64_t);
+                            const float*, int64_t, float*, int64_t);
 
 template <class Ops, int CV, int... Rs>
 static void axpy_run_rows(const Problem& p, const PackedX& x, std::integer_sequence<int, Rs...>) {
   constexpr int R = sizeof...(Rs), width = Ops::kWidth * CV;
   static constexpr AxpyTileFn table[R] = {&axpy_tile<Ops, Rs + 1, CV>...};
-  const int64_t groups = p.K / 4, panels = (p.N + width - 1) / width;
+  const int64_t groups = p.K / 4, panels = (p.N + width - 1) / width, nv = p.K / 2;
   const int64_t x_bytes_per_group = 4 * 4 * width;  // of one panel
   int64_t block = kXBlockBytes / x_bytes_per_group;
   block = block < 8 ? 8 : block / 2 * 2;  // whole meta bytes
@@ -139,6 +158,9 @@ static void axpy_run_rows(const Problem& p, const PackedX& x, std::integer_seque
 #pragma omp parallel num_threads(threads) if (worth_threads)
   {
     alignas(64) float partial[kMacroRows * width];
+    // bfloat16: a K block's values of the macro block, widened (denormals as zero) once for its
+    // tiles; 1/(4 * width / 16) of the block's multiply-adds.
+    std::unique_ptr<float[]> widened(new float[p.kind == Kind::BF16 ? size_t(kMacroRows * 2 * block) : 1]);
     // Panels inner: a thread's consecutive items share the macro block's weights (in its L2).
 #pragma omp for schedule(dynamic, 1)
     for (int64_t item = 0; item < macro_blocks * panels; ++item) {
@@ -146,9 +168,20 @@ static void axpy_run_rows(const Problem& p, const PackedX& x, std::integer_seque
       const int64_t m_end = m_begin + kMacroRows < p.M ? m_begin + kMacroRows : p.M;
       for (int64_t g0 = 0; g0 < groups || g0 == 0; g0 += block) {  // K = 0: one pass writes bias
         const int64_t g1 = g0 + block < groups ? g0 + block : groups;
+        const float* values = widened.get();
+        int64_t values_ld = 2 * block;
+        if (p.kind == Kind::BF16) {
+          const uint16_t* bits = static_cast<const uint16_t*>(p.values) + m_begin * nv + 2 * g0;
+          for (int64_t r = 0; r < m_end - m_begin; ++r)
+            for (int64_t v = 0; v < 2 * (g1 - g0); ++v) widened[r * values_ld + v] = bf16_daz_to_float(bits[r * nv + v]);
+        } else {
+          values = static_cast<const float*>(p.values) + m_begin * nv + 2 * g0;
+          values_ld = nv;
+        }
         for (int64_t r0 = m_begin; r0 < m_end; r0 += R) {
           const int rows = int(m_end - r0 < R ? m_end - r0 : R);
-          table[rows - 1](p, x, r0, g0, g1, panel, partial + (r0 - m_begin) * width, width);
+          table[rows - 1](p, x, r0, g0, g1, panel, values + (r0 - m_begin) * values_ld, values_ld,
+                          partial + (r0 - m_begin) * width, width);
         }
       }
       const int64_t n0 = panel * width;

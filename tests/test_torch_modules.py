@@ -302,52 +302,73 @@ def test_cutlass_weights_round_trip_through_torch_semi_structured(rng, dtype):
 
 class HostCusparselt:
     """pysparse24.cuda.cusparselt's documented contract on the host: SparseMatrix(dense) holds A (m, k);
-    matmul(A, B, transpose_b=True) = A @ B.T (+ bias per row), in out_dtype (default: A's dtype)."""
+    matmul(A, B, transpose_b=True) = A @ B.T (+ bias per row), in out_dtype (default: A's dtype), with
+    the shape and alignment rules of csrc/cuda/gemm_spec.cpp checked."""
 
     def __init__(self):
         self.built = 0
 
     def SparseMatrix(self, dense, check=True):
         self.built += 1
+        multiple = 32 // dense.element_size()
+        assert dense.shape[0] % multiple == 0 and dense.shape[1] % multiple == 0
         assert pysparse24.is_sparse(dense) and not check  # decompress wrote it: no second check
         return dense
 
     def matmul(self, a, b, *, transpose_b=False, bias=None, out_dtype=None):
-        assert transpose_b and b.is_contiguous()
+        out = getattr(torch, out_dtype) if out_dtype else a.dtype
+        assert transpose_b and b.is_contiguous() and b.data_ptr() % 16 == 0
+        assert b.shape[0] % (16 // b.element_size()) == 0 and b.shape[0] % (16 // out.itemsize) == 0
         d = a.double() @ b.double().T + (0 if bias is None else bias.double()[:, None])
-        return d.to(getattr(torch, out_dtype) if out_dtype else a.dtype)
+        return d.to(out)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.int8])
-def test_gpu_path_uses_the_cusparselt_contract(rng, dtype, monkeypatch):
-    """The CUDA branch's use of the wrapper (transposes, int32 output and bias, the prepared-weight
-    cache), run on the host against the wrapper's documented semantics, as far as no GPU allows."""
+def host_case(rng, dtype, rows, cols):
+    if dtype == torch.int8:
+        w = pysparse24.prune(torch.from_numpy(rng.integers(-127, 128, (rows, cols), dtype=np.int8)))  # negatable
+        x = torch.from_numpy(rng.integers(-128, 128, (2, 3, cols), dtype=np.int8))
+        return w, x, torch.from_numpy(rng.integers(-1000, 1000, rows, dtype=np.int32))
+    return pysparse24.prune(random_input(rng, (rows, cols), dtype)), random_input(rng, (2, 3, cols), dtype), \
+        random_input(rng, (rows,), dtype)
+
+
+@pytest.mark.parametrize("dtype, rows, cols, sparse", [
+    (torch.float32, 32, 64, False), (torch.bfloat16, 32, 64, True), (torch.bfloat16, 24, 64, False),
+    (torch.int8, 32, 64, True)])
+def test_gpu_path_uses_the_cusparselt_contract(rng, dtype, rows, cols, sparse, monkeypatch):
+    """The CUDA branch's use of the wrapper (6 rows padded to the multiple, transposes, int32 output
+    and bias, dense fallback for float32 and for shapes cuSPARSELt refuses, the prepared-weight
+    cache), run on the host against the wrapper's documented contract, as far as no GPU allows."""
     from pysparse24.cuda import cusparselt
     from pysparse24.torch import ops
 
     host = HostCusparselt()
     monkeypatch.setattr(cusparselt, "SparseMatrix", host.SparseMatrix)
     monkeypatch.setattr(cusparselt, "matmul", host.matmul)
-    if dtype == torch.int8:
-        w = pysparse24.prune(torch.from_numpy(rng.integers(-127, 128, (16, 32), dtype=np.int8)))  # negatable
-        x = torch.from_numpy(rng.integers(-128, 128, (2, 3, 32), dtype=np.int8))
-        bias = torch.from_numpy(rng.integers(-1000, 1000, 16, dtype=np.int32))
-    else:
-        w, x, bias = pysparse24.prune(random_input(rng, (16, 32), dtype)), random_input(rng, (2, 3, 32), dtype), \
-            random_input(rng, (16,), dtype)
+    w, x, bias = host_case(rng, dtype, rows, cols)
     c = pysparse24.compress(w)
     values, meta = c.values.clone(), c.meta.clone()
+    assert (ops.gpu_dense_reason(values) is None) == sparse
+    tolerance = dict(rtol=1e-5 if dtype == torch.float32 else 1e-2, atol=1e-4)
     got = ops._cuda_linear(x, values, meta, bias)
     want = (x.double() @ w.double().T + bias.double()).to(ops.result_dtype(dtype))
-    assert got.shape == (2, 3, 16) and got.dtype == ops.result_dtype(dtype) and got.is_contiguous()
-    torch.testing.assert_close(got, want, rtol=1e-5 if dtype == torch.float32 else 1e-2, atol=1e-4)
+    assert got.shape == (2, 3, rows) and got.dtype == ops.result_dtype(dtype) and got.is_contiguous()
+    torch.testing.assert_close(got, want, **tolerance)
 
     ops._cuda_linear(x, values, meta, None)
     values.neg_()
     flipped = ops._cuda_linear(x, values, meta, None)  # an in-place update is seen, not a stale cache entry
-    torch.testing.assert_close(flipped, (-(x.double() @ w.double().T)).to(ops.result_dtype(dtype)),
-                               rtol=1e-5 if dtype == torch.float32 else 1e-2, atol=1e-4)
-    assert host.built == (0 if dtype == torch.float32 else 2)  # built once per weight version
+    torch.testing.assert_close(flipped, (-(x.double() @ w.double().T)).to(ops.result_dtype(dtype)), **tolerance)
+    assert host.built == (2 if sparse else 0)  # built once per weight version
+
+
+def test_gpu_int8_weight_cuSPARSELt_refuses_is_an_error(rng):
+    from pysparse24.torch import ops
+
+    w, x, _ = host_case(rng, torch.int8, 16, 64)
+    c = pysparse24.compress(w)
+    with pytest.raises(ValueError, match="multiples of 32, not 16x64"):
+        ops._cuda_linear(x, c.values, c.meta, None)
 
 
 def gpu_test(test):

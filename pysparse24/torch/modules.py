@@ -112,9 +112,8 @@ def kernel_name(module: nn.Module) -> str:
         base = "GEMM"
     if not module.values.is_cuda:
         return f"{base}, pysparse24.linear (CPU)"
-    if module.values.dtype == torch.float32:
-        return f"{base}, dense on the GPU (cuSPARSELt's float32 pattern is 1:2)"
-    return f"{base}, cuSPARSELt"
+    reason = ops.gpu_dense_reason(module.values)
+    return f"{base}, cuSPARSELt" if reason is None else f"{base}, dense on the GPU: {reason}"
 
 
 class _SparseModule(nn.Module):

@@ -9,8 +9,9 @@ channels (the rule of `pysparse24.mask(w, dim=1)` and `sparsify`). dtypes: float
 (float32 accumulation) and int8 (int32 accumulation and result, int32 bias).
 
 CPU tensors run on pysparse24.linear. CUDA tensors run on cuSPARSELt (pysparse24.cuda.cusparselt),
-except float32: cuSPARSELt's float32 (TF32) sparsity is 1:2, which a 2:4 weight is not in general,
-so float32 on a GPU runs the decompressed weight densely.
+except float32 (cuSPARSELt's float32 (TF32) sparsity is 1:2, which a 2:4 weight is not in general)
+and weights whose shape breaks cuSPARSELt's multiples: those run the decompressed weight densely
+(`gpu_dense_reason` says why; int8 has no dense fallback and raises instead).
 
 Inference only: with grad mode on, an input that requires grad is an error (there is no backward).
 The fake implementations share the shape checks with the real ones, so a bad call fails the same
@@ -186,24 +187,34 @@ for _op in (linear, conv2d):
 
 # ---- CUDA: cuSPARSELt --------------------------------------------------------------------------
 
+def gpu_dense_reason(values: Tensor) -> str | None:
+    """Why this weight, on a GPU, runs as a dense GEMM of its decompressed matrix rather than on
+    cuSPARSELt (None: it runs on cuSPARSELt). cuSPARSELt's shape rules (csrc/cuda/gemm_spec.cpp):
+    the sparse matrix's rows and columns are multiples of 32 bytes' worth of elements."""
+    if values.dtype == torch.float32:
+        return "cuSPARSELt's float32 (TF32) sparsity is 1:2, not 2:4"
+    rows, cols, multiple = values.shape[0], 2 * values.shape[1], 32 // values.element_size()
+    if rows % multiple or cols % multiple:
+        return f"cuSPARSELt needs {values.dtype} weights with rows and columns multiples of {multiple}, not {rows}x{cols}"
+    return None
+
+
 # values tensor id -> (weakref to it, values._version, meta._version, prepared weight). The weakref
 # makes a freed tensor's reused id a miss; the versions make an in-place update a miss.
 _PREPARED: dict[int, tuple] = {}
 
 
 def _prepared_weight(values: Tensor, meta: Tensor):
-    """The weight as the GPU path uses it: a cuSPARSELt SparseMatrix, or the dense float32 matrix."""
+    """The weight as the GPU path uses it: a cuSPARSELt SparseMatrix, or the dense matrix."""
     key = id(values)
     entry = _PREPARED.get(key)
     if entry is not None and entry[0]() is values and entry[1:3] == (values._version, meta._version):
         return entry[3]
-    dense = pysparse24.decompress(compressed(values, meta))  # on the GPU (pysparse24.cuda.ops)
-    if values.dtype == torch.float32:
-        prepared = dense
-    else:
+    prepared = pysparse24.decompress(compressed(values, meta))  # on the GPU (pysparse24.cuda.ops)
+    if gpu_dense_reason(values) is None:
         from pysparse24.cuda import cusparselt
 
-        prepared = cusparselt.SparseMatrix(dense, check=False)  # decompress wrote a 2:4 matrix
+        prepared = cusparselt.SparseMatrix(prepared, check=False)  # decompress wrote a 2:4 matrix
     for stale in [k for k, e in _PREPARED.items() if e[0]() is None]:
         del _PREPARED[stale]
     _PREPARED[key] = (weakref.ref(values), values._version, meta._version, prepared)
@@ -211,16 +222,23 @@ def _prepared_weight(values: Tensor, meta: Tensor):
 
 
 def _cuda_linear(x: Tensor, values: Tensor, meta: Tensor, bias: Optional[Tensor]) -> Tensor:
+    reason = gpu_dense_reason(values)
+    if reason and values.dtype == torch.int8:  # torch has no general int8 GEMM on the GPU to fall back on
+        raise ValueError(f"int8 sparse layers run on the GPU through cuSPARSELt only: {reason}")
     weight = _prepared_weight(values, meta)
-    if values.dtype == torch.float32:
+    if reason:
         return F.linear(x, weight, bias)
     from pysparse24.cuda import cusparselt
 
-    lead, k = x.shape[:-1], x.shape[-1]
-    x2 = x.reshape(-1, k)
+    # The dense operand's rows and the output's columns are multiples of 16 bytes, and pointers
+    # 16-byte aligned: pad the rows with zeros (into a fresh, aligned tensor) and drop them after.
+    x2, step = x.reshape(-1, x.shape[-1]), 16 // values.element_size()
+    n = x2.shape[0]
+    if n % step or x2.data_ptr() % 16:
+        x2 = F.pad(x2, (0, 0, 0, -n % step))
     if values.dtype == torch.int8:  # int32 out; the wrapper's bias would be float32, so add it exactly here
-        y = cusparselt.matmul(weight, x2, transpose_b=True, out_dtype="int32")
-        y = y.t() if bias is None else y.t() + bias
+        y = cusparselt.matmul(weight, x2, transpose_b=True, out_dtype="int32")[:, :n].t()
+        y = y if bias is None else y + bias
     else:
-        y = cusparselt.matmul(weight, x2, transpose_b=True, bias=bias).t()  # (M, n) -> (n, M)
-    return y.contiguous().view(*lead, values.shape[0])
+        y = cusparselt.matmul(weight, x2, transpose_b=True, bias=bias)[:, :n].t()  # (M, n) -> (n, M)
+    return y.contiguous().view(*x.shape[:-1], values.shape[0])

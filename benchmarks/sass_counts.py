@@ -5,9 +5,11 @@ nvcc and disassembles it with cuobjdump (the toolkit's, or the one Triton's whee
     python3 benchmarks/sass_counts.py                        # table of the 16-byte (vector) kernels
     python3 benchmarks/sass_counts.py --cubin old.cubin      # an existing cubin (e.g. an older commit's)
 
-Columns: instructions of the whole kernel (NOPs excluded), of its grid-stride loop (from the
+Columns: instructions of the whole kernel (NOPs excluded); of its grid-stride loop (from the
 target of the backward branch to that branch: what one chunk executes, rare paths included when
-the compiler placed them inside), and the branches (BRA) among them.
+the compiler placed them inside); "common": the loop without the blocks that predicated forward
+branches jump over (error paths, the unpruned over-full count), i.e. a chunk of valid input with
+prune=True; and the branches (BRA) in the loop.
 """
 from __future__ import annotations
 
@@ -69,7 +71,15 @@ def counts(code: list[tuple[int, str]]) -> dict:
             loop = [(a, i) for a, i in real if start <= a <= address]
             break
     branches = lambda xs: sum(1 for _, i in xs if re.match(r"(@!?U?P\d+ )?BRA", i))  # noqa: E731
-    return {"kernel": len(real), "loop": len(loop), "loop_branches": branches(loop)}
+    # The common path: the loop without the blocks a predicated forward branch jumps over (error
+    # slots, the unpruned over-full count: none runs on valid input with prune=True). A lower bound
+    # of what one chunk executes when the compiler lays rare code out behind such branches.
+    skipped = set()
+    for address, instruction in loop:
+        m = re.match(r"@!?U?P\d+ BRA\s+(?:`\(\.L_x_\d+\)|0x([0-9a-f]+))", instruction)
+        if m and m.group(1) and address < int(m.group(1), 16) <= loop[-1][0]:
+            skipped.update(a for a, _ in loop if address < a < int(m.group(1), 16))
+    return {"kernel": len(real), "loop": len(loop), "common": len(loop) - len(skipped), "loop_branches": branches(loop)}
 
 
 def main(argv=None) -> int:
@@ -92,9 +102,9 @@ def main(argv=None) -> int:
             continue
         fmt = "cutlass" if "Cutlass" in m.group(2) or m.group(5) == "1" else "packed"
         rows.append((KINDS[int(m.group(3))], fmt, "vector" if m.group(4) == "1" else "scalar", counts(code)))
-    print(f"{'dtype':>14} {'format':>8} {'path':>7} {'kernel':>7} {'loop':>6} {'loop BRA':>8}")
+    print(f"{'dtype':>14} {'format':>8} {'path':>7} {'kernel':>7} {'loop':>6} {'common':>6} {'loop BRA':>8}")
     for dtype, fmt, path, c in sorted(rows, key=lambda r: (KINDS.index(r[0]), r[1], r[2])):
-        print(f"{dtype:>14} {fmt:>8} {path:>7} {c['kernel']:7d} {c['loop']:6d} {c['loop_branches']:8d}")
+        print(f"{dtype:>14} {fmt:>8} {path:>7} {c['kernel']:7d} {c['loop']:6d} {c['common']:6d} {c['loop_branches']:8d}")
     return 0
 
 

@@ -84,3 +84,25 @@ def test_gpu_check_dry_run_does_every_step_that_needs_no_gpu(tmp_path):
 def test_gpu_check_rejects_unknown_steps(tmp_path):
     done = run_script([str(ROOT / "benchmarks" / "gpu_check.py"), "--steps", "device,warp"], tmp_path)
     assert done.returncode == 2 and done.stderr.startswith("error: unknown steps ['warp']")
+
+
+def test_sass_counts_finds_the_loop_and_its_common_path():
+    """benchmarks/sass_counts.py on a hand-written disassembly (the real one needs cuobjdump)."""
+    import sass_counts
+
+    name = "_ZN4ps244cuda10run_chunksINS0_15CompressWordsOpILNS_4KindE3ELb1ELb1EEEEEvT_l"
+    sass = f"""\tFunction : {name}
+        /*0000*/                   MOV R1, c[0x0][0x28] ;
+        /*0010*/                   IADD3 R2, R2, 0x1, RZ ;
+        /*0020*/              @P0 BRA 0x50 ;
+        /*0030*/                   LOP3.LUT R3, R3, 0x1, RZ, 0xc0, !PT ;
+        /*0040*/                   REDG.E.MIN.64.STRONG.GPU desc[UR4][R6.64], R2 ;
+        /*0050*/                   ISETP.GE.AND P1, PT, R2, R5, PT ;
+        /*0060*/             @!P1 BRA 0x10 ;
+        /*0070*/                   EXIT ;
+        /*0080*/                   NOP;
+"""
+    code = sass_counts.kernels(sass)[name]
+    assert sass_counts.counts(code) == {"kernel": 8, "loop": 6, "common": 4, "loop_branches": 2}
+    m = sass_counts.OP.search(name)
+    assert sass_counts.KINDS[int(m.group(3))] == "int8" and m.group(4) == "1" and m.group(5) == "1"  # vector, cutlass

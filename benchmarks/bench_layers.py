@@ -5,8 +5,8 @@
 
 Per layer and dtype it times, in the channels-last "linear" orientation a model uses (x: (N, K)
 activations, y: (N, M)):
-  sparse   pysparse24.linear(x, c) on the 2:4 compressed weight (k x k convs: pysparse24.conv2d_nhwc
-           when the library has it, else torch's unfold + pysparse24.linear, named in the table)
+  sparse   pysparse24.linear(x, c) on the 2:4 compressed weight (k x k convs: the torch op
+           torch.ops.pysparse24.conv2d that SparseConv2d runs, i.e. im2col over NHWC + linear)
   linear   F.linear(x, w)                      (dense, pruned weight, same dtype)
   conv     F.conv2d on channels_last input     (oneDNN; for 1x1 layers the same GEMM)
   matmul   torch.matmul(x, w.T)
@@ -152,27 +152,20 @@ def _w4(layer: Layer, w):
 
 
 def sparse_kind(layer: Layer) -> str:
-    if layer.kernel <= 1:
-        return "linear"
-    return "conv2d_nhwc" if hasattr(pysparse24, "conv2d_nhwc") else "unfold+linear"
+    return "linear" if layer.kernel <= 1 else "op conv2d"
 
 
 def sparse_call(layer: Layer, threads: int):
     """fn(c, x, x4) -> (N, M) result of the sparse path for this layer."""
-    kind = sparse_kind(layer)
-    if kind == "linear":
+    if layer.kernel <= 1:
         return lambda c, x, x4: pysparse24.linear(x, c, threads=threads)
-    if kind == "conv2d_nhwc":
-        return lambda c, x, x4: pysparse24.conv2d_nhwc(
-            x4.permute(0, 2, 3, 1), c, kernel=layer.kernel, stride=layer.stride, padding=layer.padding,
-            threads=threads).reshape(layer.n, layer.m)
+    import pysparse24.torch  # noqa: F401  (registers torch.ops.pysparse24)
+    k, s, p = [layer.kernel] * 2, [layer.stride] * 2, [layer.padding] * 2
 
-    def unfold(c, x, x4):
-        cols = F.unfold(x4, layer.kernel, padding=layer.padding, stride=layer.stride)  # (1, C*k*k, L)
-        k = layer.kernel
-        cols = cols.reshape(layer.c_in, k * k, layer.n).permute(2, 1, 0).reshape(layer.n, layer.k)
-        return pysparse24.linear(cols, c, threads=threads)
-    return unfold
+    def conv(c, x, x4):  # the op takes OpenMP's thread count (torch.set_num_threads does not set it)
+        y = torch.ops.pysparse24.conv2d(x4, c.values, c.meta, None, k, s, p, [1, 1])
+        return y.permute(0, 2, 3, 1).reshape(layer.n, layer.m)
+    return conv
 
 
 def dense_calls(layer: Layer) -> dict:

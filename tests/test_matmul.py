@@ -330,29 +330,38 @@ def test_bfloat16_nan_and_inf_round_alike_on_every_path(n):
     assert np.all(np.isinf(y[:, 3]) | np.isnan(y[:, 3]))
 
 
+def large_n(dtype):
+    """First N of the large-N regime for dtype; None where it never applies (matmul.h)."""
+    return _C.matmul_large_n if dtype == "float32" else (_C.matmul_large_n_bfloat16 or None)
+
+
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_batch_invariant_each_column_equals_its_gemv(dtype):
-    # One summation order per output element whatever N and the tiling (float32: below
-    # _C.matmul_large_n): serving a request alone or inside a batch gives the same bits.
-    assert 13 < _C.matmul_large_n
+    # One summation order per output element whatever N and the tiling (below the large-N regime):
+    # serving a request alone or inside a batch gives the same bits.
+    n = 13 if large_n(dtype) is None else min(13, large_n(dtype) - 1)
+    assert n >= 4
     rng = np.random.default_rng(11)
     w = random_sparse(rng, 37, 264, dtype)
     c = pysparse24.compress(w)
-    x = random_x(rng, (264, 13), dtype)
+    x = random_x(rng, (264, n), dtype)
     batched = pysparse24.matmul(c, x)
     for j in range(x.shape[1]):
         np.testing.assert_array_equal(pysparse24.matmul(c, np.ascontiguousarray(x[:, j])).view(np.uint8),
                                       np.ascontiguousarray(batched[:, j]).view(np.uint8))
 
 
-def test_float32_batch_invariant_within_the_large_n_regime():
-    # From N = _C.matmul_large_n on, float32 keeps one running sum per output element: any batch of
-    # at least that many columns gives each column the same bits (only the regime boundary changes them).
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_batch_invariant_within_the_large_n_regime(dtype):
+    # From N = large_n(dtype) on, one running sum per output element: any batch of at least that
+    # many columns gives each column the same bits (only the regime boundary changes them).
+    n_min = large_n(dtype)
+    if n_min is None:
+        pytest.skip("bfloat16 has no large-N regime on a CPU with AVX-512 BF16")
     rng = np.random.default_rng(12)
-    w = random_sparse(rng, 70, 1032, "float32")
+    w = random_sparse(rng, 70, 1032, dtype)
     c = pysparse24.compress(w)
-    n_min = _C.matmul_large_n
-    x = random_x(rng, (1032, 2 * n_min + 37), "float32")
+    x = random_x(rng, (1032, 2 * n_min + 37), dtype)
     batched = pysparse24.matmul(c, x)
     for start, width in [(0, n_min), (5, n_min + 1), (n_min + 20, n_min + 17)]:
         part = pysparse24.matmul(c, np.ascontiguousarray(x[:, start:start + width]))

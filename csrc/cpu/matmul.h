@@ -12,15 +12,15 @@
 //             AVX-512 vdpbf16ps), with its denormals-are-zero inputs and flush-to-zero results.
 // int8 sums are exact (int32, wrapping), so their order is free.
 //
-// Large-N regime (N >= kAxpyMinN; matmul_axpy.h): one running sum per output element instead of
-// 16 lanes, fma(v_p, x, sum) over the kept values p in increasing order, then the bias (bfloat16:
-// then one rounding). So a result depends on which side of kAxpyMinN its N is; within a regime every
-// path gives bit-identical results and a column's result does not depend on the other columns
-// (batch-invariant for every N >= kAxpyMinN, and for every N below). float32 always; bfloat16 only
-// on CPUs without AVX-512 BF16 (Ice Lake; there the lane contract's dot product does not exist and
-// the regime runs on float FMAs: inputs widened with denormals read as zero, no flushing of the
-// running sums), so a bfloat16 result with N >= kAxpyMinN depends on that CPU feature, never on the
-// path chosen. int8 keeps the lane kernels at every N.
+// Large-N regime (matmul_axpy.h): one running sum per output element instead of 16 lanes,
+// fma(v_p, x, sum) over the kept values p in increasing order, then the bias (bfloat16: then one
+// rounding). float32 from N = kAxpyMinN; bfloat16 from N = kAxpyMinNWidened, and only on CPUs
+// without AVX-512 BF16 (Ice Lake: there the lane contract's dot product does not exist and the
+// regime runs on float FMAs, inputs widened with denormals read as zero, running sums not flushed).
+// So a result depends on which side of its threshold N is (and a bfloat16 one on that CPU feature),
+// never on the path chosen: within a regime every path gives bit-identical results, and a column's
+// result does not depend on the other columns (batch-invariant within each regime). int8 keeps the
+// lane kernels at every N.
 //
 // The small-N kernels read X from a private copy ("packed X": one row of Kp elements per output column,
 // zero-padded) whose element order within a block may be permuted for the ISA's shuffles; see
@@ -83,9 +83,14 @@ struct PackedX {
 // The large-N regime: X packed into panels of `width` columns (matmul_axpy.h; PackedX::stride is
 // then the number of floats per panel); each path packs its own.
 constexpr int64_t kAxpyMinN = 16;  // measured: the lane kernel is faster at N = 8, slower from 16
+// bfloat16 without AVX-512 BF16: the (AVX2) lane kernels cost ~N times a GEMV, the regime about the
+// same below its panel width (16): equal at N = 4 on Ice Lake (11008x4096, 1 thread: 23.8 vs 22.4
+// ms), the regime 2x faster at N = 8, so it starts at 5.
+constexpr int64_t kAxpyMinNWidened = 5;
 bool avx512_bf16_supported();  // vdpbf16ps, which the AVX-512 bfloat16 kernels use (not Ice Lake)
 inline bool axpy_regime(const Problem& p) {
-  return p.N >= kAxpyMinN && (p.kind == Kind::F32 || (p.kind == Kind::BF16 && !avx512_bf16_supported()));
+  return p.kind == Kind::F32 ? p.N >= kAxpyMinN
+                             : p.kind == Kind::BF16 && p.N >= kAxpyMinNWidened && !avx512_bf16_supported();
 }
 void run_axpy_scalar(const Problem& p, int width);
 void run_axpy_avx2(const Problem& p, int width);

@@ -92,6 +92,9 @@ void bind_matmul(py::module_& m) {
         "out[M, N] = W @ x (+ bias[:, None]) for a 2:4 weight W in the packed layout "
         "(values (M, K/2), meta uint8 (M, K/8)); x (K, N) with any strides. "
         "bfloat16 arrays are passed as 16-bit integer views. threads=0: OpenMP default.");
-  // From this N on, float32/bfloat16 use the large-N kernels and their summation order (matmul.h).
+  // From this N on, float32 uses the large-N kernels and their summation order (matmul.h); bfloat16
+  // from matmul_large_n_bfloat16 on, or never (0) on CPUs with AVX-512 BF16.
   m.attr("matmul_large_n") = ps24::cpu::matmul::kAxpyMinN;
+  m.attr("matmul_large_n_bfloat16") =
+      ps24::cpu::matmul::avx512_bf16_supported() ? int64_t(0) : ps24::cpu::matmul::kAxpyMinNWidened;
 }

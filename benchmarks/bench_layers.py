@@ -23,6 +23,7 @@ Inputs are fresh random normals; the seed is printed (--seed to repeat a run).
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import platform
@@ -159,7 +160,7 @@ def sparse_call(layer: Layer, threads: int):
     """fn(c, x, x4) -> (N, M) result of the sparse path for this layer."""
     if layer.kernel <= 1:
         return lambda c, x, x4: pysparse24.linear(x, c, threads=threads)
-    import pysparse24.torch  # noqa: F401  (registers torch.ops.pysparse24)
+    importlib.import_module("pysparse24.torch")  # registers torch.ops.pysparse24
     k, s, p = [layer.kernel] * 2, [layer.stride] * 2, [layer.padding] * 2
 
     def conv(c, x, x4):  # the op takes OpenMP's thread count (torch.set_num_threads does not set it)

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import pysparse24.torch as sparse_torch  # noqa: E402
 from profiler import advise as adv  # noqa: E402
 from profiler.backends import TimingPolicy, least_disturbed, measure_interleaved  # noqa: E402
-from profiler.backends.timing import wall_clock_sampler  # noqa: E402
+from pysparse24.timing import wall_clock_sampler  # noqa: E402
 from profiler.blocks import build_network  # noqa: E402
 from profiler.build import BackendRef  # noqa: E402
 from profiler.nas.gpunet import load_gpunet_config  # noqa: E402

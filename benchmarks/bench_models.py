@@ -45,7 +45,7 @@ AGREEMENT = {torch.float32: 1e-4, torch.bfloat16: 5e-2}
 
 
 def timing_policy(quick: bool):
-    from profiler.backends.timing import TimingPolicy
+    from pysparse24.timing import TimingPolicy
 
     if quick:
         return TimingPolicy(warmup_min=2, warmup_s=0.1, min_repeats=5, min_time_s=0.2, budget_s=1.0)
@@ -151,7 +151,7 @@ def twins(name: str, dtype: torch.dtype, quick: bool):
 
 
 def compare(name: str, dtype_name: str, quick: bool, rounds: int) -> list[Row]:
-    from profiler.backends.timing import least_disturbed, measure_interleaved, wall_clock_sampler
+    from pysparse24.timing import least_disturbed, measure_interleaved, wall_clock_sampler
 
     dtype = DTYPES[dtype_name]
     dense, sparse, report, inputs = twins(name, dtype, quick)

@@ -307,7 +307,7 @@ def time_model(model, example_input, backend) -> float:
     """Median end-to-end time (ms) of the model, under the torch backend's timing policy and threads."""
     import torch
 
-    from .backends.timing import cuda_event_sampler, measure_adaptive, wall_clock_sampler
+    from pysparse24.timing import cuda_event_sampler, measure_adaptive, wall_clock_sampler
 
     def run():
         with torch.inference_mode():

@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping
 
+from pysparse24.timing import LatencyStats
+
 from .spec import LayerSpec
-from .stats import LatencyStats
 from .table import SPARSE_EXECUTOR, LatencyTable, cannot_run_sparse, context_differences, ensure_same_context
 
 # One worker's answer for one key: ("ok", LatencyStats fields as a dict) or ("error", message).

@@ -37,9 +37,9 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 from pysparse24._files import atomic_output
+from pysparse24.timing import LatencyStats
 
 from .spec import LayerSpec
-from .stats import LatencyStats
 
 SCHEMA_VERSION = 1
 FORMAT_NAME = "pysparse24-latency-table"

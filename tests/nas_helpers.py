@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from profiler.stats import LatencyStats
+from pysparse24.timing import LatencyStats
 from profiler.table import LatencyTable
 
 CONTEXT = {"device": "test", "backend": "fake", "precision": "fp32", "batch": 1, "threads": 1}

@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from profiler.stats import LatencyStats
+from pysparse24.timing import LatencyStats
 
 
 class NumpyMatmulBackend:

@@ -20,7 +20,7 @@ from profiler import cli as profiler_cli
 from profiler.backends import TimingPolicy, get_backend
 from profiler.blocks import build_module, export_onnx, input_shape_of, output_shape, random_input
 from profiler.spec import LayerSpec
-from profiler.stats import LatencyStats
+from pysparse24.timing import LatencyStats
 from profiler.table import LatencyTable
 
 REPO = Path(__file__).resolve().parent.parent

@@ -1,4 +1,4 @@
-"""profiler.backends: one measure() interface; adaptive timing; TensorRT up to the engine build."""
+"""profiler.backends: one measure() interface; TensorRT up to the engine build (timing: test_timing.py)."""
 import collections
 import importlib.util
 import itertools
@@ -11,8 +11,7 @@ import numpy as np
 import onnx
 import pytest
 
-from profiler.backends import (BackendUnavailable, TimingPolicy, get_backend, least_disturbed, measure_adaptive,
-                               measure_interleaved)
+from profiler.backends import BackendUnavailable, TimingPolicy, get_backend
 from profiler.backends.base import pin_cpus
 from profiler.backends.tensorrt_backend import (build_engine, build_plan, layer_tactics, onnx_for_plan,
                                                 require_sparse_tactic)
@@ -30,52 +29,6 @@ def restore_cpu_affinity():
 FAST = TimingPolicy(warmup_min=3, warmup_s=0.0, min_repeats=20, min_time_s=0.0, budget_s=0.5)
 HEAD = LayerSpec("head", (1, 3, 32, 32), 16, kernel=3, stride=2)
 IRB = LayerSpec("irb", output_shape(HEAD), 16, kernel=3, expansion=2)
-
-
-# ------------------------------------------------------------------------------ timing loop
-def test_warmup_is_rejected_and_the_median_is_robust():
-    calls = itertools.count()
-
-    def sample(n):   # 5 slow cold calls, then 1.0 ms with one 50 ms hiccup every 10 calls
-        out = []
-        for _ in range(n):
-            i = next(calls)
-            out.append(100.0 if i < 5 else (50.0 if i % 10 == 0 else 1.0))
-        return out
-    stats = measure_adaptive(sample, TimingPolicy(warmup_min=5, warmup_s=0.0, min_repeats=30, min_time_s=0.0))
-    assert stats.warmup == 5 and stats.median_ms == 1.0 and stats.p90_ms >= 1.0 and stats.std_ms > 0
-    assert 30 <= stats.n < 2000          # stable median: stops early, but never before min_repeats
-
-
-def test_unstable_timings_run_until_the_budget_or_the_cap():
-    rng = np.random.default_rng(0)
-    drifting = iter(np.cumsum(rng.uniform(0.5, 1.5, 100000)))   # median never settles
-    stats = measure_adaptive(lambda n: [float(next(drifting)) for _ in range(n)],
-                             TimingPolicy(warmup_min=0, warmup_s=0.0, min_repeats=10, max_repeats=300,
-                                          min_time_s=0.0, budget_s=30.0))
-    assert stats.n == 300
-    with pytest.raises(ValueError):
-        TimingPolicy(min_repeats=0)
-
-
-def test_interleaved_rounds_spread_load_and_keep_the_least_disturbed():
-    clock = itertools.count()
-    order = []
-
-    def sampler(name, base):
-        def sample(n):   # a load burst makes everything 3x slower during calls 100..199 (of 300)
-            order.append(name)
-            return [base * (3.0 if 100 <= next(clock) < 200 else 1.0) for _ in range(n)]
-        return sample
-    policy = TimingPolicy(warmup_min=0, warmup_s=0.0, min_repeats=20, max_repeats=20, min_time_s=0.0)
-    stats = measure_interleaved([sampler("a", 1.0), sampler("b", 2.0), sampler("c", 4.0)], 5, policy, seed=1)
-    assert [len(s) for s in stats] == [5, 5, 5]
-    rounds = [order[i:i + 6] for i in range(0, 30, 6)]          # 20 samples = 2 chunks of 10 per item
-    assert len({tuple(r[::2]) for r in rounds}) > 1              # the order changes between rounds
-    assert [least_disturbed(s).median_ms for s in stats] == [1.0, 2.0, 4.0]
-    assert max(s.median_ms for item in stats for s in item) > 4.0   # the burst did hit some rounds
-    with pytest.raises(ValueError):
-        measure_interleaved([], 0, policy)
 
 
 def test_pinning():

@@ -8,7 +8,7 @@ import pytest
 
 from profiler.cli import main
 from profiler.spec import LayerSpec
-from profiler.stats import LatencyStats
+from pysparse24.timing import LatencyStats
 from profiler.table import LatencyTable
 
 TESTS = Path(__file__).resolve().parent

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from profiler.spec import LayerSpec
-from profiler.stats import LatencyStats
+from pysparse24.timing import LatencyStats
 from profiler.table import ContextMismatchError, LatencyTable, read_export
 
 CTX = {"device": "Test CPU", "driver": "none", "runtime": "ort 1.20", "backend": "onnxruntime",

@@ -1,8 +1,9 @@
 """Latency backends behind one interface (see base.Backend): get_backend(name, **options)."""
 from __future__ import annotations
 
+from pysparse24.timing import TimingPolicy, least_disturbed, measure_adaptive, measure_interleaved
+
 from .base import Backend, BackendUnavailable
-from .timing import TimingPolicy, least_disturbed, measure_adaptive, measure_interleaved
 
 BACKEND_NAMES = ("onnxruntime", "torch", "tensorrt")
 

@@ -19,11 +19,11 @@ import subprocess
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 
+from pysparse24.timing import LatencyStats, TimingPolicy, measure_adaptive
+
 from ..blocks import check_network
 from ..spec import PRECISIONS, LayerSpec
-from ..stats import LatencyStats
 from ..table import SPARSE_EXECUTOR, cannot_run_sparse
-from .timing import TimingPolicy, measure_adaptive
 
 
 class BackendUnavailable(RuntimeError):

@@ -5,9 +5,10 @@ run() returns). Thread counts are always set explicitly (never "all cores") and 
 """
 from __future__ import annotations
 
+from pysparse24.timing import wall_clock_sampler
+
 from ..blocks import export_onnx, input_shape_of, random_input
 from .base import Backend, BackendUnavailable, cpu_context, gpu_context, pin_cpus
-from .timing import wall_clock_sampler
 
 
 class OnnxRuntimeBackend(Backend):

@@ -27,10 +27,11 @@ import json
 import os
 from dataclasses import dataclass
 
+from pysparse24.timing import cuda_event_sampler
+
 from ..blocks import export_onnx
 from ..spec import SPARSITIES
 from .base import Backend, BackendUnavailable, gpu_context
-from .timing import cuda_event_sampler
 
 INSTALL_HINT = ("the tensorrt backend needs TensorRT 10 or 11 and a CUDA GPU: "
                 "pip install tensorrt --extra-index-url https://pypi.nvidia.com (with torch built for CUDA)")

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import torch
 
+from pysparse24.timing import cuda_event_sampler, wall_clock_sampler
+
 from ..blocks import build_network, input_shape_of, random_input
 from .base import Backend, BackendUnavailable, cpu_context, gpu_context, pin_cpus
-from .timing import cuda_event_sampler, wall_clock_sampler
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 

@@ -11,10 +11,11 @@ timed call reads its weight from memory, as the layers of a real model do. (A 40
 from __future__ import annotations
 
 import math
-import time
 from typing import Callable
 
 import numpy as np
+
+from pysparse24.timing import fixed_count, wall_clock_sampler
 
 TimePair = Callable[[int, int, int, str, int, int, int, bool], dict]
 BACKENDS: dict[str, TimePair] = {}
@@ -62,17 +63,6 @@ def _cycling(fn, items: list):
         state["i"] += 1
 
     return call
-
-
-def _timed(fn, warmup: int, repeats: int) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - start) * 1e3)
-    return samples
 
 
 def random_sparse_weight(M: int, K: int, dtype: str, seed: int = 0):
@@ -124,8 +114,8 @@ def time_cpu_pair(M: int, N: int, K: int, dtype: str, warmup: int, repeats: int,
 
     # One block per kind: alternating calls would let each library's idle worker threads spin
     # against the other's.
-    dense_ms = _timed(dense, warmup, repeats)
-    sparse_ms = _timed(sparse, warmup, repeats)
+    dense_ms = fixed_count(wall_clock_sampler(dense), warmup, repeats)
+    sparse_ms = fixed_count(wall_clock_sampler(sparse), warmup, repeats)
     _check_agreement(sparse_out, dense_out, dtype, K)
     return {"sparse_ms": sparse_ms, "dense_ms": dense_ms}
 

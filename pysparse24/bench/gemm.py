@@ -10,9 +10,8 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from pysparse24.bench.backends import get_backend
+from pysparse24.timing import summarize
 
 _ELEMENT_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "int8": 1}
 _RESULT_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "int8": 4}  # int8 -> int32
@@ -44,14 +43,6 @@ class GemmCase:
         return f"{backend}:{self.dtype}:{self.M}x{self.N}x{self.K}:t{threads}:{'cold' if cold else 'warm'}"
 
 
-def _summary(samples_ms: list[float]) -> dict:
-    s = np.asarray(samples_ms, dtype=np.float64)
-    if s.ndim != 1 or s.size == 0 or not np.all(np.isfinite(s)):
-        raise ValueError("a backend returned no (or non-finite) timings")
-    p10, median, p90 = np.percentile(s, [10, 50, 90])
-    return {"median_ms": float(median), "p10_ms": float(p10), "p90_ms": float(p90), "n": int(s.size)}
-
-
 @dataclass
 class GemmResult:
     case: GemmCase
@@ -70,7 +61,7 @@ class GemmResult:
     @classmethod
     def from_samples(cls, case: GemmCase, backend: str, threads: int, cold: bool,
                      timings: dict) -> "GemmResult":
-        sparse, dense = _summary(timings["sparse_ms"]), _summary(timings["dense_ms"])
+        sparse, dense = summarize(timings["sparse_ms"]), summarize(timings["dense_ms"])
         sparse_bytes, dense_bytes = case.bytes_moved()
         gflops = lambda ms: case.flops() / (ms * 1e-3) / 1e9  # noqa: E731
         return cls(case, backend, threads, cold, sparse, dense, dense["median_ms"] / sparse["median_ms"],

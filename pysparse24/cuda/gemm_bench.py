@@ -7,9 +7,9 @@ per-run times; `summarize` turns them into median / p10 / p90, TFLOP/s and the s
 """
 from __future__ import annotations
 
-import statistics
-
+from pysparse24 import timing
 from pysparse24.cuda import cusparselt, ops, require_device
+from pysparse24.timing import cuda_event_sampler, fixed_count
 
 
 def _torch():
@@ -31,19 +31,8 @@ class _L2Flusher:
 
 
 def _time(torch, fn, warmup: int, repeats: int) -> list[float]:
-    """Milliseconds of each of `repeats` runs of fn, each after an L2 flush."""
-    flush = _L2Flusher(torch)
-    for _ in range(warmup):
-        fn()
-    starts = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
-    ends = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
-    for start, end in zip(starts, ends):
-        flush()
-        start.record()
-        fn()
-        end.record()
-    torch.cuda.synchronize()
-    return [s.elapsed_time(e) for s, e in zip(starts, ends)]
+    """Milliseconds of each of `repeats` runs of fn (CUDA events), each after an L2 flush."""
+    return fixed_count(cuda_event_sampler(fn, before=_L2Flusher(torch)), warmup, repeats)
 
 
 def _random(torch, shape, dtype: str, gen):
@@ -172,18 +161,10 @@ def time_compress(M: int, K: int, dtype: str = "float16", format: str = "packed"
     }
 
 
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * q
-    low = int(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
-
-
 def summarize(times_ms: list[float], flops: float | None = None, nbytes: float | None = None) -> dict:
-    """median / p10 / p90 in ms, and TFLOP/s or GB/s at the median."""
-    median = statistics.median(times_ms)
-    out = {"median_ms": median, "p10_ms": _percentile(times_ms, 0.1), "p90_ms": _percentile(times_ms, 0.9)}
+    """median / p10 / p90 in ms (pysparse24.timing.summarize), and TFLOP/s or GB/s at the median."""
+    out = timing.summarize(times_ms)
+    median = out["median_ms"]
     if flops is not None:
         out["tflops"] = flops / (median * 1e-3) / 1e12
     if nbytes is not None:

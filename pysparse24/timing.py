@@ -1,19 +1,49 @@
-"""The adaptive timing loop every backend shares: reject warm-up, repeat until the median is stable
-or the time budget is spent, keep the spread.
+"""Timing and its statistics, the one home for both (the GEMM benchmark, the CUDA GEMM timing and
+every latency-table backend use it).
 
-A backend supplies `sample(n) -> list of n per-call times in ms` (wall clock around each call on the
-CPU; CUDA events on a GPU), so each runtime is timed the way its users time it, and the stopping
-rule is the same everywhere.
+A runtime supplies `sample(n) -> list of n per-call times in ms` (wall clock around each call on the
+CPU; CUDA events on a GPU), so each runtime is timed the way its users time it. Two loops run a
+sampler: `measure_adaptive` (reject warm-up, repeat until the median is stable or the time budget is
+spent) and `fixed_count` (a given warm-up and repeat count, for sweeps that report raw samples).
+`summarize` / `LatencyStats` turn samples into median, p10, p90 (numpy's linear percentiles).
 """
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ..stats import LatencyStats
+
+def summarize(samples_ms) -> dict:
+    """median_ms, p10_ms, p90_ms and n of a non-empty 1-D list of finite timings."""
+    s = np.asarray(samples_ms, dtype=np.float64)
+    if s.ndim != 1 or s.size == 0 or not np.all(np.isfinite(s)):
+        raise ValueError("timing statistics need a non-empty 1-D list of finite timings")
+    p10, median, p90 = np.percentile(s, [10, 50, 90])
+    return {"median_ms": float(median), "p10_ms": float(p10), "p90_ms": float(p90), "n": int(s.size)}
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """What one measurement of one layer produced (every latency backend returns this)."""
+    median_ms: float
+    p10_ms: float
+    p90_ms: float
+    mean_ms: float
+    std_ms: float
+    n: int          # timed repeats kept
+    warmup: int     # repeats run and discarded before timing
+
+    @classmethod
+    def from_samples(cls, samples_ms, warmup: int) -> "LatencyStats":
+        q = summarize(samples_ms)
+        s = np.asarray(samples_ms, dtype=np.float64)
+        return cls(q["median_ms"], q["p10_ms"], q["p90_ms"], float(s.mean()), float(s.std()), q["n"], int(warmup))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -75,15 +105,28 @@ def measure_adaptive(sample: Callable[[int], list[float]], policy: TimingPolicy 
     return LatencyStats.from_samples(samples, warmup=warmup)
 
 
-def cuda_event_sampler(run: Callable[[], object], stream=None) -> Callable[[int], list[float]]:
+def fixed_count(sample: Callable[[int], list[float]], warmup: int, repeats: int) -> list[float]:
+    """`repeats` per-call times after `warmup` discarded calls."""
+    if warmup < 0 or repeats < 1:
+        raise ValueError(f"warmup must be >= 0 and repeats >= 1, got warmup={warmup}, repeats={repeats}")
+    if warmup:
+        sample(warmup)
+    return sample(repeats)
+
+
+def cuda_event_sampler(run: Callable[[], object], stream=None,
+                       before: Callable[[], object] | None = None) -> Callable[[int], list[float]]:
     """Per-call GPU time in ms from CUDA events recorded around each call on `stream` (torch's
-    current stream by default): the device-side time, as trtexec's "GPU Compute Time" reports it."""
+    current stream by default): the device-side time, as trtexec's "GPU Compute Time" reports it.
+    `before` runs ahead of each call outside the events (e.g. an L2 cache flush)."""
     import torch
 
     def sample(n: int) -> list[float]:
         s = stream or torch.cuda.current_stream()
         events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(n)]
         for start, end in events:
+            if before is not None:
+                before()
             start.record(s)
             run()
             end.record(s)

@@ -171,6 +171,22 @@ def test_a_failed_write_leaves_the_previous_advice(tmp_path, monkeypatch):
         adv.Advice.load(path)
 
 
+def test_an_advice_naming_a_layer_the_model_lacks_converts_nothing(tmp_path):
+    calls = adv.trace(Net().eval(), torch.randn(1, 3, 32, 32))
+    with _table_with(tmp_path / "t.sqlite", calls, dict.fromkeys(["stem", "pw", "dw", "valid", "fc", "shared"], 2.0),
+                     dict.fromkeys(["pw", "fc"], 1.0)) as t:
+        adv.summarize(calls, t).write(tmp_path / "advice.json")
+    advice = adv.Advice.load(tmp_path / "advice.json")
+    assert list(advice) == ["pw", "fc"]
+    other = nn.Sequential(nn.Linear(32, 64)).eval()     # another model: no layer "pw" or "fc"
+    before = {k: v.clone() for k, v in other.state_dict().items()}
+    with pytest.raises(ValueError, match="'fc'|'pw'"):
+        sparse_torch.sparsify(other, "2:4", layers=advice, progress=False)
+    with pytest.raises(ValueError, match="'fc'|'pw'"):
+        sparse_torch.to_sparse_(other, layers=advice)
+    assert isinstance(other[0], nn.Linear) and all(torch.equal(v, before[k]) for k, v in other.state_dict().items())
+
+
 def test_torch_backend_runs_2_4_through_the_sparse_modules():
     backend = get_backend("torch", policy=FAST)
     assert backend.context()["sparse_executor"] == "pysparse24 cpu kernels"

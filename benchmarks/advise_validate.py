@@ -3,7 +3,9 @@
 For each model: advise (table of dense and 2:4 layer timings, torch backend, pysparse24's CPU
 kernels), then measure in one run, interleaved round by round, the dense model against (a) the model
 converted as advised and (b) every layer with a 2:4 measurement converted (a conversion that changes
-the time even when the advice is empty). Predicted and measured speedups are compared; target +-10%.
+the time even when the advice is empty), and (c) an identical copy of the dense model (its "speedup"
+is the run's noise floor). Measured speedup = the median over rounds of dense / variant within each
+round. Predicted and measured speedups are compared; target +-10%.
 
     OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE python benchmarks/advise_validate.py --out bench_out/advise
 
@@ -23,6 +25,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -122,7 +125,10 @@ def main() -> int:
         with LatencyTable(table) as lut:
             everything = adv.summarize(calls, lut, threshold=1e-9,
                                        model_dense_ms=advice.predicted["model_dense_measured_ms"])
-        variants = {"dense": model, "advised": convert(model, list(advice)), "all": convert(model, list(everything))}
+        # "dense copy" is the dense model again: its measured "speedup" is this run's noise floor.
+        variants = {"dense": model, "dense copy": copy.deepcopy(model), "all": convert(model, list(everything))}
+        if len(advice):
+            variants["advised"] = convert(model, list(advice))
         ref = BackendRef("torch", {"threads": args.threads, "precision": calls[0].spec.precision, "batch": shape[0]})
         with adv._backend_here(ref):   # the threads and CPU pinning the table was measured with
             samplers = []
@@ -132,19 +138,25 @@ def main() -> int:
                         m(x)
                 samplers.append(wall_clock_sampler(run))
             stats = measure_interleaved(samplers, args.rounds, ROUND_POLICY, seed=args.seed, log=print)
+        medians = {k: [s.median_ms for s in per_round] for k, per_round in zip(variants, stats)}
+        # Speedup per round (dense and the variant measured in the same round, minutes apart at most),
+        # then the median over rounds: load from other processes moves both sides of a round together.
+        speedup = {k: float(np.median(np.array(medians["dense"]) / np.array(v))) for k, v in medians.items()}
         measured = {k: least_disturbed(s).median_ms for k, s in zip(variants, stats)}
         row = {"model": name, "dtype": args.dtype, "threads": args.threads, "input": list(shape),
-               "advised_layers": len(advice), "layers": len(advice.per_layer),
-               "all_layers": len(everything), "measured_ms": measured,
+               "advised_layers": len(advice), "layers": len(advice.per_layer), "all_layers": len(everything),
+               "measured_ms_least_disturbed": measured, "measured_ms_per_round": medians,
+               "noise_floor_speedup": speedup["dense copy"],
                "predicted": {"advised": advice.predicted, "all": everything.predicted}}
         for kind, pred in (("advised", advice), ("all", everything)):
-            m_speedup = measured["dense"] / measured[kind]
+            m_speedup = speedup.get(kind, 1.0)   # nothing advised: the converted model is the dense model
             row[f"{kind}_speedup_measured"] = m_speedup
             row[f"{kind}_speedup_predicted"] = pred.predicted["speedup"]
             row[f"{kind}_error_pct"] = 100 * (pred.predicted["speedup"] / m_speedup - 1)
         row["seconds"] = time.time() - t0
         results.append(row)
-        print(f"{name}: dense {measured['dense']:.3f} ms (predicted {advice.predicted['dense_ms']:.3f}); "
+        print(f"{name}: dense {measured['dense']:.3f} ms (predicted {advice.predicted['dense_ms']:.3f}; noise floor "
+              f"{row['noise_floor_speedup']:.3f}x); "
               f"advised {len(advice)} layers: measured {row['advised_speedup_measured']:.3f}x, predicted "
               f"{row['advised_speedup_predicted']:.3f}x ({row['advised_error_pct']:+.1f}%); all {len(everything)}: "
               f"measured {row['all_speedup_measured']:.3f}x, predicted {row['all_speedup_predicted']:.3f}x "

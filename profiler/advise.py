@@ -398,6 +398,7 @@ def speedup_png(advice: Advice, path, title: str = "") -> None:
     ax.axhline(1.0, color="black", lw=0.8)
     ax.axhline(advice.threshold, color="tab:red", lw=0.8, ls="--", label=f"threshold {advice.threshold:g}x")
     ax.set_xticks(range(len(rows)), [r.layer for r in rows], rotation=90, fontsize=6)
+    ax.set_ylim(0, 1.1 * max(advice.threshold, *(r.speedup for r in rows)))
     p = advice.predicted
     ax.set(ylabel="2:4 speedup over dense (table)",
            title=title or f"{len(advice.layers)} layers advised; predicted end to end {p['speedup']:.2f}x")

@@ -24,7 +24,6 @@ accept it directly; advice.json holds the same list under "layers" (written atom
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import math
 import os
@@ -429,17 +428,9 @@ def load_model(target: str):
     """'module:callable' -> the nn.Module the callable returns (the current directory is importable)."""
     from torch import nn
 
-    module_name, sep, attr = target.partition(":")
-    if not sep or not module_name or not attr:
-        raise ValueError(f"--model must be module:callable (e.g. mymodels:resnet), got {target!r}")
-    if "" not in sys.path and os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        factory = getattr(importlib.import_module(module_name), attr)
-    except ImportError as exc:
-        raise ValueError(f"--model: cannot import {module_name!r}: {exc}") from None
-    except AttributeError:
-        raise ValueError(f"--model: module {module_name!r} has no {attr!r}") from None
+    from pysparse24._cli import resolve_reference
+
+    factory = resolve_reference(target, "--model")
     model = factory() if callable(factory) and not isinstance(factory, nn.Module) else factory
     if not isinstance(model, nn.Module):
         raise ValueError(f"--model {target} gave a {type(model).__name__}, not a torch.nn.Module")
@@ -481,9 +472,6 @@ def run(args) -> int:
     try:
         advice = advise(model, x, args.table, backend=args.backend, backend_options=dict(args.backend_options),
                         threshold=args.threshold, progress=not args.quiet)
-    except KeyboardInterrupt:
-        print(f"interrupted: the measurements so far are in {args.table}; rerun to resume", file=sys.stderr)
-        return 130
     except ContextMismatchError as exc:
         raise ValueError(f"--table {args.table} was built in another context: {exc}") from None
     except BackendStartError as exc:

@@ -267,7 +267,7 @@ def cli(tmp_path, monkeypatch, capsys):
 
 @pytest.mark.parametrize("args, message", [
     (["--model", "usermodels:mlp", "--input-shape", "1x3x8x8"], "does not run on the example input (1, 3, 8, 8)"),
-    (["--model", "usermodels:nope", "--input-shape", "1x64"], "module 'usermodels' has no 'nope'"),
+    (["--model", "usermodels:nope", "--input-shape", "1x64"], "module 'usermodels' has no callable 'nope'"),
     (["--model", "usermodels:not_a_model", "--input-shape", "1x64"], "gave a int, not a torch.nn.Module"),
     (["--model", "missingmodule:mlp", "--input-shape", "1x64"], "cannot import 'missingmodule'"),
     (["--model", "usermodels:mlp", "--input-shape", "1xax64"], "must look like 1x3x224x224"),
@@ -302,4 +302,4 @@ def test_pysparse24_cli_runs_commands_other_packages_register(monkeypatch, capsy
                         lambda group: [entry] if group == pysparse24.cli.PLUGIN_GROUP else [])
     assert "advise" in pysparse24.cli.build_parser().format_help()
     code = pysparse24.cli.main(["advise", "--model", "x", "--input-shape", "1x64", "--table", "t", "--out", "a.json"])
-    assert code == 2 and "error: --model must be module:callable" in capsys.readouterr().err
+    assert code == 2 and "error: --model must be 'module:function'" in capsys.readouterr().err

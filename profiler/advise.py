@@ -384,14 +384,12 @@ def print_advice(advice: Advice, console=None) -> None:
 
 def speedup_png(advice: Advice, path, title: str = "") -> None:
     """Per-layer 2:4 speedup bars (advised layers highlighted), threshold and 1x lines."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from pysparse24._plot import new_figure
 
     rows = [r for r in advice.per_layer if r.speedup is not None]
     if not rows:
         raise ValueError("no layer has both a dense and a 2:4 measurement: nothing to plot")
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.22 * len(rows) + 2), 4.2))
+    fig, ax = new_figure((max(6.0, 0.22 * len(rows) + 2), 4.2))
     colors = ["tab:green" if r.convert else "tab:gray" for r in rows]
     ax.bar(range(len(rows)), [r.speedup for r in rows], color=colors)
     ax.axhline(1.0, color="black", lw=0.8)
@@ -405,7 +403,6 @@ def speedup_png(advice: Advice, path, title: str = "") -> None:
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 # ---------------------------------------------------------------------------------------------

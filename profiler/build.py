@@ -299,7 +299,7 @@ class RayPool(WorkerPool):
         try:
             import ray
         except ImportError:
-            raise ImportError("--ray needs Ray: pip install 'pysparse24[ray]'") from None
+            raise ImportError("RayPool needs Ray: pip install 'pysparse24[ray]'") from None
         self._ray = ray
         if not ray.is_initialized():
             ray.init(address=address, **dict(init_options or {}))
@@ -413,7 +413,7 @@ def _check_specs_fit(specs: list[LayerSpec], todo: list[str], context: Mapping) 
     if misfits:
         raise ValueError(f"{len(misfits)} specs do not match the backend's batch {context.get('batch')} / precision "
                          f"{context.get('precision')!r} (first: {misfits[0].key()}); set the backend's batch/precision "
-                         f"(profiler build --batch/--precision) to match the specs")
+                         f"options to match the specs")
 
 
 def _drive(pool: WorkerPool, table: LatencyTable, todo: list[str], report: BuildReport, progress: bool) -> None:

@@ -105,12 +105,10 @@ class Validation:
 
 
 def scatter_png(v: Validation, path, title: str = "") -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from pysparse24._plot import new_figure
 
     m = v.metrics()["calibrated"]
-    fig, ax = plt.subplots(figsize=(5.5, 5))
+    fig, ax = new_figure((5.5, 5))
     lo, hi = 0.9 * min(v.measured_ms.min(), v.sum_ms.min()), 1.1 * max(v.measured_ms.max(), v.sum_ms.max())
     line = np.array([lo, hi])
     ax.fill_between(line, 0.9 * line, 1.1 * line, color="0.9", label="+-10%")
@@ -124,7 +122,6 @@ def scatter_png(v: Validation, path, title: str = "") -> None:
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 # ---------------------------------------------------------------------------------------------

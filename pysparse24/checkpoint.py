@@ -129,14 +129,14 @@ def compress_checkpoint(src, dst, format: str = "packed", prune: bool = False, m
             if size == 0:
                 raise ValueError("empty tensor")
             if size < min_elements:
-                raise ValueError(f"smaller than --min-elements {min_elements}")
+                raise ValueError(f"smaller than min_elements={min_elements}")
             if dtype not in _arrays.KINDS:
                 raise ValueError(f"dtype {dtype} is not supported")
             matrix, layout = _as_matrix(w)
             pattern = check_dense_shape(tuple(matrix.shape), format, dtype).pattern
             n, m = (int(v) for v in pattern.split(":"))
             if not prune and not pysparse24.is_sparse(matrix, n, m):
-                raise ValueError(f"not {pattern} sparse (pass --prune)")
+                raise ValueError(f"not {pattern} sparse (compress with prune=True to prune it)")
             c = pysparse24.compress(matrix, format=format, prune=prune)
         except ValueError as exc:
             out[name] = w

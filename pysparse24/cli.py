@@ -20,6 +20,16 @@ _FORWARDED = {"lut": ("profiler.cli", "latency lookup tables: build, show, expor
               "nas": ("profiler.nas.cli", "hardware-aware NAS on a latency table: estimate, search")}
 
 
+# Library messages name parameters; on the command line they are these flags.
+_FLAGS = {"compress with prune=True": "pass --prune", "min_elements=": "--min-elements "}
+
+
+def _as_flags(message: str) -> str:
+    for parameter, flag in _FLAGS.items():
+        message = message.replace(parameter, flag)
+    return message
+
+
 def _cmd_compress(args) -> int:
     from rich.console import Console
     from rich.table import Table
@@ -27,7 +37,7 @@ def _cmd_compress(args) -> int:
     from pysparse24.checkpoint import compress_checkpoint
 
     def progress(name, entry):
-        mark = "compressed" if entry["status"] == "compressed" else f"skipped: {entry['reason']}"
+        mark = "compressed" if entry["status"] == "compressed" else f"skipped: {_as_flags(entry['reason'])}"
         print(f"  {name} {tuple(entry['shape'])} {entry['dtype']}: {mark}", file=sys.stderr, flush=True)
 
     manifest = compress_checkpoint(args.input, args.output, format=args.format, prune=args.prune,

@@ -193,12 +193,9 @@ def write_results(result, space, out: Path, config, calibrated: bool) -> None:
 
 
 def plot_front(result, path: Path, config, calibrated: bool) -> None:
-    import matplotlib
+    from pysparse24._plot import new_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = new_figure((6, 4))
     if result.ranked:
         ax.scatter([c.latency_ms for c in result.ranked], [c.score for c in result.ranked], s=14, alpha=0.5,
                    label="scored candidates")
@@ -212,7 +209,6 @@ def plot_front(result, path: Path, config, calibrated: bool) -> None:
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def main(argv: list[str] | None = None, prog: str = "nas") -> int:

@@ -422,7 +422,7 @@ def _check_study_matches(study, space: SearchSpace, config: SearchConfig) -> Non
     differ = [k for k in identity if stored[k] != identity[k]]
     if differ:
         raise ValueError(f"study {study.study_name!r} in this storage was started with another "
-                         f"{', '.join(differ)}; give another --study name or storage file")
+                         f"{', '.join(differ)}; give another study name or storage file")
 
 
 def _make_evaluator(config: SearchConfig):

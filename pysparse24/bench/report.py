@@ -79,17 +79,14 @@ def markdown(results: list[GemmResult]) -> str:
 
 def plot_speedup(results: list[GemmResult], path) -> None:
     """Speedup (dense / sparse median) vs N, one line per (backend, dtype, M, K)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from pysparse24._plot import new_figure
 
     series: dict[str, list[tuple[int, float]]] = {}
     for r in results:
         c = r.case
         label = f"{r.backend} {c.dtype} M={c.M} K={c.K}" + (f" ({c.layer})" if c.layer else "")
         series.setdefault(label, []).append((c.N, r.speedup))
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = new_figure((7, 4.5))
     for label, points in series.items():
         points.sort()
         ax.plot([n for n, _ in points], [s for _, s in points], marker="o", label=label)
@@ -101,4 +98,3 @@ def plot_speedup(results: list[GemmResult], path) -> None:
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(Path(path), dpi=120)
-    plt.close(fig)

@@ -41,7 +41,7 @@ def model_layers(source: str) -> list[tuple[str, int, int]]:
         return _onnx_layers(Path(source))
     if ":" in source:
         return _torch_layers(source)
-    raise ValueError(f"--model {source!r}: give an .onnx file or a torch model as 'module:attribute'")
+    raise ValueError(f"model source {source!r}: give an .onnx file or a torch model as 'module:attribute'")
 
 
 def model_cases(source: str, ns, dtypes) -> tuple[list[GemmCase], list[str]]:

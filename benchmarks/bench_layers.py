@@ -27,17 +27,15 @@ import importlib
 import json
 import os
 import platform
-import statistics
 import sys
-import time
 from dataclasses import asdict, dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 import pysparse24
 from pysparse24.bench.backends import _copies, _cycling
+from pysparse24.timing import summarize, wall_clock_sampler
 
 PATHS_DENSE = ("linear", "conv", "matmul")
 
@@ -223,20 +221,18 @@ def time_layer(layer: Layer, dtype: str, cold: bool, threads: int, rounds: int, 
     calls = {"sparse": _cycling(lambda ci: sparse(ci, x, x4), sparse_weights)}
     for name, fn in dense_calls(layer).items():
         calls[name] = _cycling(lambda ww, fn=fn: fn(ww[0], ww[1], x, x4), dense_weights)
+    samplers = {name: wall_clock_sampler(fn) for name, fn in calls.items()}
     samples: dict[str, list[float]] = {name: [] for name in calls}
     with torch.inference_mode():
-        for name, fn in calls.items():  # warm-up: one-time costs (oneDNN primitive creation)
-            for _ in range(2):
-                fn()
+        for sample in samplers.values():  # warm-up: one-time costs (oneDNN primitive creation)
+            sample(2)
         for _ in range(rounds):
-            for name, fn in calls.items():
-                for _ in range(repeats):
-                    t0 = time.perf_counter()
-                    fn()
-                    samples[name].append((time.perf_counter() - t0) * 1e3)
-    med = {name: statistics.median(s) for name, s in samples.items()}
-    p10 = {name: float(np.percentile(s, 10)) for name, s in samples.items()}
-    p90 = {name: float(np.percentile(s, 90)) for name, s in samples.items()}
+            for name, sample in samplers.items():
+                samples[name] += sample(repeats)
+    stats = {name: summarize(s) for name, s in samples.items()}
+    med = {name: st["median_ms"] for name, st in stats.items()}
+    p10 = {name: st["p10_ms"] for name, st in stats.items()}
+    p90 = {name: st["p90_ms"] for name, st in stats.items()}
     best = min((n for n in med if n != "sparse"), key=med.get)
     return {"layer": asdict(layer), "M": layer.m, "K": layer.k, "N": layer.n, "dtype": dtype,
             "cache": "cold" if cold else "warm", "sparse_kind": sparse_kind(layer),

@@ -328,3 +328,52 @@ def test_dead_inputs_are_pruned_first_without_error():
     sparsify(layer, method="sparsegpt", calibration=[x], progress=False)
     assert (layer.weight[:, [1, 2]] == 0).all()
     assert_n_m_along_inputs(layer.weight, 2, 4)
+
+
+class SharedInput(nn.Module):
+    """query/key/value read one tensor (calibrated together in one pass); `mode` says how `out`'s input
+    is made: "shared" reads x itself too; "copy" a copy of x; "in-place" x after adding to it in place,
+    which must not be mistaken for the tensor the others read."""
+
+    def __init__(self, mode):
+        super().__init__()
+        self.mode = mode
+        self.query, self.key, self.value = nn.Linear(16, 16), nn.Linear(16, 16), nn.Linear(16, 16)
+        self.out = nn.Linear(16, 8)
+        self.passes = 0
+
+    def forward(self, x):
+        self.passes += 1
+        x = 2 * x  # the model's own tensor: the in-place add must not change the calibration batch
+        mixed = self.query(x) * self.key(x) + self.value(x)
+        if self.mode == "in-place":
+            x.add_(mixed)
+        elif self.mode == "copy":
+            x = x + mixed
+        return self.out(x)
+
+
+@pytest.mark.parametrize("method", ["wanda", "sparsegpt"])
+def test_layers_reading_one_tensor_share_a_pass_with_the_same_result(rng, method):
+    seeded(rng)
+    torch.manual_seed(int(rng.integers(2**31)))
+    reference = SharedInput("copy")
+    batches = calibration_batches((32, 16), 3)
+    weights = {}
+    for mode in ("copy", "in-place"):
+        model = copy.deepcopy(reference)
+        model.mode = mode
+        sparsify(model, method=method, calibration=batches, progress=False)
+        weights[mode] = {name: module.weight.detach() for name, module, _ in sparse_layers(model)}
+        # discovery, then query+key+value in one pass, then out: 3 passes over each batch (4 layers)
+        assert model.passes == 3 * len(batches), mode
+    for name in weights["copy"]:
+        assert torch.equal(weights["in-place"][name], weights["copy"][name]), name
+    # the result is the fully sequential one: one pass per layer (no two layers read the same tensor)
+    separate = copy.deepcopy(reference)
+    for layer in (separate.key, separate.value):
+        layer.register_forward_pre_hook(lambda module, args: (args[0].clone(),))
+    sparsify(separate, method=method, calibration=batches, progress=False)
+    assert separate.passes == 5 * len(batches)
+    for name, module, _ in sparse_layers(separate):
+        assert torch.equal(module.weight.detach(), weights["copy"][name]), name

@@ -135,25 +135,35 @@ class _BadCalibration(ValueError):
 
 
 class _Stop(Exception):
-    """Raised by a hook once the layer being calibrated has seen this batch: the rest of the
+    """Raised by a hook once the layers being calibrated have seen this batch: the rest of the
     forward pass is not needed."""
+
+
+class _Pass:
+    """Counts the calls of the layers being calibrated in one batch; stops the forward pass after the last."""
+
+    def __init__(self, expected: int):
+        self.remaining = expected
+
+    def called(self) -> None:
+        self.remaining -= 1
+        if self.remaining == 0:
+            raise _Stop
 
 
 class _Collector:
     """Accumulates one layer's calibration statistics: squared input norms per column (Wanda) or
     X^T X (SparseGPT), summed in float64; memory is one (columns, columns) matrix at most."""
 
-    def __init__(self, name: str, module: nn.Module, method: str, calls_per_batch: list[int]):
-        self.name, self.module, self.method = name, module, method
-        self.calls_per_batch = calls_per_batch
+    def __init__(self, name: str, method: str):
+        self.name, self.method = name, method
         self.batch = 0
-        self.calls = 0
+        self.current: _Pass | None = None
         self.tokens = 0
         self.sum = None
 
     def hook(self, module, args, kwargs):
-        x = args[0] if args else next(iter(kwargs.values()))
-        X = gemm_input(module, x.detach())
+        X = gemm_input(module, _first_input(args, kwargs).detach())
         if not torch.isfinite(X).all():
             raise _BadCalibration(f"calibration batch {self.batch} gives layer {self.name!r} an input with NaN or Inf")
         X = X.to(torch.promote_types(X.dtype, torch.float32))
@@ -163,15 +173,17 @@ class _Collector:
             part = (X.T @ X).double()
         self.sum = part if self.sum is None else self.sum.add_(part)
         self.tokens += X.shape[0]
-        self.calls += 1
-        if self.calls == self.calls_per_batch[self.batch]:
-            raise _Stop
+        self.current.called()
 
     def statistic(self) -> torch.Tensor:
         """Wanda: ||X_j||_2 per column; SparseGPT: H = 2 X^T X / tokens."""
         if self.method == "wanda":
             return self.sum.sqrt()
         return self.sum * (2 / self.tokens)
+
+
+def _first_input(args, kwargs) -> torch.Tensor:
+    return args[0] if args else next(iter(kwargs.values()))
 
 
 class _Progress:
@@ -234,32 +246,50 @@ def _forward(model: nn.Module, batches: list, index: int) -> None:
 
 
 def _execution_order(model: nn.Module, layers: list[tuple[str, nn.Module]], batches: list):
-    """Runs every batch once: the layers in the order they first run, and how often each runs per
-    batch. A batch the model cannot take or a layer that never runs is a ValueError."""
+    """Runs every batch once. Returns the layers in the order they first run, in groups of consecutive
+    layers that read the very same input tensor (unmodified, once per batch: attention's query, key
+    and value), which can be calibrated in one pass since pruning one cannot change another's input;
+    and how often each layer runs per batch. A batch the model cannot take or a layer that never runs
+    is a ValueError."""
     calls = {name: [0] * len(batches) for name, _ in layers}
     order: list[str] = []
-    current = [0]
+    joins = {name: True for name, _ in layers}  # reads what the layer just before it read, every time
+    state = {"batch": 0, "last": None}
 
     def counter(name):
-        def hook(module, args):
+        def hook(module, args, kwargs):
+            x = _first_input(args, kwargs)
             if name not in order:
                 order.append(name)
-            calls[name][current[0]] += 1
+            calls[name][state["batch"]] += 1
+            last = state["last"]
+            if last is None or last[1] is not x or last[2] != x._version or order.index(last[0]) != order.index(name) - 1:
+                joins[name] = False
+            state["last"] = (name, x, x._version)
         return hook
 
-    handles = [module.register_forward_pre_hook(counter(name)) for name, module in layers]
+    handles = [module.register_forward_pre_hook(counter(name), with_kwargs=True) for name, module in layers]
     try:
-        for current[0] in range(len(batches)):
-            _forward(model, batches, current[0])
+        for index in range(len(batches)):
+            state["batch"], state["last"] = index, None
+            _forward(model, batches, index)
     finally:
         for handle in handles:
             handle.remove()
+        state["last"] = None
     idle = [name for name, _ in layers if name not in order]
     if idle:
         raise ValueError(f"layer(s) {idle} saw no calibration data (never ran in the forward pass over "
                          "the calibration batches): exclude them, or give calibration data that reaches them")
     modules = dict(layers)
-    return [(name, modules[name]) for name in order], calls
+    groups: list[list[tuple[str, nn.Module]]] = []
+    for position, name in enumerate(order):
+        once = all(c == 1 for c in calls[name])
+        if groups and once and joins[name] and all(c == 1 for c in calls[order[position - 1]]):
+            groups[-1].append((name, modules[name]))
+        else:
+            groups.append([(name, modules[name])])
+    return groups, calls
 
 
 def prune_in_order(model: nn.Module, layers: list[tuple[str, nn.Module]], method: str, calibration, n: int,
@@ -278,24 +308,30 @@ def prune_in_order(model: nn.Module, layers: list[tuple[str, nn.Module]], method
     model.eval()
     try:
         with torch.no_grad():
-            ordered, calls = _execution_order(model, layers, batches)
-            with _Progress(method, len(ordered), len(batches), progress) as bar:
-                for name, module in ordered:
-                    bar.layer(name)
-                    collector = _Collector(name, module, method, calls[name])
-                    handle = module.register_forward_pre_hook(collector.hook, with_kwargs=True)
+            groups, calls = _execution_order(model, layers, batches)
+            with _Progress(method, len(layers), len(batches), progress) as bar:
+                for group in groups:
+                    names = ", ".join(name for name, _ in group)
+                    bar.layer(names)
+                    collectors = [_Collector(name, method) for name, _ in group]
+                    handles = [module.register_forward_pre_hook(c.hook, with_kwargs=True)
+                               for (_, module), c in zip(group, collectors)]
                     try:
                         for index in range(len(batches)):
-                            collector.batch, collector.calls = index, 0
-                            if calls[name][index]:
+                            current = _Pass(sum(calls[name][index] for name, _ in group))
+                            for collector in collectors:
+                                collector.batch, collector.current = index, current
+                            if current.remaining:
                                 _forward(model, batches, index)
                             bar.batch()
                     finally:
-                        handle.remove()
-                    bar.solving(name)
-                    apply(name, module, *_prune_layer(name, module, method, collector.statistic(), n, m,
-                                                      damping, block_size))
-                    bar.done()
+                        for handle in handles:
+                            handle.remove()
+                    bar.solving(names)
+                    for (name, module), collector in zip(group, collectors):
+                        apply(name, module, *_prune_layer(name, module, method, collector.statistic(), n, m,
+                                                          damping, block_size))
+                        bar.done()
     finally:
         for module, training in modes.items():
             module.train(training)

@@ -435,7 +435,7 @@ def load_model(target: str):
 
 
 def add_arguments(p) -> None:
-    from .cli import backend_option
+    from pysparse24._cli import key_value_option
 
     p.add_argument("--model", required=True, metavar="MODULE:CALLABLE",
                    help="a function (or module attribute) returning the torch.nn.Module to advise on")
@@ -446,7 +446,7 @@ def add_arguments(p) -> None:
     p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
                    help=f"convert a layer when 2:4 is faster than dense by more than this (default {DEFAULT_THRESHOLD})")
     p.add_argument("--backend", default="torch", help="torch (default: really runs 2:4), tensorrt, or module:callable")
-    p.add_argument("-o", "--backend-option", dest="backend_options", action="append", type=backend_option,
+    p.add_argument("-o", "--backend-option", dest="backend_options", action="append", type=key_value_option,
                    default=[], metavar="KEY=VALUE", help="backend option (repeatable), e.g. -o threads=2")
     p.add_argument("--plot", type=Path, help="also write the per-layer speedup as a PNG")
     p.add_argument("--seed", type=int, default=0, help="seed of the random example input (default 0)")

@@ -18,22 +18,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from pysparse24._cli import add_version, run
+from pysparse24._cli import add_version, key_value_option, run
 
 from . import build as builder
 from .spec import PRECISIONS, SPARSITIES
 from .table import LatencyTable, read_export
-
-
-def backend_option(text: str) -> tuple[str, object]:
-    """'KEY=VALUE' -> (key, value), the value parsed as JSON when it parses (numbers, true, ...)."""
-    key, sep, raw = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    try:
-        return key, json.loads(raw)
-    except json.JSONDecodeError:
-        return key, raw
 
 
 def _add_build(sub) -> None:
@@ -57,7 +46,7 @@ def _add_build(sub) -> None:
                    help="dense, or 2:4 (needs a backend that executes it: torch, tensorrt)")
     p.add_argument("--backend", default="onnxruntime",
                    help="onnxruntime | torch | tensorrt, or your own factory as module:callable")
-    p.add_argument("-o", "--backend-option", dest="backend_options", action="append", type=backend_option, default=[],
+    p.add_argument("-o", "--backend-option", dest="backend_options", action="append", type=key_value_option, default=[],
                    metavar="KEY=VALUE", help="backend option (repeatable), e.g. -o threads=2")
     p.add_argument("--workers", type=int, default=1,
                    help="local worker processes measuring at once (default 1; on a CPU target they share its "

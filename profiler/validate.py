@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pysparse24._cli import key_value_option
+
 from . import calibration
 from .backends import TimingPolicy, least_disturbed, measure_interleaved
 from .spec import LayerSpec
@@ -128,8 +130,6 @@ def scatter_png(v: Validation, path, title: str = "") -> None:
 # Command line (registered by profiler.cli as `profiler validate`).
 
 def add_arguments(parser) -> None:
-    from .cli import backend_option   # the same KEY=VALUE backend options as `profiler build`
-
     parser.add_argument("--table", required=True, type=Path, help="SQLite latency table to validate")
     parser.add_argument("--space", default="demo", help="search space to sample: built-in name or file")
     parser.add_argument("--networks", type=int, default=50, help="test networks (default 50)")
@@ -138,7 +138,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved measurement rounds (default 3)")
     parser.add_argument("--seed", type=int, default=1, help="Sobol seed of the sampled networks")
     parser.add_argument("--backend", default="onnxruntime", help="must match the table's context")
-    parser.add_argument("-o", "--backend-option", dest="backend_options", action="append", type=backend_option,
+    parser.add_argument("-o", "--backend-option", dest="backend_options", action="append", type=key_value_option,
                         default=[], metavar="KEY=VALUE", help="backend option (repeatable), e.g. -o threads=1")
     parser.add_argument("--out", type=Path, default=Path("validate_out"),
                         help="folder for validation.json and scatter.png")

@@ -14,6 +14,7 @@ arguments are imported from.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
@@ -58,6 +59,18 @@ def resolve_reference(ref: str, what: str):
         return getattr(module, attr)
     except AttributeError:
         raise ValueError(f"{what} {ref!r}: module {module_name!r} has no callable {attr!r}") from None
+
+
+def key_value_option(text: str) -> tuple[str, object]:
+    """argparse type of `-o KEY=VALUE` options: (key, value), the value parsed as JSON when it parses
+    (numbers, true, ...), else kept as text."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(raw)
+    except json.JSONDecodeError:
+        return key, raw
 
 
 def _raise_terminated(signum, frame):

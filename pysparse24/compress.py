@@ -6,7 +6,7 @@ import numpy as np
 from pysparse24 import _arrays
 from pysparse24._ext import C
 from pysparse24.formats import Compressed, check_dense_shape, raise_corrupt_meta
-from pysparse24.masks import raise_nonfinite
+from pysparse24.groups import raise_nonfinite
 
 
 def compress(w, format: str = "packed", prune: bool = False) -> Compressed:

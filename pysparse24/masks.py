@@ -5,48 +5,14 @@ import numpy as np
 
 from pysparse24 import _arrays
 from pysparse24._ext import C
-
-
-def reduction_dim(ndim: int, dim: int | None) -> int:
-    """The dimension the groups run along. Default: the last one for vectors and (out, in) matrices,
-    dim 1 (input channels C) for conv weights (K, C, R, S), as TensorRT requires."""
-    if ndim == 0:
-        raise ValueError("expected an array with at least one dimension, got a scalar")
-    if dim is None:
-        dim = -1 if ndim <= 2 else 1
-    if not -ndim <= dim < ndim:
-        raise ValueError(f"dim {dim} is out of range for an array with {ndim} dimensions")
-    return dim % ndim
-
-
-def check_pattern(n: int, m: int) -> None:
-    if not (isinstance(n, (int, np.integer)) and isinstance(m, (int, np.integer))):
-        raise TypeError(f"n and m must be integers, got {n!r} and {m!r}")
-    if not 1 <= m <= 16:
-        raise ValueError(f"group size m must be between 1 and 16, got {m}")
-    if not 0 <= n <= m:
-        raise ValueError(f"n must be between 0 and m={m}, got {n}")
+from pysparse24.groups import check_groups_fit, check_pattern, raise_nonfinite, reduction_dim
 
 
 def _grouped_matrix(raw: _arrays.Raw, m: int, dim: int | None, what: str):
-    if raw.bits.size == 0:
-        raise ValueError(f"{what} is empty")
     d = reduction_dim(raw.bits.ndim, dim)
-    if raw.bits.shape[d] % m:
-        raise ValueError(
-            f"dimension {d} of {what} (size {raw.bits.shape[d]}) is not divisible by the group size m={m}"
-        )
+    check_groups_fit(raw.bits.shape, d, m, what)
     matrix, moved_shape = _arrays.contiguous_rows(raw.bits, d)
     return matrix, moved_shape, d
-
-
-def raise_nonfinite(flat_index: int, moved_shape, dim: int, what: str = "input") -> None:
-    """ValueError naming where the first NaN/Inf is, in the caller's coordinates (undoing the
-    move of `dim` to the last axis)."""
-    moved = [int(p) for p in np.unravel_index(flat_index, moved_shape)]
-    position = moved[:-1]
-    position.insert(dim, moved[-1])
-    raise ValueError(f"{what} contains NaN or Inf at index {tuple(position)}; magnitude pruning needs finite values")
 
 
 def mask(w, n: int = 2, m: int = 4, dim: int | None = None):

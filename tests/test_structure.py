@@ -70,3 +70,82 @@ def test_library_errors_name_parameters_not_flags():
                     if re.search(r"--[a-z][a-z-]+", text):
                         offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}: {text[:80]}")
     assert offenders == []
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """module -> the project modules it imports, at module level, inside functions or by name through
+    importlib (a lazy import hides a cycle from Python, not from a reader). `from package import name`
+    counts as an import of package.name when that is a module."""
+    modules = {_module_name(p): p for p in LIBRARY}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        edges = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = package.split(".")[:len(package.split(".")) - (node.level - 1)]
+                    base = ".".join(anchor + ([base] if base else []))
+                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names]
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str) and "." in node.value:
+                targets = [node.value]   # a module named for importlib (lazy subcommands)
+            else:
+                continue
+            # An edge into one's own package is no design cycle: Python has the package loaded first.
+            edges |= {t for t in targets if t in modules and t != name and not name.startswith(t + ".")}
+        graph[name] = edges
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index, low, stack, on_stack, out = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                out.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_no_import_cycles():
+    graph = import_graph()
+    assert "pysparse24.cuda.ops" in graph["pysparse24.masks"]      # the graph sees lazy imports ...
+    assert "profiler.validate" in graph["profiler.cli"]            # ... and importlib's by name
+    assert _cycles(graph) == []
+
+
+def test_profiler_never_imported_by_pysparse24():
+    """profiler builds on pysparse24. The one exception is the `pysparse24` command, which forwards
+    `pysparse24 lut|nas ...` to profiler's command lines by module name."""
+    graph = import_graph()
+    assert [(m, t) for m, ts in graph.items() if m.startswith("pysparse24") and m != "pysparse24.cli" for t in ts
+            if t.split(".")[0] == "profiler"] == []

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from pysparse24.cuda import arrays, native, require_device
+from pysparse24.groups import check_groups_fit, check_pattern, raise_nonfinite, reduction_dim
 
 FORMATS = ("packed", "cutlass")
 _META_DTYPE = {1: "uint8", 2: "int16", 4: "int32"}  # bytes per metadata word -> array dtype
@@ -17,8 +18,6 @@ _MAGNITUDE_BITS = {4: 0x7FFFFFFF, 2: 0x7FFF, 1: 0xFF}  # sign cleared: -0.0 coun
 def mask(x, n: int = 2, m: int = 4, dim: int = -1):
     """Bool array of x's shape: True for the n largest magnitudes of each group of m consecutive
     elements along `dim` (ties keep the lower index). NaN/Inf are rejected."""
-    from pysparse24.masks import check_pattern, raise_nonfinite
-
     check_pattern(n, m)
     lib = require_device()
     a, moved_shape, dim = _grouped_rows(x, m, dim)
@@ -33,8 +32,6 @@ def mask(x, n: int = 2, m: int = 4, dim: int = -1):
 
 def is_sparse(x, n: int = 2, m: int = 4, dim: int = -1) -> bool:
     """True when every group of m elements along `dim` has at most n non-zeros (-0.0 counts as zero)."""
-    from pysparse24.masks import check_pattern
-
     check_pattern(n, m)
     lib = require_device()
     a, _, _ = _grouped_rows(x, m, dim)
@@ -53,8 +50,6 @@ def meta_shape(rows: int, cols: int, dtype: str, format: str) -> tuple[tuple[int
 def compress(x, format: str = "packed", prune: bool = False):
     """(values, meta) of a 2-D (rows, reduction) array that is 2:4 sparse along its rows (1:2 for
     float32 in the cutlass format), or is pruned to it first when prune=True."""
-    from pysparse24.masks import raise_nonfinite
-
     lib = require_device()
     _check_format(format)
     a = arrays.wrap(x)
@@ -98,14 +93,9 @@ def decompress(values, meta, shape, dtype, format: str = "packed"):
 
 def _grouped_rows(x, m: int, dim: int):
     """x with `dim` moved last, as a (rows, size) DeviceArray, plus what restores the layout."""
-    from pysparse24.masks import reduction_dim
-
     x = arrays.import_array(x)
     dim = reduction_dim(x.ndim, dim)
-    if arrays.element_count(x) == 0:
-        raise ValueError("weight is empty")
-    if x.shape[dim] % m:
-        raise ValueError(f"dimension {dim} of weight (size {x.shape[dim]}) is not divisible by the group size m={m}")
+    check_groups_fit(tuple(x.shape), dim, m)
     matrix, moved_shape = arrays.rows_along(x, dim)
     return arrays.wrap(matrix), moved_shape, dim
 

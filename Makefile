@@ -27,6 +27,7 @@ build: venv
 	$(BIN)/python setup.py -q build_ext --inplace
 
 test: build
+	$(BIN)/ruff check .  # lint rules: [tool.ruff] in pyproject.toml
 	$(BIN)/python -m pytest -q tests
 
 demo: build

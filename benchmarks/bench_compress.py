@@ -11,7 +11,6 @@ import argparse
 import os
 import platform
 import statistics
-import subprocess
 import time
 
 import numpy as np

@@ -255,7 +255,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little")
     torch.set_num_threads(args.threads)
-    layers = [l for l in gpunet_layers() + linear_layers() if l.set in args.set and args.only in l.name]
+    layers = [layer for layer in gpunet_layers() + linear_layers() if layer.set in args.set and args.only in layer.name]
     load = os.getloadavg()[0]
     print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__} ({args.threads} threads), "
           f"pysparse24 ISA {pysparse24._ext.C.active_isa()}, seed {seed}, load average {load:.1f}, "

@@ -31,7 +31,6 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 
 from . import calibration
 from .build import BackendRef, build_table

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from pysparse24.bench import GemmCase, backends, cli, report, run_cases, shapes
+from pysparse24.bench import GemmCase, backends, cli, run_cases, shapes
 from pysparse24.bench.backends import BackendUnavailable
 
 

@@ -1,13 +1,11 @@
 """profiler.backends: one measure() interface; TensorRT up to the engine build (timing: test_timing.py)."""
 import collections
 import importlib.util
-import itertools
 import json
 import os
 import sys
 import types
 
-import numpy as np
 import onnx
 import pytest
 
@@ -111,17 +109,23 @@ def _recording_tensorrt(log):
     class Config:
         def set_memory_pool_limit(self, pool, size): log["workspace"] = size
         def set_flag(self, flag): log.setdefault("flags", []).append(flag)
-        def create_timing_cache(self, data): log["cache_in"] = bytes(data); return "cache"
+        def create_timing_cache(self, data):
+            log["cache_in"] = bytes(data)
+            return "cache"
         def set_timing_cache(self, cache, ignore_mismatch): log["cache_set"] = cache
         def get_timing_cache(self): return types.SimpleNamespace(serialize=lambda: b"timings-v2")
 
     class Parser:
         def __init__(self, network, logger): pass
-        def parse(self, data): log["onnx"] = data; return True
+        def parse(self, data):
+            log["onnx"] = data
+            return True
 
     class Builder:
         def __init__(self, logger): pass
-        def create_network(self, flags): log["network_flags"] = flags; return "network"
+        def create_network(self, flags):
+            log["network_flags"] = flags
+            return "network"
         def create_builder_config(self): return Config()
         def build_serialized_network(self, network, config):
             log["verbosity"] = config.profiling_verbosity

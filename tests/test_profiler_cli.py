@@ -1,5 +1,4 @@
 """The `profiler` command: build, show, export, import (validate is registered; tested by its owner)."""
-import json
 import subprocess
 import sys
 from pathlib import Path

@@ -1,10 +1,14 @@
-"""How the code is organised, checked: library code leaves matplotlib's global backend alone, and
-library errors name parameters (command lines map them to their flags)."""
+"""How the code is organised, checked: library code leaves matplotlib's global backend alone, library
+errors name parameters (command lines map them to their flags), the import graph has no cycle and
+never points from pysparse24 to profiler, and `ruff check` passes."""
 import ast
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 LIBRARY = sorted(p for pkg in ("pysparse24", "profiler") for p in (ROOT / pkg).rglob("*.py"))
@@ -149,3 +153,12 @@ def test_profiler_never_imported_by_pysparse24():
     graph = import_graph()
     assert [(m, t) for m, ts in graph.items() if m.startswith("pysparse24") and m != "pysparse24.cli" for t in ts
             if t.split(".")[0] == "profiler"] == []
+
+
+def test_ruff_check_passes():
+    """`make test` runs `ruff check .` too; here so that every branch's test run sees a finding first."""
+    ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
+    if ruff is None:
+        pytest.skip("ruff is not installed (pip install -e '.[test]' brings it)")
+    done = subprocess.run([ruff, "check", "--no-cache", "."], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -125,7 +125,7 @@ def matmul(a: SparseMatrix, b, *, bias=None, alpha: float = 1.0, beta: float = 0
     search: time cuSPARSELt's algorithms on these operands once and keep the fastest in the plan.
     split_k: (factor, mode 1|2, buffers) for the plan (kept for later calls with the same plan).
     """
-    lib = _ready()
+    _ready()
     bw = arrays.wrap(b)
     if bw.device != a.device:
         raise ValueError(f"B is on device {bw.device}, A on device {a.device}")

@@ -98,8 +98,9 @@ def time_gemm_pair(M: int, N: int, K: int, dtype: str = "float16", warmup: int =
         # Time the plan itself with buffers made once, as cuBLAS is timed without Python-side set-up.
         workspace = torch.empty(max(plan.workspace_size, 1), dtype=torch.uint8, device="cuda")
         stream = torch.cuda.current_stream().cuda_stream
-        run = lambda: plan.matmul(sparse_a.compressed.address, b.data_ptr(), d.data_ptr(), d.data_ptr(), 1.0, 0.0,
-                                  0, workspace.data_ptr(), stream)
+        def run():
+            plan.matmul(sparse_a.compressed.address, b.data_ptr(), d.data_ptr(), d.data_ptr(), 1.0, 0.0, 0,
+                        workspace.data_ptr(), stream)
         sparse_ms = _time(torch, run, warmup, repeats)
         _check_agreement(torch, d, pruned, b, dtype)
         return {

@@ -15,7 +15,7 @@ Either way the choice of the n kept per group is `pysparse24.mask` on the scores
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import nn

@@ -33,9 +33,10 @@ Notes for the table/builder and NAS code (what a spec's fields mean here):
 - precision: the module is built in fp32; export_onnx() turns the precision into the graph
   (fp16 weights/activations, or int8 as explicit Q/DQ nodes), which is how TensorRT 10/11 and ONNX
   Runtime take reduced precision (bf16: the torch backend only). sparsity "2:4" prunes every
-  conv/linear weight whose input-channel count is a multiple of 4 along the input channels: what
-  TensorRT's SPARSE_WEIGHTS needs, and what pysparse24.torch.to_sparse_ converts (the torch backend
-  runs 2:4 specs through it; pruned weights alone run at dense speed).
+  conv/linear weight pysparse24.torch.sparsify can prune (input channels a multiple of 4, output
+  channels of 8, not grouped) along the input channels, with sparsify's masks: what TensorRT's
+  SPARSE_WEIGHTS needs, and what pysparse24.torch.to_sparse_ converts (the torch backend runs 2:4
+  specs through it; pruned weights alone run at dense speed). A network may mix dense and 2:4 blocks.
 """
 from __future__ import annotations
 
@@ -255,20 +256,13 @@ def _randomize_batchnorm(module: nn.Module, gen: torch.Generator) -> None:
 
 
 def _prune_2_4(module: nn.Module) -> None:
-    """2:4 along input channels for every conv/linear with a multiple-of-4 input width."""
-    import pysparse24
-    if not hasattr(pysparse24, "prune"):
-        raise NotImplementedError(
-            "sparsity '2:4' needs pysparse24.prune (the foundation API); this pysparse24 has none")
-    for layer in module.modules():
-        if isinstance(layer, (nn.Conv2d, nn.Linear)):
-            w = layer.weight.data
-            if w.shape[1] % 4:
-                continue          # depthwise / odd widths stay dense, as TensorRT would run them
-            # Move input channels last, prune groups of four of them, move them back.
-            w_last = w.movedim(1, -1).contiguous()
-            pruned = pysparse24.prune(w_last.reshape(-1, w.shape[1]), n=2, m=4, dim=-1)
-            layer.weight.data.copy_(pruned.reshape(w_last.shape).movedim(-1, 1))
+    """2:4 along input channels with the masks `pysparse24.torch.sparsify` makes (magnitude), folded
+    into the weights: the layers it skips (depthwise, out channels not a multiple of 8) are those no
+    sparse kernel would run either."""
+    from pysparse24.torch import finalize, sparsify
+
+    sparsify(module, "2:4", progress=False)
+    finalize(module)
 
 
 def build_module(spec: LayerSpec, seed: int | None = 0) -> nn.Module:
@@ -294,8 +288,8 @@ def check_network(specs: Sequence[LayerSpec]) -> list[LayerSpec]:
         if output_shape(a) != b.in_shape:
             raise ValueError(f"network layer {i + 1} expects input {b.in_shape}, but layer {i} "
                              f"({a.op}) produces {output_shape(a)}")
-        if (a.precision, a.sparsity) != (b.precision, b.sparsity):
-            raise ValueError(f"network layers {i} and {i + 1} mix precision/sparsity")
+        if a.precision != b.precision:  # sparsity may differ: a NAS candidate runs some stages 2:4
+            raise ValueError(f"network layers {i} and {i + 1} mix precisions")
     for spec in specs[:-1]:
         if spec.op in ("tail", "linear", "linear_only"):
             raise ValueError(f"{spec.op} produces no (N, C, H, W) output: it can only be a network's last layer")

@@ -74,9 +74,11 @@ def unique_specs(specs: Iterable[LayerSpec]) -> list[LayerSpec]:
 
 def specs_from_source(*, space: str | None = None, samples: int | None = None, seed: int = 0,
                       networks: Iterable[str | Path] | None = None, keys_file: str | Path | None = None,
-                      batch: int = 1, precision: str = "fp32", sparsity: str = "dense") -> list[LayerSpec]:
+                      batch: int = 1, precision: str = "fp32", sparsity: str | None = None) -> list[LayerSpec]:
     """The unique specs of one source: a search space (all its layers, or those of `samples` Sobol
-    candidates), GPUNet network configs, or a file of keys (one per line; '#' starts a comment)."""
+    candidates), GPUNet network configs, or a file of keys (one per line; '#' starts a comment).
+    `sparsity` puts every spec at it; None: dense, or for a space each stage's own (a sparsity-aware
+    space yields the dense and the 2:4 variant of every layer its 2:4-capable stages produce)."""
     if sum(x is not None for x in (space, networks, keys_file)) != 1:
         raise ValueError("give exactly one source: a search space, network configs or a keys file")
     if samples is not None and space is None:
@@ -88,7 +90,8 @@ def specs_from_source(*, space: str | None = None, samples: int | None = None, s
     if networks is not None:
         from .nas.gpunet import load_gpunet_config
         return unique_specs(s for path in networks
-                            for s in load_gpunet_config(path, batch=batch, precision=precision, sparsity=sparsity))
+                            for s in load_gpunet_config(path, batch=batch, precision=precision,
+                                                            sparsity=sparsity or "dense"))
     from .nas.space import load_space
     search_space = load_space(space).with_context(batch=batch, precision=precision, sparsity=sparsity)
     if samples is None:
@@ -406,8 +409,10 @@ def _check_specs_fit(specs: list[LayerSpec], todo: list[str], context: Mapping) 
     when its context names a sparse executor: specs it cannot measure would only fill the table with
     errors, so refuse them up front."""
     todo = set(todo)
-    if SPARSE_EXECUTOR not in context and any(s.sparsity != "dense" for s in specs if s.key() in todo):
-        raise ValueError(cannot_run_sparse(context.get("backend")))
+    sparse = sum(s.sparsity != "dense" for s in specs if s.key() in todo)
+    if SPARSE_EXECUTOR not in context and sparse:
+        raise ValueError(f"{sparse} of the specs to measure are 2:4 (a sparsity-aware space, or --sparsity 2:4), "
+                         f"but {cannot_run_sparse(context.get('backend'))}")
     misfits = [s for s in specs if s.key() in todo and any(
         name in context and getattr(s, name) != context[name] for name in ("batch", "precision"))]
     if misfits:

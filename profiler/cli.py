@@ -31,7 +31,8 @@ def _add_build(sub) -> None:
                                    "commit each as it lands. Kill it at any time; rerun to resume.")
     p.add_argument("--table", required=True, type=Path, help="SQLite table to create or extend")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--space", help="search space: a built-in name (demo, gpunet) or a .json/.toml file")
+    src.add_argument("--space", help="search space: a built-in name (demo, gpunet, demo_sparse, gpunet_sparse) "
+                                     "or a .json/.toml file")
     src.add_argument("--networks", nargs="+", metavar="CONFIG",
                      help="GPUNet network configs: JSON files or published names (GPUNet-0, GPUNet-D1, ...)")
     src.add_argument("--keys", type=Path, metavar="FILE", help="text file of LayerSpec keys, one per line "
@@ -42,8 +43,10 @@ def _add_build(sub) -> None:
     p.add_argument("--batch", type=int, default=1, help="batch size of every spec and of the backend (default 1)")
     p.add_argument("--precision", default="fp32", choices=PRECISIONS,
                    help="precision of every spec and of the backend (default fp32)")
-    p.add_argument("--sparsity", default="dense", choices=SPARSITIES,
-                   help="dense, or 2:4 (needs a backend that executes it: torch, tensorrt)")
+    p.add_argument("--sparsity", choices=SPARSITIES,
+                   help="put every spec at dense or 2:4 (2:4 needs a backend that executes it: torch, tensorrt). "
+                        "Default: dense, and with --space what the space says: a sparsity-aware space "
+                        "(demo_sparse, gpunet_sparse) gets both variants of every layer its 2:4 stages can have")
     p.add_argument("--backend", default="onnxruntime",
                    help="onnxruntime | torch | tensorrt, or your own factory as module:callable")
     p.add_argument("-o", "--backend-option", dest="backend_options", action="append", type=key_value_option, default=[],

@@ -7,7 +7,7 @@ from profiler.nas.estimate import LatencyEstimator, bucket, space_index
 from profiler.nas.space import load_space
 from profiler.table import LatencyTable
 
-from nas_helpers import CONTEXT, fill_table, stats
+from nas_helpers import CONTEXT, fake_ms, fill_table, stats
 
 @pytest.fixture(scope="module")
 def demo():
@@ -107,3 +107,36 @@ def test_invalid_vector_in_a_later_chunk_is_named(full_table, demo):
     vectors[CHUNK + 3, 1] = 99
     with pytest.raises(ValueError, match=rf"row {CHUNK + 3}\).*0\.act"):
         LatencyEstimator(full_table, demo).estimate(vectors)
+
+
+def test_sparse_stages_are_priced_from_their_2_4_rows(tmp_path, demo):
+    """A 2:4 stage costs its 2:4 rows: the estimate equals the per-layer loop, and a candidate
+    differing only in one stage's sparsity differs by exactly that stage's dense-vs-2:4 rows."""
+    sparse = load_space("demo_sparse")
+    table = LatencyTable(tmp_path / "both.sqlite", {**CONTEXT, "sparse_executor": "test"})
+    specs = sparse.layer_specs()
+    for spec in specs:  # 2:4 rows are 60% of their dense twins: a visible, known difference
+        dense_ms = fake_ms(spec.replace(sparsity="dense").key())
+        table.put(spec, stats(dense_ms * (0.6 if spec.sparsity == "2:4" else 1.0)))
+    est = LatencyEstimator(table, sparse)
+    vectors = sparse.sample(200, seed=7)
+    np.testing.assert_allclose(est.estimate(vectors).latency_ms,
+                               [loop_estimate(table, sparse, v, None) for v in vectors], rtol=1e-12)
+    pos = sparse.layout.index("2.sparsity")
+    dense_v, sparse_v = vectors[0].copy(), vectors[0].copy()
+    dense_v[pos], sparse_v[pos] = 0, 1
+    saving = sum(table.get(s).median_ms - table.get(s.replace(sparsity="2:4")).median_ms
+                 for s in sparse.decode(dense_v) if s not in sparse.decode(sparse_v))
+    lat = est.estimate(np.stack([dense_v, sparse_v])).latency_ms
+    assert saving > 0
+    np.testing.assert_allclose(lat[0] - lat[1], saving, rtol=1e-9)
+
+    # The table lacks one 2:4 row: candidates using it are NaN and the 2:4 key is reported.
+    twin = next(s for s in sparse.decode(sparse_v) if s.sparsity == "2:4")
+    partial = LatencyTable(tmp_path / "partial.sqlite", {**CONTEXT, "sparse_executor": "test"})
+    for spec in specs:
+        if spec.key() != twin.key():
+            partial.put(spec, stats(1.0))
+    result = LatencyEstimator(partial, sparse).estimate(np.stack([dense_v, sparse_v]))
+    assert np.isfinite(result.latency_ms[0]) and np.isnan(result.latency_ms[1])
+    assert result.missing_keys == [twin.key()] and twin.key().endswith("|2:4")

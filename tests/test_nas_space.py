@@ -173,4 +173,52 @@ def test_layer_specs_enumerate_everything_decode_can_produce(demo):
 
 def test_field_order_is_stable():
     # The vector layout is part of the saved-results format: changing it breaks old encodings.
-    assert FIELD_ORDER == ("layers", "kernel", "act", "expansion", "filters", "se")
+    # sparsity came last, so the dense spaces (one sparsity choice: no position) keep their layouts.
+    assert FIELD_ORDER == ("layers", "kernel", "act", "expansion", "filters", "se", "sparsity")
+
+
+def test_sparsity_positions_round_trip(demo):
+    sparse = load_space("demo_sparse")
+    assert sparse.width == demo.width + 4 and load_space("gpunet_sparse").width == 52
+    assert [p for p in sparse.layout if p.endswith("sparsity")] == ["1.sparsity", "2.sparsity", "3.sparsity",
+                                                                     "4.sparsity"]
+    seen = set()
+    for v in sparse.sample(256, seed=4):
+        net = sparse.decode(v)
+        assert sparse.decode(sparse.encode(net)) == net
+        if v[sparse.layout.index("3.layers")] > 0:
+            assert np.array_equal(sparse.encode(net), v)
+        chosen = {st.name: st.sparsity[v[sparse.layout.index(f"{st.name}.sparsity")]] for st in sparse.stages[1:]}
+        present = {st.name for st in sparse.stages if st.name != "3" or v[sparse.layout.index("3.layers")]}
+        marked = sparse.sparse_stages(v)
+        assert marked == [n for n, sp in chosen.items() if sp == "2:4" and n in present]
+        # Each block carries its stage's choice; the head lists none and stays dense.
+        ops_2_4 = [spec.op for spec in net if spec.sparsity == "2:4"]
+        assert net[0].sparsity == "dense" and ("tail" in ops_2_4) == ("4" in marked)
+        assert ("fused_irb" in ops_2_4) == ("1" in marked)
+        seen.add(tuple(marked))
+    assert len(seen) > 8
+    # Dense specs never come out of a 2:4 stage's choice and vice versa: the tail follows 4.sparsity.
+    v = sparse.sample(1, seed=0)[0]
+    v[sparse.layout.index("4.sparsity")] = 1
+    assert sparse.decode(v)[-1].sparsity == "2:4"
+    v[sparse.layout.index("4.sparsity")] = 0
+    assert sparse.decode(v)[-1].sparsity == "dense"
+
+
+def test_sparse_space_layer_specs_hold_both_variants(demo):
+    sparse = load_space("demo_sparse")
+    dense_keys = {s.key() for s in demo.layer_specs()}
+    keys = {s.key() for s in sparse.layer_specs()}
+    twins = {s.replace(sparsity="2:4").key() for s in demo.layer_specs() if s.op != "head"}
+    assert keys == dense_keys | twins
+    assert {s.sparsity for s in sparse.with_context(sparsity="2:4").layer_specs()} == {"2:4"}
+    with pytest.raises(ValueError, match="sparsity must be among"):
+        SearchSpace.from_dict({"name": "x", "resolution": [32], "stages": [
+            {"op": "head", "stride": 2, "filters": [16], "sparsity": ["dense", "1:4"]}]})
+    # A space-level sparsity is the default of stages that list none.
+    doc = json.loads(json.dumps(demo.to_dict()))
+    doc["sparsity"] = "2:4"
+    for st in doc["stages"]:
+        del st["sparsity"]
+    assert {s.sparsity for s in SearchSpace.from_dict(doc).layer_specs()} == {"2:4"}

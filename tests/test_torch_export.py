@@ -44,6 +44,19 @@ def test_onnx_weights_stay_2to4_and_compute_the_same(rng, tmp_path):
     assert not list(tmp_path.glob("*.partial"))
 
 
+def test_nested_sequentials_are_found(rng, tmp_path):
+    """The exporter scopes a container's child with the container's scope as a prefix
+    ("/1/1.0/Conv"): verification still finds every pruned layer of nested Sequentials."""
+    seeded(rng)
+    inner = torch.nn.Sequential(torch.nn.Conv2d(8, 16, 3, padding=1), torch.nn.ReLU())
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 1), torch.nn.Sequential(inner, torch.nn.Conv2d(16, 16, 1)),
+                                torch.nn.Flatten(), torch.nn.Linear(16 * 4 * 4, 8)).eval()
+    report = sparsify(model)
+    assert [r.name for r in report.sparsified] == ["1.0.0", "1.1", "3"]
+    weights = export_onnx(model, torch.randn(1, 3, 4, 4), tmp_path / "nested.onnx")
+    assert sum(w.is_2to4 for w in weights) == 3
+
+
 def test_verification_catches_a_dense_weight(rng, tmp_path):
     seeded(rng)
     model = ConvNet().eval()

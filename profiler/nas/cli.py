@@ -4,8 +4,12 @@
         Phase 1: Sobol candidates priced from the table, counted per latency sub-space; the blocks the
         table lacks are written as a keys file for `profiler build --keys`.
     nas search --table lut.sqlite --space demo --budget-ms 1.0 --trials 30
-        Phase 2: Bayesian optimization inside the sub-space; prints the Pareto front and writes
-        ranked.json / ranked.csv / pareto.png / best.onnx into --out. Rerun the same command to resume.
+        Phase 2: Bayesian optimization inside the sub-space; prints the Pareto front (and which stages
+        of each candidate run 2:4) and writes ranked.json / ranked.csv / pareto.png / best.onnx (its 2:4
+        stages pruned, the pattern verified in the file) into --out. Rerun the same command to resume.
+    nas search --table lut.sqlite --space demo_sparse --budget-ms p30 --objective profiler.nas.train:digits_accuracy
+        Sparsity-aware search: each stage also chooses dense or 2:4 (the table needs both rows:
+        `profiler build --space demo_sparse --backend torch`), scored by short training on digits.
 """
 from __future__ import annotations
 
@@ -152,9 +156,12 @@ def _run_search(args) -> int:
     _print_front(result, estimator.space)
     write_results(result, estimator.space, args.out, config, calibrated=estimator.calibration is not None)
     if result.best is not None and not args.no_onnx:
-        from ..blocks import export_onnx
+        from .candidate import export_candidate_onnx
 
-        export_onnx(estimator.space.decode(result.best.vector), args.out / "best.onnx")
+        weights = export_candidate_onnx(estimator.space.decode(result.best.vector), args.out / "best.onnx")
+        kept = sum(w.is_2to4 for w in weights)
+        if kept:
+            print(f"best.onnx: {kept} of {len(weights)} conv/gemm weights are 2:4 (verified in the file)")
     print(f"wrote {', '.join(sorted(p.name for p in args.out.iterdir()))} to {args.out}/")
     return 0 if result.ranked else 1
 
@@ -165,11 +172,11 @@ def _print_front(result, space) -> None:
 
     view = Table(title=f"Pareto front of study {result.study_name!r}: {len(result.ranked)} scored in budget, "
                        f"{result.out_of_budget} proposals out of budget, {result.failed} failed")
-    for name in ("trial", "latency (ms)", "score", "layers", "vector"):
-        view.add_column(name, justify="right" if name != "vector" else "left")
+    for name in ("trial", "latency (ms)", "score", "layers", "2:4 stages", "vector"):
+        view.add_column(name, justify="left" if name in ("vector", "2:4 stages") else "right")
     for c in result.pareto:
         view.add_row(str(c.trial), f"{c.latency_ms:.4f}", f"{c.score:.4f}", str(len(space.decode(c.vector))),
-                     " ".join(map(str, c.vector)))
+                     ",".join(space.sparse_stages(c.vector)) or "-", " ".join(map(str, c.vector)))
     Console().print(view)
     for error in result.errors:
         print(f"failed: {error}", file=sys.stderr)
@@ -179,16 +186,17 @@ def write_results(result, space, out: Path, config, calibrated: bool) -> None:
     """ranked.json / ranked.csv (best score first, with predicted latency) and pareto.png."""
     on_front = {c.trial for c in result.pareto}
     rows = [{"rank": i + 1, "trial": c.trial, "score": c.score, "latency_ms": c.latency_ms,
-             "pareto": c.trial in on_front, "vector": [int(v) for v in c.vector]} for i, c in enumerate(result.ranked)]
+             "pareto": c.trial in on_front, "sparse_stages": space.sparse_stages(c.vector),
+             "vector": [int(v) for v in c.vector]} for i, c in enumerate(result.ranked)]
     (out / "ranked.json").write_text(json.dumps({
         "study": result.study_name, "space": space.name, "layout": space.layout, "budget_ms": config.budget_ms,
         "min_ms": config.min_ms, "objective": config.objective, "candidates": rows}, indent=1))
     with open(out / "ranked.csv", "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["rank", "trial", "score", "latency_ms", "pareto", "vector"])
+        writer.writerow(["rank", "trial", "score", "latency_ms", "pareto", "sparse_stages", "vector"])
         for r in rows:
             writer.writerow([r["rank"], r["trial"], f"{r['score']:.6g}", f"{r['latency_ms']:.6g}", int(r["pareto"]),
-                             " ".join(map(str, r["vector"]))])
+                             " ".join(r["sparse_stages"]), " ".join(map(str, r["vector"]))])
     plot_front(result, out / "pareto.png", config, calibrated)
 
 

@@ -125,12 +125,12 @@ class LatencyEstimator:
     """Prices candidates of `space` from `table` (anything with medians_ms(keys) and calibration()).
 
     The space is decoded in the table's context (batch, precision) when the table records one, so
-    the keys match what was measured."""
+    the keys match what was measured; each stage keeps its own sparsity (a table holds dense and 2:4
+    rows side by side, so a 2:4 stage is priced from its 2:4 row)."""
 
     def __init__(self, table, space: SearchSpace) -> None:
         context = getattr(table, "context", None) or {}
-        space = space.with_context(batch=context.get("batch"), precision=context.get("precision"),
-                                   sparsity=context.get("sparsity"))
+        space = space.with_context(batch=context.get("batch"), precision=context.get("precision"))
         self.space = space
         self.table = table
         self.index = space_index(space)

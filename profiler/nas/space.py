@@ -9,6 +9,9 @@ stage has one block type (a LayerSpec op) and, per field, the values it may take
     expansion  expansion ratio (fused_irb / irb only)
     filters    output channels
     se         squeeze-and-excitation on/off (fused_irb / irb only)
+    sparsity   "dense" | "2:4": whether the stage's blocks run 2:4 sparse (default: the space's
+               `sparsity`, "dense"). ["dense", "2:4"] makes it a choice: the search trades a stage's
+               width or depth against running it sparse, each priced by its own table row.
 
 Every block of a stage shares the stage's choices; only the first block has the stage's stride (the
 GPUNet rule). A value list is written either as a JSON list or as {"min": a, "max": b, "step": s}.
@@ -22,8 +25,10 @@ categorical/ordinal integer that Sobol sampling and Optuna handle alike:
     then, stage by stage, in FIELD_ORDER, one position per field that has more than one choice
 
 Fields with a single choice take no position. `space.layout` names every position ("res", "2.filters",
-...). For the shipped GPUNet space that is 1 + 3 (stage 0: kernel, act, filters) + 4 (stage 1:
-layers, kernel, act, filters) + 6 x 6 (stages 2-7) + 0 (stage 8, fixed) = 44 positions.
+"2.sparsity", ...). For the shipped GPUNet space that is 1 + 3 (stage 0: kernel, act, filters) + 4
+(stage 1: layers, kernel, act, filters) + 6 x 6 (stages 2-7) + 0 (stage 8, fixed) = 44 positions;
+`gpunet_sparse` adds a sparsity position to stages 1-8 (the head's 3 input channels cannot be 2:4): 52.
+A sparsity position's index 0 is "dense", 1 is "2:4" as the spaces list them.
 """
 from __future__ import annotations
 
@@ -40,10 +45,10 @@ import numpy as np
 
 from ..spec import ACTIVATIONS, BLOCK_OPS, PRECISIONS, SPARSITIES, LayerSpec
 
-FIELD_ORDER = ("layers", "kernel", "act", "expansion", "filters", "se")
+FIELD_ORDER = ("layers", "kernel", "act", "expansion", "filters", "se", "sparsity")
 # Ops whose blocks have an expansion ratio and an optional SE; the others take neither.
 EXPANDING_OPS = ("fused_irb", "irb")
-BUILTIN_SPACES = ("gpunet", "demo")
+BUILTIN_SPACES = ("gpunet", "demo", "gpunet_sparse", "demo_sparse")
 
 
 def _values(raw, field: str, where: str) -> tuple:
@@ -79,6 +84,7 @@ class Stage:
     expansion: tuple[float, ...] = (1.0,)
     filters: tuple[int, ...] = ()
     se: tuple[bool, ...] = (False,)
+    sparsity: tuple[str, ...] = ("dense",)
 
     def choices(self, field: str) -> tuple:
         return getattr(self, field)
@@ -88,7 +94,8 @@ class Stage:
         return max(self.layers)
 
     @classmethod
-    def from_dict(cls, d: dict, position: int) -> "Stage":
+    def from_dict(cls, d: dict, position: int, sparsity: str = "dense") -> "Stage":
+        """`sparsity`: the stage's sparsity when it lists none (the space's)."""
         if not isinstance(d, dict):
             raise ValueError(f"stage {position} must be a table/object of fields, got {type(d).__name__}")
         name = str(d.get("name", position))
@@ -113,6 +120,7 @@ class Stage:
             expansion=tuple(float(v) for v in fields.get("expansion", (1.0,))),
             filters=tuple(int(v) for v in fields["filters"]),
             se=tuple(bool(v) for v in fields.get("se", (False,))),
+            sparsity=tuple(str(v) for v in fields.get("sparsity", (sparsity,))),
         )
         stage._check(where)
         return stage
@@ -133,6 +141,8 @@ class Stage:
             problems.append(f"expansion must be positive, got {self.expansion}")
         if any(f < 1 for f in self.filters):
             problems.append(f"filters must be positive, got {self.filters}")
+        if any(v not in SPARSITIES for v in self.sparsity):
+            problems.append(f"sparsity must be among {SPARSITIES}, got {self.sparsity}")
         if problems:
             raise ValueError(f"{where}: " + "; ".join(problems))
 
@@ -143,8 +153,9 @@ class Stage:
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """A GPUNet-style space. `batch`, `precision` and `sparsity` go into every decoded LayerSpec, so
-    keys match the latency table they are priced against (see `with_context`)."""
+    """A GPUNet-style space. `batch` and `precision` go into every decoded LayerSpec, so keys match the
+    latency table they are priced against (see `with_context`); `sparsity` is what a stage that lists
+    no sparsity of its own gets when the space is read from a file."""
 
     name: str
     resolutions: tuple[int, ...]
@@ -181,7 +192,7 @@ class SearchSpace:
         return cls(
             name=str(d["name"]), description=str(d.get("description", "")),
             resolutions=tuple(int(r) for r in _values(d["resolution"], "resolution", "search space")),
-            stages=tuple(Stage.from_dict(s, i) for i, s in enumerate(d["stages"])),
+            stages=tuple(Stage.from_dict(s, i, str(d.get("sparsity", "dense"))) for i, s in enumerate(d["stages"])),
             in_channels=int(d.get("in_channels", 3)), batch=int(d.get("batch", 1)),
             precision=str(d.get("precision", "fp32")), sparsity=str(d.get("sparsity", "dense")),
         )
@@ -193,8 +204,11 @@ class SearchSpace:
 
     def with_context(self, batch: int | None = None, precision: str | None = None,
                      sparsity: str | None = None) -> "SearchSpace":
-        """The same space, decoded for another batch / precision / sparsity (a table's context)."""
-        return dataclasses.replace(self, batch=self.batch if batch is None else int(batch),
+        """The same space, decoded for another batch / precision (a table's context); a `sparsity`
+        puts every stage at that one sparsity (`profiler build --sparsity 2:4`: all blocks 2:4)."""
+        stages = self.stages if sparsity is None else tuple(
+            dataclasses.replace(s, sparsity=(sparsity,)) for s in self.stages)
+        return dataclasses.replace(self, batch=self.batch if batch is None else int(batch), stages=stages,
                                    precision=precision or self.precision, sparsity=sparsity or self.sparsity)
 
     # ---------------------------------------------------------------- vector layout
@@ -266,11 +280,12 @@ class SearchSpace:
         return columns[0], per_stage
 
     # ---------------------------------------------------------------- decode / encode
-    def _block(self, stage: Stage, j: int, c: int, h: int, kernel, act, expansion, filters, se) -> LayerSpec:
+    def _block(self, stage: Stage, j: int, c: int, h: int, kernel, act, expansion, filters, se,
+               sparsity) -> LayerSpec:
         """Block j of a stage on a (c, h, h) input: only block 0 carries the stage's stride."""
         return LayerSpec(op=stage.op, in_shape=(self.batch, c, h, h), out_channels=filters, kernel=kernel,
                          stride=stage.stride if j == 0 else 1, expansion=expansion, se=se, act=act,
-                         precision=self.precision, sparsity=self.sparsity)
+                         precision=self.precision, sparsity=sparsity)
 
     def decode(self, vector) -> list[LayerSpec]:
         """One vector -> the network: a list of block LayerSpecs with input shapes chained."""
@@ -286,6 +301,13 @@ class SearchSpace:
                 c, h = spec.out_channels, _output_size(spec)
         return network
 
+    def sparse_stages(self, vector) -> list[str]:
+        """Names of the stages that run 2:4 in one candidate (skipped stages are not listed)."""
+        _, per_stage = self.choice_indices(vector)
+        pick = [{f: stage.choices(f)[int(np.ravel(idx[f])[0])] for f in ("layers", "sparsity")}
+                for stage, idx in zip(self.stages, per_stage)]
+        return [stage.name for stage, p in zip(self.stages, pick) if p["layers"] and p["sparsity"] == "2:4"]
+
     def encode(self, network: list[LayerSpec]) -> np.ndarray:
         """A network (list of LayerSpecs) -> its vector; ValueError saying why it is not in this space."""
         network = list(network)
@@ -300,9 +322,9 @@ class SearchSpace:
         if c0 != self.in_channels:
             raise ValueError(f"the network takes {c0} input channels; the space {self.in_channels}")
         for i, s in enumerate(network):
-            if (s.batch, s.precision, s.sparsity) != (self.batch, self.precision, self.sparsity):
-                raise ValueError(f"layer {i}: batch/precision/sparsity {s.batch}/{s.precision}/{s.sparsity} differ "
-                                 f"from the space's {self.batch}/{self.precision}/{self.sparsity} (see with_context)")
+            if (s.batch, s.precision) != (self.batch, self.precision):
+                raise ValueError(f"layer {i}: batch/precision {s.batch}/{s.precision} differ "
+                                 f"from the space's {self.batch}/{self.precision} (see with_context)")
         failure = [-1, "no stage assignment fits"]  # the deepest failure is the most useful reason
 
         def fail(pos: int, reason: str) -> None:
@@ -345,7 +367,7 @@ class SearchSpace:
             return None
         head = group[0]
         values = {"kernel": head.kernel, "act": head.act, "expansion": head.expansion,
-                  "filters": head.out_channels, "se": head.se}
+                  "filters": head.out_channels, "se": head.se, "sparsity": head.sparsity}
         picks = {"layers": stage.layers.index(n), "filters_value": head.out_channels}
         for f, value in values.items():
             if value not in stage.choices(f):
@@ -390,11 +412,11 @@ class SearchSpace:
             for (h_i, h), (k_i, k) in itertools.product(enumerate(sizes_in), enumerate(stage.kernel)):
                 # Geometry only depends on op, kernel, stride and size; the other fields are placeholders.
                 first = self._block(stage, 0, channels_in[0], h, k, stage.act[0], stage.expansion[0],
-                                    stage.filters[0], stage.se[0])
+                                    stage.filters[0], stage.se[0], stage.sparsity[0])
                 out[h_i, k_i] = _output_size(first)
                 if stage.max_layers > 1:
                     repeated = self._block(stage, 1, first.out_channels, int(out[h_i, k_i]), k, stage.act[0],
-                                           stage.expansion[0], stage.filters[0], stage.se[0])
+                                           stage.expansion[0], stage.filters[0], stage.se[0], stage.sparsity[0])
                     if _output_size(repeated) != out[h_i, k_i]:
                         raise ValueError(f"stage {stage.name}: a repeated {stage.op} block changes the spatial "
                                          f"size ({out[h_i, k_i]} px), so the stage's output size would depend "

@@ -67,8 +67,15 @@ def onnx_weights(path) -> list[OnnxWeight]:
 
 
 def _module_of_node(node_name: str) -> str:
-    """The legacy exporter names nodes after the module path: "/features/conv2/Conv" -> "features.conv2"."""
-    return node_name.strip("/").rsplit("/", 1)[0].replace("/", ".")
+    """The module a node of the legacy exporter comes from. Its scopes name a child of a container
+    (Sequential, ModuleList, ModuleDict) with the container's scope as a prefix, a child of any other
+    module by its bare name: "/features/conv2/Conv" -> "features.conv2", "/2/2.0/2.0.0/Conv" -> "2.0.0",
+    "/1/body/body.0/body.0.0/Conv" -> "1.body.0.0"."""
+    parts, previous = [], None
+    for scope in node_name.strip("/").split("/")[:-1]:
+        parts.append(scope[len(previous) + 1:] if previous and scope.startswith(previous + ".") else scope)
+        previous = scope
+    return ".".join(parts)
 
 
 def verify_onnx_sparsity(path, pruned_layers) -> list[OnnxWeight]:

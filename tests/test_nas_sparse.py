@@ -1,0 +1,149 @@
+"""Sparsity-aware NAS (issue 18): candidates whose stages choose dense or 2:4. The proxy and the
+training objective see the pruned weights, `profiler build` measures both variants (and only with a
+backend that runs 2:4), `nas search` marks the 2:4 stages and exports ONNX that keeps the pattern."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import pysparse24
+from profiler.blocks import build_network
+from profiler.build import BackendRef, build_table, specs_from_source
+from profiler.nas.candidate import build_candidate, dense_twin, sparse_block_layers
+from profiler.nas.proxy import naswot
+from profiler.nas.space import SearchSpace, load_space
+from profiler.nas.train import train_candidate
+from profiler.table import LatencyTable
+
+from nas_helpers import CONTEXT, fake_ms, one_torch_thread, stats  # noqa: F401 (autouse fixture)
+from test_nas_search import REPO, TESTS, nas
+
+# Three stages at 16 px: a tiny network every test here can build, train and time in a moment.
+TINY = {"name": "tiny_sparse", "resolution": [16], "stages": [
+    {"name": "stem", "op": "head", "stride": 2, "kernel": [3], "filters": [16]},
+    {"name": "body", "op": "irb", "stride": 1, "layers": [1, 2], "kernel": [3], "expansion": [2],
+     "filters": [16, 24], "sparsity": ["dense", "2:4"]},
+    {"name": "tail", "op": "tail", "stride": 1, "kernel": [1], "filters": [32], "sparsity": ["dense", "2:4"]}]}
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return SearchSpace.from_dict(TINY)
+
+
+def all_sparse(space):
+    """A candidate of `space` with every stage that can be 2:4 at 2:4 and the other positions at 0."""
+    v = np.zeros(space.width, dtype=np.int64)
+    for i, label in enumerate(space.layout):
+        if label.endswith(".sparsity"):
+            v[i] = 1
+    return v
+
+
+def is_2_4(weight: torch.Tensor) -> bool:
+    return bool(pysparse24.is_sparse(weight.detach().movedim(1, -1).contiguous().reshape(-1, weight.shape[1]), 2, 4))
+
+
+def test_candidate_masks_are_the_pruned_weights_the_proxy_scores():
+    """build_network prunes a 2:4 block with sparsify's masks; build_candidate attaches the same masks
+    to the dense twin. NASWOT (which builds with build_network) therefore scores the pruned network."""
+    space = load_space("demo_sparse")
+    v = all_sparse(space)
+    net = space.decode(v)
+    assert space.sparse_stages(v) == ["1", "2", "4"]  # stage 3's first layers choice is 0: skipped
+    pruned, masked, dense = build_network(net), build_candidate(net), dense_twin(net)
+    names = sparse_block_layers(masked, net)
+    modules = dict(pruned.named_modules())
+    masked_modules = dict(masked.named_modules())
+    checked = 0
+    for name in names:
+        layer = masked_modules[name]
+        if not hasattr(layer, "parametrizations"):
+            continue  # depthwise or too narrow: left dense by sparsify, and by build_network too
+        torch.testing.assert_close(modules[name].weight, layer.weight, rtol=0, atol=0)
+        assert is_2_4(layer.weight) and not is_2_4(dict(dense.named_modules())[name].weight)
+        checked += 1
+    assert checked >= 4
+    dense_net = [s.replace(sparsity="dense") for s in net]
+    assert naswot(net) != naswot(dense_net)
+
+
+def test_digits_training_keeps_the_masks_and_learns(tiny):
+    v = all_sparse(tiny)
+    net = tiny.decode(v)
+    accuracy, model = train_candidate(net, dense_epochs=2, sparse_epochs=1, batch=32, lr=1e-2)
+    assert accuracy > 0.3  # 10 classes: chance is 0.1
+    masked = [(n, m) for n, m in model.named_modules() if hasattr(m, "parametrizations")]
+    assert {n.split(".")[0] for n, _ in masked} == {str(i) for i, s in enumerate(net) if s.sparsity == "2:4"}
+    initial = dict(build_candidate(net).named_modules())
+    for name, layer in masked:
+        assert is_2_4(layer.weight)                                      # the pattern survived training
+        assert not torch.equal(layer.weight, initial[name].weight)       # and the kept weights moved
+    with pytest.raises(ValueError, match="needs a classifier"):
+        train_candidate(net[:-1])
+
+
+def test_build_enumerates_both_variants_and_needs_a_sparse_executor(tmp_path, tiny):
+    path = tmp_path / "tiny.json"
+    path.write_text(json.dumps(TINY))
+    specs = specs_from_source(space=str(path))
+    dense = {s.key() for s in specs if s.sparsity == "dense"}
+    sparse = {s.key() for s in specs if s.sparsity == "2:4"}
+    assert {s.replace(sparsity="dense").key() for s in specs if s.sparsity == "2:4"} == dense - {
+        s.key() for s in specs if s.op == "head"}
+    assert len(sparse) == len(dense) - 1  # every layer but the head, twice
+    assert {s.sparsity for s in specs_from_source(space=str(path), sparsity="dense")} == {"dense"}
+    with pytest.raises(ValueError, match="onnxruntime backend cannot execute 2:4"):
+        build_table(tmp_path / "ort.sqlite", specs, BackendRef("onnxruntime"), progress=False)
+    assert not (tmp_path / "ort.sqlite").exists()
+    # The torch backend runs the 2:4 variants through pysparse24's sparse modules.
+    fast = {"threads": 1, "cpus": None, "policy": None}
+    from profiler.backends.timing import TimingPolicy
+    ref = BackendRef("profiler.backends.torch_backend:TorchBackend",
+                     {**fast, "policy": TimingPolicy(warmup_min=2, warmup_s=0.0, min_repeats=5, max_repeats=5,
+                                                     min_time_s=0.0, budget_s=0.2)})
+    report = build_table(tmp_path / "torch.sqlite", specs, ref, progress=False)
+    assert report.measured == len(specs) and report.failed == 0, LatencyTable(tmp_path / "torch.sqlite").errors()
+    with LatencyTable(tmp_path / "torch.sqlite") as table:
+        assert "sparse_executor" in table.context
+        assert len(table.to_pandas("sparse_vs_dense")) == len(sparse)
+
+
+def fill_both(path, space):
+    table = LatencyTable(path, {**CONTEXT, "sparse_executor": "test"})
+    for spec in space.layer_specs():  # a 2:4 row is 60% of its dense twin's
+        table.put(spec, stats(fake_ms(spec.replace(sparsity="dense").key()) * (0.6 if spec.sparsity == "2:4" else 1)))
+    return table
+
+
+def test_nas_search_cli_marks_sparse_stages_and_exports_2_4_onnx(tmp_path, tiny):
+    from pysparse24.torch.export import onnx_weights
+
+    space_file = tmp_path / "tiny.json"
+    space_file.write_text(json.dumps(TINY))
+    fill_both(tmp_path / "lut.sqlite", tiny).close()
+    out = tmp_path / "out"
+    proc = nas("search", "--table", tmp_path / "lut.sqlite", "--space", space_file, "--budget-ms", "p100",
+               "--trials", 4, "--initial", 3, "--pool", 64, "--objective", "nas_helpers:cheap", "--out", out, "-q")
+    assert "2:4 stages" in proc.stdout
+    doc = json.loads((out / "ranked.json").read_text())
+    for row in doc["candidates"]:
+        assert row["sparse_stages"] == tiny.sparse_stages(np.array(row["vector"]))
+    header, *rows = (out / "ranked.csv").read_text().splitlines()
+    assert header.split(",")[5] == "sparse_stages"
+    best = doc["candidates"][0]
+    net = tiny.decode(np.array(best["vector"]))
+    weights = onnx_weights(out / "best.onnx")
+    expected = sum(1 for s in net if s.sparsity == "2:4")
+    if expected:
+        assert sum(w.is_2to4 for w in weights) >= expected and "2:4 (verified in the file)" in proc.stdout
+    # The all-2:4 candidate exported the same way keeps the pattern in every pruned layer.
+    from profiler.nas.candidate import export_candidate_onnx
+    v = all_sparse(tiny)
+    found = export_candidate_onnx(tiny.decode(v), tmp_path / "sparse.onnx")
+    assert sum(w.is_2to4 for w in found) == len([1 for n, m in build_candidate(tiny.decode(v)).named_modules()
+                                                  if hasattr(m, "parametrizations")])

@@ -79,7 +79,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--log2-n", type=int, default=20, help="candidates = 2**N (default 20)")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--spaces", default="demo,gpunet")
+    parser.add_argument("--spaces", default="demo,gpunet,gpunet_sparse")
     args = parser.parse_args()
     print(f"machine: {machine()}\n")
     print("| space | vector width | blocks indexed | candidates | index build (s) | ids (cand/s) "

@@ -147,3 +147,29 @@ def test_nas_search_cli_marks_sparse_stages_and_exports_2_4_onnx(tmp_path, tiny)
     found = export_candidate_onnx(tiny.decode(v), tmp_path / "sparse.onnx")
     assert sum(w.is_2to4 for w in found) == len([1 for n, m in build_candidate(tiny.decode(v)).named_modules()
                                                   if hasattr(m, "parametrizations")])
+
+
+def test_random_sampler_baseline(tmp_path, tiny, monkeypatch):
+    """sampler="random": the same search loop with uniform proposals (the baseline BO is compared with)."""
+    import optuna
+
+    from profiler.nas.estimate import LatencyEstimator
+    from profiler.nas.search import SearchConfig, run_search
+
+    estimator = LatencyEstimator(fill_both(tmp_path / "lut.sqlite", tiny), tiny)
+    with pytest.raises(ValueError, match="sampler must be one of"):
+        SearchConfig(budget_ms=1.0, sampler="tpe")
+    asked = {"gp": 0, "random": 0}
+    for name, cls in (("gp", optuna.samplers.GPSampler), ("random", optuna.samplers.RandomSampler)):
+        class Counting(cls):
+            def sample_independent(self, *a, _name=name, **kw):
+                asked[_name] += 1
+                return super().sample_independent(*a, **kw)
+        monkeypatch.setattr(optuna.samplers, cls.__name__, Counting)
+    results = []
+    for sampler in ("gp", "random"):
+        config = SearchConfig(budget_ms=10.0, trials=5, initial=2, pool=64, objective="nas_helpers:cheap",
+                              storage=tmp_path / f"{sampler}.sqlite", sampler=sampler, explore_every=0)
+        results.append(run_search(tiny, estimator, config, progress=False))
+    assert all(len(r.ranked) == 5 for r in results)
+    assert asked["random"] > 0  # the random run's proposals came from the RandomSampler

@@ -85,6 +85,8 @@ def make_parser(prog: str = "nas") -> argparse.ArgumentParser:
     s.add_argument("--eval-timeout", type=float, metavar="SECONDS",
                    help="seconds one evaluation may take; a longer one is killed and recorded as failed, and the "
                         "search goes on (default: no limit; evaluations then run in a worker process)")
+    s.add_argument("--sampler", choices=("gp", "random"), default="gp",
+                   help="gp: Bayesian optimization (default); random: uniform proposals, the baseline")
     s.add_argument("--initial", type=int, default=8, help="first trials taken from in-budget Sobol candidates")
     s.add_argument("--explore-every", type=int, default=3,
                    help="after those, every Nth trial is an unused in-budget Sobol candidate (default 3; 0: never)")
@@ -151,7 +153,7 @@ def _run_search(args) -> int:
         budget_ms=budget_ms, min_ms=args.min_ms, trials=args.trials, objective=args.objective,
         storage=args.storage or args.out / "study.sqlite", study_name=args.study, workers=args.workers,
         ray_address=args.ray, retries=args.retries, timeout_s=args.eval_timeout, seed=args.seed, initial=args.initial,
-        explore_every=args.explore_every, pool=args.pool)
+        explore_every=args.explore_every, pool=args.pool, sampler=args.sampler)
     result = run_search(estimator.space, estimator, config, progress=not args.quiet)
     _print_front(result, estimator.space)
     write_results(result, estimator.space, args.out, config, calibrated=estimator.calibration is not None)

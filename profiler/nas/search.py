@@ -40,6 +40,9 @@ from .proxy import DEFAULT_OBJECTIVE, evaluate_keys, load_objective
 from .space import SearchSpace
 
 
+SAMPLERS = ("gp", "random")
+
+
 @dataclass
 class SearchConfig:
     budget_ms: float                  # sub-space upper edge (inclusive)
@@ -58,12 +61,16 @@ class SearchConfig:
     explore_every: int = 3            # then every Nth trial is the next unused one of them (0: never)
     pool: int = 4096                  # Sobol candidates priced: the seeds and the stand-ins for
                                       # out-of-budget proposals come from its in-budget part
+    sampler: str = "gp"               # "gp": Bayesian optimization; "random": uniform proposals, the
+                                      # same seeding and budget handling (the baseline BO must beat)
 
     def __post_init__(self) -> None:
         if not (self.budget_ms > 0 and 0 <= self.min_ms < self.budget_ms):
             raise ValueError(f"need 0 <= min_ms < budget_ms, got {self.min_ms} and {self.budget_ms}")
         if min(self.trials, self.initial, self.pool) < 1 or min(self.workers, self.retries, self.explore_every) < 0:
             raise ValueError("trials, initial and pool must be >= 1; workers, retries and explore_every >= 0")
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {SAMPLERS}, got {self.sampler!r}")
         if self.timeout_s is not None and not self.timeout_s > 0:
             raise ValueError(f"timeout_s must be > 0 seconds, got {self.timeout_s}")
         load_objective(self.objective)  # fail now, not in a worker
@@ -270,7 +277,8 @@ def run_search(space: SearchSpace, estimator: LatencyEstimator, config: SearchCo
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     name = config.study_name or f"{space.name}-{config.min_ms:g}-{config.budget_ms:g}ms"
     storage = optuna.storages.RDBStorage(f"sqlite:///{Path(config.storage).resolve()}")
-    sampler = optuna.samplers.GPSampler(seed=config.seed, n_startup_trials=config.initial)
+    sampler = (optuna.samplers.GPSampler(seed=config.seed, n_startup_trials=config.initial) if config.sampler == "gp"
+               else optuna.samplers.RandomSampler(seed=config.seed))
     study = optuna.create_study(storage=storage, study_name=name, direction="maximize", sampler=sampler,
                                 load_if_exists=True)
     _check_study_matches(study, space, config)

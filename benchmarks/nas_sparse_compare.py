@@ -164,7 +164,8 @@ def plot(results, budgets, path: Path) -> None:
         ax.set_title(f"budget {budget:.3f} ms")
         ax.set_xlabel("estimated latency (ms, LUT sum)")
         ax.set_ylabel("digits validation accuracy")
-        ax.legend(fontsize=7, loc="lower right")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

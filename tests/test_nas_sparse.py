@@ -102,7 +102,7 @@ def test_build_enumerates_both_variants_and_needs_a_sparse_executor(tmp_path, ti
     assert not (tmp_path / "ort.sqlite").exists()
     # The torch backend runs the 2:4 variants through pysparse24's sparse modules.
     fast = {"threads": 1, "cpus": None, "policy": None}
-    from profiler.backends.timing import TimingPolicy
+    from pysparse24.timing import TimingPolicy
     ref = BackendRef("profiler.backends.torch_backend:TorchBackend",
                      {**fast, "policy": TimingPolicy(warmup_min=2, warmup_s=0.0, min_repeats=5, max_repeats=5,
                                                      min_time_s=0.0, budget_s=0.2)})

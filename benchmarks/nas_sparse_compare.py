@@ -158,8 +158,8 @@ def plot(results, budgets, path: Path) -> None:
                        color=colour, marker="o" if method != "random" else "x")
             front = pareto_front([Candidate(i, np.array(c["vector"]), c["latency_ms"], c["accuracy"])
                                   for i, c in enumerate(scored)])
-            ax.step([c.latency_ms for c in front], [c.score for c in front], where="post", color=colour,
-                    label=f"{method} front")
+            ax.step([c.latency_ms for c in front], [c.score for c in front], where="post", color=colour, marker="s",
+                    markersize=4, label=f"{method} front")
         ax.axvline(budget, color="grey", linestyle="--")
         ax.set_title(f"budget {budget:.3f} ms")
         ax.set_xlabel("estimated latency (ms, LUT sum)")

@@ -411,7 +411,7 @@ def _check_specs_fit(specs: list[LayerSpec], todo: list[str], context: Mapping) 
     todo = set(todo)
     sparse = sum(s.sparsity != "dense" for s in specs if s.key() in todo)
     if SPARSE_EXECUTOR not in context and sparse:
-        raise ValueError(f"{sparse} of the specs to measure are 2:4 (a sparsity-aware space, or --sparsity 2:4), "
+        raise ValueError(f"{sparse} of the specs to measure are 2:4 (a sparsity-aware space, or sparsity='2:4'), "
                          f"but {cannot_run_sparse(context.get('backend'))}")
     misfits = [s for s in specs if s.key() in todo and any(
         name in context and getattr(s, name) != context[name] for name in ("batch", "precision"))]

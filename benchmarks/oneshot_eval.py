@@ -12,7 +12,7 @@ Sentences: benchmarks/data/stdlib_sentences.txt, the first sentences of the docs
 standard library (regenerate with --extract-sentences; what it keeps is in `extract_sentences`).
 
     pip install -e '.[eval]'
-    python benchmarks/oneshot_eval.py --out demo_out/oneshot        # ~5-10 min on 2 cores
+    python benchmarks/oneshot_eval.py --out demo_out/oneshot        # MiniLM ~2 min, digits ~3 min a seed (loaded CPU)
     python benchmarks/oneshot_eval.py --only digits --seeds 0 1 2 3 4
 """
 from __future__ import annotations
@@ -260,7 +260,8 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=10, help="digits: evaluate every this many retraining steps")
     parser.add_argument("--tolerance", type=float, default=0.005,
                         help="digits: 'reached dense' means within this fraction of the dense accuracy")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (more were far slower on a shared machine: see RESULTS)")
     parser.add_argument("--progress", action="store_true", help="progress bars of the one-shot methods")
     parser.add_argument("--extract-sentences", action="store_true", help=f"rewrite {SENTENCES} and exit")
     args = parser.parse_args()

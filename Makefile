@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 OUT := demo_out
 
-.PHONY: all venv build test demo bench gpu-check gpu-check-dry-run clean
+.PHONY: all venv build test demo bench gpu-check gpu-check-dry-run sdist-check clean
 
 all: build
 
@@ -36,10 +36,10 @@ demo: build
 	$(BIN)/python benchmarks/torch_digits_demo.py --out $(OUT)/torch
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pysparse24.bench gemm --shapes 4096x1x4096,4096x8x4096 --repeats 10 --json $(OUT)/gemm.json --plot $(OUT)/gemm_speedup.png
 	$(BIN)/python benchmarks/bench_models.py --quick --models llama --dtypes fp32 --json $(OUT)/models.json  # a sparse model (to_sparse_) next to its dense twin; ~10 s
-	$(BIN)/profiler build --table $(OUT)/lut.sqlite --space demo  # all 132 demo-space layers, ~1 min on CPU; resumes
-	$(BIN)/profiler show --table $(OUT)/lut.sqlite --top 5
-	$(BIN)/profiler validate --table $(OUT)/lut.sqlite --space demo --networks 50 --calibrate 20 --remeasure --out $(OUT)/validate  # LUT vs end to end, calibration stored for nas; ~1-2 min
-	$(BIN)/nas search --table $(OUT)/lut.sqlite --space demo --budget-ms p40 --trials 10 --out $(OUT)/nas -q  # BO in the fastest 40%; ~20 s
+	$(BIN)/pysparse24 lut build --table $(OUT)/lut.sqlite --space demo  # all 132 demo-space layers, ~1 min on CPU; resumes
+	$(BIN)/pysparse24 lut show --table $(OUT)/lut.sqlite --top 5
+	$(BIN)/pysparse24 lut validate --table $(OUT)/lut.sqlite --space demo --networks 50 --calibrate 20 --remeasure --out $(OUT)/validate  # LUT vs end to end, calibration stored for nas; ~1-2 min
+	$(BIN)/pysparse24 nas search --table $(OUT)/lut.sqlite --space demo --budget-ms p40 --trials 10 --out $(OUT)/nas -q  # BO in the fastest 40%; ~20 s
 	OMP_NUM_THREADS=1 $(BIN)/pysparse24 advise --model benchmarks.advise_demo_models:small_lm --input-shape 1x8x2048 --table $(OUT)/advise.sqlite --out $(OUT)/advice.json --plot $(OUT)/advise_speedup.png -o threads=1 -q  # which layers 2:4 pays for, measured; ~30 s
 
 # pytest-benchmark suites (the scripts in benchmarks/ print the tables kept in benchmarks/RESULTS.md).
@@ -55,6 +55,15 @@ gpu-check:
 
 gpu-check-dry-run:
 	$(PYTHON) benchmarks/gpu_check.py --dry-run
+
+# The sdist alone must build (issue 16): build it, then a wheel from it in an isolated environment
+# (CMake and pybind11 come from the build requirements). A full compile: a few minutes, so not in `test`;
+# tests/test_packaging.py checks the sdist's file list there.
+sdist-check: venv
+	rm -rf dist/sdist-check && mkdir -p dist/sdist-check
+	$(BIN)/python -c "import sys, setuptools.build_meta as b; b.build_sdist(sys.argv[1])" dist/sdist-check
+	PYSPARSE24_CUDA=OFF $(BIN)/pip wheel -q --no-deps -w dist/sdist-check dist/sdist-check/pysparse24-*.tar.gz
+	$(BIN)/python -m zipfile -l dist/sdist-check/pysparse24-*.whl | grep -q "pysparse24/_C" && echo "sdist-check: the wheel built from the sdist has pysparse24._C"
 
 clean:
 	rm -rf build $(OUT) gpu_check_out pysparse24/_C*.so

@@ -37,6 +37,18 @@ def apply(sum_ms, n_layers, calib: dict | None) -> np.ndarray:
     return calib["scale"] * sum_ms + calib["per_layer_ms"] * n_layers + calib["offset_ms"]
 
 
+def describe(calib: dict | None) -> str:
+    """The calibration as a formula a reader can check by hand (plus any fields beyond it)."""
+    if calib is None:
+        return "none (estimates are plain sums of the layers' medians)"
+    if calib.get("kind") != KIND or any(f not in calib for f in FIELDS):
+        return f"unrecognised: {calib!r}"
+    text = (f"estimate = {calib['scale']:.4f} x sum of layer medians {calib['per_layer_ms']:+.4f} ms x layers "
+            f"{calib['offset_ms']:+.4f} ms")
+    extra = {k: v for k, v in calib.items() if k not in (*FIELDS, "kind")}
+    return text + "".join(f"; {k}: {v}" for k, v in sorted(extra.items()))
+
+
 def fit(sum_ms, n_layers, measured_ms) -> dict:
     """Least-squares fit of (scale, per_layer_ms, offset_ms) on relative residuals.
 

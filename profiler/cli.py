@@ -1,17 +1,16 @@
 """`profiler` command line: build, show, export, import and validate latency tables.
 
-    profiler build --table lut.sqlite --space demo --samples 20      # measure what the table lacks
-    profiler build --table lut.sqlite --networks gpunet/0.65ms.json  # layers of published networks
-    profiler show --table lut.sqlite
-    profiler export --table lut.sqlite lut.csv
-    profiler import --table other.sqlite lut.csv
-    profiler validate --table lut.sqlite ...
+    pysparse24 lut build --table lut.sqlite --space demo --samples 20      # measure what the table lacks
+    pysparse24 lut build --table lut.sqlite --networks gpunet/0.65ms.json  # layers of published networks
+    pysparse24 lut show --table lut.sqlite
+    pysparse24 lut export --table lut.sqlite lut.csv
+    pysparse24 lut import --table other.sqlite lut.csv
+    pysparse24 lut validate --table lut.sqlite ...
 """
 from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import sys
 from pathlib import Path
 
@@ -21,8 +20,9 @@ from rich.table import Table
 from pysparse24._cli import add_version, key_value_option, run
 
 from . import build as builder
+from . import calibration
 from .spec import PRECISIONS, SPARSITIES
-from .table import LatencyTable, read_export
+from .table import LatencyTable, csv_metadata_path, read_export
 
 
 def _add_build(sub) -> None:
@@ -104,16 +104,20 @@ def _run_show(args) -> int:
             for key, message in list(errors.items())[: args.top]:
                 err.add_row(key, message)
             console.print(err)
-        calibration = table.calibration()
-        console.print("calibration: " + (json.dumps(calibration, sort_keys=True) if calibration else "none"))
+        console.print("calibration: " + calibration.describe(table.calibration()), markup=False, highlight=False)
     return 0
 
 
 def _run_export(args) -> int:
     with LatencyTable(args.table) as table:
         table.export(args.out, fmt=args.format)
-        print(f"wrote {len(table)} entries and {len(table.errors())} errors to {args.out}")
+        beside = f" (context and calibration in {csv_metadata_path(args.out)})" if _is_csv(args) else ""
+        print(f"wrote {len(table)} entries and {len(table.errors())} errors to {args.out}{beside}")
     return 0
+
+
+def _is_csv(args) -> bool:
+    return (args.format or args.out.suffix.lstrip(".")).lower() == "csv"
 
 
 def _run_import(args) -> int:
@@ -144,7 +148,7 @@ def make_parser(prog: str = "profiler") -> argparse.ArgumentParser:
 
     p = sub.add_parser("import", help="merge a CSV/JSON export into a table (same context only)")
     _add_table_arg(p)
-    p.add_argument("file", type=Path, help="a file written by `profiler export`")
+    p.add_argument("file", type=Path, help="a file written by `pysparse24 lut export`")
     p.add_argument("--format", choices=("csv", "json"), help="default: from the file name")
     p.add_argument("--replace", action="store_true", help="overwrite keys the table already has")
     p.set_defaults(run=_run_import)
@@ -156,7 +160,7 @@ def make_parser(prog: str = "profiler") -> argparse.ArgumentParser:
 
 
 # Subcommands whose module is heavy to import (validate pulls in torch): imported only when run, so
-# `profiler show` stays instant. Each module provides add_arguments(parser) and run(args) -> int.
+# `pysparse24 lut show` stays instant. Each module provides add_arguments(parser) and run(args) -> int.
 _LAZY_COMMANDS = {"validate": ("profiler.validate", "compare LUT estimates with end-to-end measurements "
                                                      "(MAPE, share within +-10%%, Spearman) and calibrate"),
                   "advise": ("profiler.advise", "measure where 2:4 pays for a model, layer by layer, "

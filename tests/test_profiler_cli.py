@@ -45,7 +45,8 @@ def test_build_then_show(tmp_path, monkeypatch, capsys):
 def test_show_summarizes(table_path, capsys):
     assert main(["show", "--table", str(table_path), "--top", "2"]) == 0
     out = capsys.readouterr().out
-    assert "3 entries, 1 errors" in out and "Test CPU" in out and '"overhead_ms": 0.25' in out
+    assert "3 entries, 1 errors" in out and "Test CPU" in out
+    assert "calibration: unrecognised: {'overhead_ms': 0.25}" in out  # not an affine-v1 fit: shown as stored
     assert "in=1x32x16x16" in out and "in=1x16x16x16" in out and "in=1x8x16x16" not in out  # top 2, slowest first
     assert "RuntimeError: not supported" in out
 
@@ -62,6 +63,19 @@ def test_export_import_roundtrip(table_path, tmp_path, suffix, capsys):
         assert b.calibration() == {"overhead_ms": 0.25}
     assert main(["import", "--table", str(copy), str(out)]) == 0
     assert "imported 0 rows" in capsys.readouterr().out
+
+
+def test_show_prints_the_calibration_as_a_formula(table_path, tmp_path, capsys):
+    from profiler import calibration
+
+    copy = tmp_path / "c.sqlite"
+    copy.write_bytes(table_path.read_bytes())
+    with LatencyTable(copy) as t:
+        t.set_calibration(calibration.fit([1.0, 2.0, 4.0, 8.0], [3, 5, 9, 17], [1.2, 2.3, 4.5, 8.9]))
+    assert main(["show", "--table", str(copy)]) == 0
+    out = capsys.readouterr().out
+    line = next(line for line in out.splitlines() if line.startswith("calibration:"))
+    assert "estimate = " in line and " x sum of layer medians " in line and "{" not in line
 
 
 def test_errors_are_messages_not_tracebacks(table_path, tmp_path, capsys):

@@ -210,6 +210,36 @@ def test_export_import_roundtrip(tmp_path, rng, fmt):
         assert len(dst) == 3
 
 
+def test_csv_export_is_plain_csv_with_its_metadata_beside_it(tmp_path, rng):
+    """pandas.read_csv reads the export with no options (the '#' header lines broke it); context and
+    calibration live in NAME.meta.json, which import needs; older '#'-header exports still import."""
+    import pandas as pd
+
+    with LatencyTable(tmp_path / "src.sqlite", CTX) as t:
+        for c in (8, 16):
+            t.put(spec(c), stats(rng))
+        t.put_error(spec(40), "RuntimeError: no")
+        t.set_calibration({"overhead_ms": 0.05})
+        t.export(tmp_path / "lut.csv")
+        rows = t.rows()
+    frame = pd.read_csv(tmp_path / "lut.csv")
+    assert list(frame["status"]) == ["ok", "ok", "error"] and frame.shape[0] == 3
+    assert frame.loc[0, "median_ms"] == rows[0]["median_ms"] and frame.loc[0, "key"] == rows[0]["key"]
+    meta = json.loads((tmp_path / "lut.meta.json").read_text())
+    assert meta["context"]["device"] == CTX["device"] and meta["calibration"] == {"overhead_ms": 0.05}
+
+    text = (tmp_path / "lut.csv").read_text()
+    legacy = (f"# {meta['format']} schema_version={meta['schema_version']}\n"
+              f"# context: {json.dumps(meta['context'])}\n# calibration: {json.dumps(meta['calibration'])}\n" + text)
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "lut.csv").write_text(legacy)
+    assert read_export(tmp_path / "old" / "lut.csv")["entries"] == rows
+
+    (tmp_path / "lut.meta.json").unlink()
+    with pytest.raises(ValueError, match="no lut.meta.json next to it"):
+        read_export(tmp_path / "lut.csv")
+
+
 def test_import_refuses_other_context_and_bad_files(tmp_path, rng):
     with LatencyTable(tmp_path / "a.sqlite", CTX) as t:
         t.put(spec(), stats(rng))

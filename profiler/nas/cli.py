@@ -1,15 +1,15 @@
 """`nas`: the NAS front-end on a latency table.
 
-    nas estimate --table lut.sqlite --space demo --samples 100000 --budgets 0.5,1,2
+    pysparse24 nas estimate --table lut.sqlite --space demo --samples 100000 --budgets 0.5,1,2
         Phase 1: Sobol candidates priced from the table, counted per latency sub-space; the blocks the
-        table lacks are written as a keys file for `profiler build --keys`.
-    nas search --table lut.sqlite --space demo --budget-ms 1.0 --trials 30
+        table lacks are written as a keys file for `pysparse24 lut build --keys`.
+    pysparse24 nas search --table lut.sqlite --space demo --budget-ms 1.0 --trials 30
         Phase 2: Bayesian optimization inside the sub-space; prints the Pareto front (and which stages
         of each candidate run 2:4) and writes ranked.json / ranked.csv / pareto.png / best.onnx (its 2:4
         stages pruned, the pattern verified in the file) into --out. Rerun the same command to resume.
-    nas search --table lut.sqlite --space demo_sparse --budget-ms p30 --objective profiler.nas.train:digits_accuracy
+    pysparse24 nas search --table lut.sqlite --space demo_sparse --budget-ms p30 --objective profiler.nas.train:digits_accuracy
         Sparsity-aware search: each stage also chooses dense or 2:4 (the table needs both rows:
-        `profiler build --space demo_sparse --backend torch`), scored by short training on digits.
+        `pysparse24 lut build --space demo_sparse --backend torch`), scored by short training on digits.
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from .space import BUILTIN_SPACES, load_space
 
 
 def _common(p) -> None:
-    p.add_argument("--table", required=True, type=Path, help="latency table (SQLite) built by `profiler build`")
+    p.add_argument("--table", required=True, type=Path, help="latency table (SQLite) built by `pysparse24 lut build`")
     p.add_argument("--space", default="gpunet",
                    help=f"search space: built-in {', '.join(BUILTIN_SPACES)} or a .json/.toml file (default gpunet)")
     p.add_argument("--seed", type=int, default=0, help="Sobol / sampler seed (default 0)")
@@ -62,7 +62,7 @@ def make_parser(prog: str = "nas") -> argparse.ArgumentParser:
     est.add_argument("--samples", type=int, default=100_000, help="Sobol candidates (default 100000)")
     est.add_argument("--budgets", default="0.5,1,2", help="sub-space edges in ms, comma-separated")
     est.add_argument("--missing-keys", type=Path, metavar="FILE",
-                     help="write the block keys the table lacks here (for `profiler build --keys FILE`)")
+                     help="write the block keys the table lacks here (for `pysparse24 lut build --keys FILE`)")
     est.set_defaults(run=_run_estimate)
 
     s = sub.add_parser("search", help="Phase 2: Bayesian optimization inside a latency sub-space")
@@ -130,7 +130,7 @@ def _run_estimate(args) -> int:
         result.write_missing_keys(args.missing_keys)
         if result.missing_keys:
             print(f"wrote them to {args.missing_keys}: measure them with "
-                  f"`profiler build --table {args.table} --keys {args.missing_keys}`")
+                  f"`pysparse24 lut build --table {args.table} --keys {args.missing_keys}`")
         else:
             print(f"no blocks are missing: {args.missing_keys} now lists none")
     return 0

@@ -9,7 +9,7 @@ of table medians and a weighted row sum, followed by the table's calibration
 
 A candidate whose blocks include one the table lacks gets NaN, never a number: a missing entry
 priced at 0 would make it look fast. The missing keys can be written as a keys file for
-`profiler build --keys`.
+`pysparse24 lut build --keys`.
 """
 from __future__ import annotations
 
@@ -111,7 +111,7 @@ class Estimate:
         return np.isnan(self.latency_ms)
 
     def write_missing_keys(self, path: str | Path) -> int:
-        """A keys file (one LayerSpec key a line) for `profiler build --keys FILE`; returns the count.
+        """A keys file (one LayerSpec key a line) for `pysparse24 lut build --keys FILE`; returns the count.
         Written also when nothing is missing, so a file left by an earlier run never lingers."""
         from pysparse24._files import atomic_output
 

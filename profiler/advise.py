@@ -31,6 +31,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from pysparse24 import dtypes
 
 from . import calibration
 from .build import BackendRef, build_table
@@ -39,7 +40,7 @@ from .table import SPARSE_EXECUTOR, LatencyTable, cannot_run_sparse, ensure_same
 
 DEFAULT_THRESHOLD = 1.05
 FORMAT_NAME = "pysparse24-advice"
-DTYPE_PRECISIONS = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+MODEL_DTYPES = ("float32", "bfloat16", "float16")  # what the torch backend runs (its table precisions)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -110,10 +111,11 @@ def trace(model, example_input, precision: str | None = None) -> list[TracedCall
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(example_input, torch.Tensor) or example_input.dim() < 1:
         raise TypeError("example_input must be a torch.Tensor with a batch dimension")
-    precision = precision or DTYPE_PRECISIONS.get(str(example_input.dtype).removeprefix("torch."))
     if precision is None:
-        raise ValueError(f"example input dtype {example_input.dtype} has no table precision "
-                         f"(use one of {tuple(DTYPE_PRECISIONS)})")
+        if dtypes.canonical(example_input) not in MODEL_DTYPES:
+            raise ValueError(f"example input dtype {example_input.dtype} has no table precision "
+                             f"(use one of {MODEL_DTYPES})")
+        precision = dtypes.precision_name(example_input)
     batch = int(example_input.shape[0])
     calls: list[TracedCall] = []
 
@@ -439,7 +441,7 @@ def add_arguments(p) -> None:
     p.add_argument("--model", required=True, metavar="MODULE:CALLABLE",
                    help="a function (or module attribute) returning the torch.nn.Module to advise on")
     p.add_argument("--input-shape", required=True, help="example input shape, e.g. 1x3x224x224 or 1x128x768")
-    p.add_argument("--dtype", default="float32", choices=tuple(DTYPE_PRECISIONS), help="model and input dtype")
+    p.add_argument("--dtype", default="float32", choices=MODEL_DTYPES, help="model and input dtype")
     p.add_argument("--table", required=True, type=Path, help="latency table to read and extend (SQLite)")
     p.add_argument("--out", required=True, type=Path, help="advice file to write (JSON)")
     p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import torch
 
+from pysparse24 import dtypes
 from pysparse24.timing import cuda_event_sampler, wall_clock_sampler
 
 from ..blocks import build_network, input_shape_of, random_input
 from .base import Backend, BackendUnavailable, cpu_context, gpu_context, pin_cpus
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+DTYPES = {dtypes.precision_name(t): t for t in (torch.float32, torch.float16, torch.bfloat16)}
 
 
 def sparse_twin_(module: torch.nn.Module) -> list:

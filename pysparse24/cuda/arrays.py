@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pysparse24.dtypes import canonical
+
 _KDL_CUDA = 2  # DLPack device type of CUDA memory
 
 
@@ -119,11 +121,8 @@ def astype(a: DeviceArray, dtype: str) -> DeviceArray:
 
 
 def dtype_name(dtype) -> str:
-    """'float16' from 'float16', torch.float16, numpy/cupy dtypes."""
-    if isinstance(dtype, str):
-        return dtype
-    name = str(dtype)
-    return name.removeprefix("torch.") if name.startswith("torch.") else getattr(dtype, "name", name)
+    """'float16' from 'float16', 'fp16', torch.float16, numpy/cupy dtypes (pysparse24.dtypes)."""
+    return canonical(dtype)
 
 
 def rows_along(x, dim: int):

@@ -2,13 +2,10 @@
 training objective see the pruned weights, `profiler build` measures both variants (and only with a
 backend that runs 2:4), `nas search` marks the 2:4 stages and exports ONNX that keeps the pattern."""
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 import pysparse24
 from profiler.blocks import build_network
@@ -20,7 +17,7 @@ from profiler.nas.train import train_candidate
 from profiler.table import LatencyTable
 
 from nas_helpers import CONTEXT, fake_ms, one_torch_thread, stats  # noqa: F401 (autouse fixture)
-from test_nas_search import REPO, TESTS, nas
+from test_nas_search import nas
 
 # Three stages at 16 px: a tiny network every test here can build, train and time in a moment.
 TINY = {"name": "tiny_sparse", "resolution": [16], "stages": [

@@ -118,6 +118,10 @@ def test_cutlass_float32_is_one_of_two(rng):
 @pytest.mark.parametrize("dtype", ["float8_e4m3fn", "float8_e5m2"])
 def test_float8_cutlass_round_trip(rng, dtype):
     w = pysparse24.prune(random_weight(rng, (32, 128), dtype, zero_fraction=0.2))
+    # float8 rounds tiny negatives to -0.0; in a group with fewer than two non-zeros the cutlass
+    # layout names PyTorch's zero positions (test_cutlass_keeps_negative_zeros_like_pytorch), so a
+    # kept -0.0 may come back +0.0. Every other bit must round-trip.
+    w[w == 0] = 0
     c = pysparse24.compress(w, format="cutlass")
     assert c.meta.dtype == np.int32
     np.testing.assert_array_equal(bits(pysparse24.decompress(c)), bits(w))

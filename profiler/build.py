@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping
 
+from pysparse24._cli import ctrl_c_ignored_by_children
 from pysparse24.timing import LatencyStats
 
 from .spec import LayerSpec
@@ -173,7 +174,8 @@ class _ProcessWorker:
     def __init__(self, mp, backend_ref: BackendRef) -> None:
         self.conn, child = mp.Pipe()
         self.proc = mp.Process(target=_process_worker_main, args=(child, backend_ref), daemon=True)
-        self.proc.start()
+        with ctrl_c_ignored_by_children():
+            self.proc.start()
         child.close()
         self.key: str | None = None
         self.started = 0.0

@@ -14,6 +14,7 @@ arguments are imported from.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -71,6 +72,22 @@ def key_value_option(text: str) -> tuple[str, object]:
         return key, json.loads(raw)
     except json.JSONDecodeError:
         return key, raw
+
+
+@contextlib.contextmanager
+def ctrl_c_ignored_by_children():
+    """Start worker processes inside this block: they inherit SIGINT ignored (an ignored signal stays
+    ignored across exec, and Python then installs no KeyboardInterrupt handler), so a Ctrl-C sent to
+    the process group while a worker is still starting up cannot print its traceback. This process
+    ignores SIGINT too for those few milliseconds (a blocked mask would not do: spawn resets it)."""
+    if not _main_thread():  # only the main thread may change handlers; workers start there anyway
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _raise_terminated(signum, frame):

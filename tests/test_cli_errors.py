@@ -216,3 +216,25 @@ def _running_trials(storage: Path) -> int:
             return con.execute("SELECT COUNT(*) FROM trials WHERE state = 'RUNNING'").fetchone()[0]
     except sqlite3.OperationalError:  # the schema is not written yet
         return 0
+
+
+def _start_up_slowly() -> None:
+    time.sleep(1.0)
+
+
+def test_workers_started_under_ctrl_c_guard_survive_a_ctrl_c_during_their_start_up():
+    """The race behind a flaky Ctrl-C run: SIGINT reaching a spawned worker before its initializer
+    ignores it printed a KeyboardInterrupt traceback. Started inside the guard, the worker ignores it
+    from its first instruction and exits normally; the parent's own handler is back afterwards."""
+    import multiprocessing
+
+    from pysparse24._cli import ctrl_c_ignored_by_children
+
+    before = signal.getsignal(signal.SIGINT)
+    worker = multiprocessing.get_context("spawn").Process(target=_start_up_slowly)
+    with ctrl_c_ignored_by_children():
+        worker.start()
+    assert signal.getsignal(signal.SIGINT) is before
+    os.kill(worker.pid, signal.SIGINT)  # still importing: its own handler is not set yet
+    worker.join(timeout=30)
+    assert worker.exitcode == 0

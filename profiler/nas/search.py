@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pysparse24._cli import ctrl_c_ignored_by_children
 from pysparse24._progress import Progress
 
 from .estimate import LatencyEstimator
@@ -171,7 +172,8 @@ class ProcessEvaluator:
     def submit(self, token, keys: list[str]) -> None:
         busy = {i for _, i, _ in self._futures.values()}
         free = next(i for i in range(len(self._pools)) if i not in busy)
-        future = self._pools[free].submit(evaluate_keys, self.objective, keys)
+        with ctrl_c_ignored_by_children():  # the pool starts its worker process on first submit
+            future = self._pools[free].submit(evaluate_keys, self.objective, keys)
         self._futures[future] = (token, free, time.monotonic())
 
     def next_result(self):

@@ -28,6 +28,7 @@ build: venv
 
 test: build
 	$(BIN)/ruff check .  # lint rules: [tool.ruff] in pyproject.toml
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q tests
 
 demo: build

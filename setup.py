@@ -2,6 +2,7 @@
 
 The CMake build directory is kept under build/ so that rebuilding after a C++ edit is incremental.
 """
+
 import os
 import re
 import shutil
@@ -28,11 +29,14 @@ class CMakeBuild(build_ext):
         out_dir = Path(self.get_ext_fullpath(ext.name)).parent.resolve()
         build_type = os.environ.get("PYSPARSE24_BUILD_TYPE", "Release")
         # PYSPARSE24_BUILD_DIR: another CMake build folder (make gpu-check's sm_90-only build uses one).
-        build_dir = Path(os.environ.get("PYSPARSE24_BUILD_DIR") or
-                         ROOT / "build" / f"cmake-py{sys.version_info.major}{sys.version_info.minor}-{build_type}")
+        build_dir = Path(
+            os.environ.get("PYSPARSE24_BUILD_DIR")
+            or ROOT / "build" / f"cmake-py{sys.version_info.major}{sys.version_info.minor}-{build_type}"
+        )
         build_dir.mkdir(parents=True, exist_ok=True)
         configure = [
-            "cmake", str(ROOT),
+            "cmake",
+            str(ROOT),
             f"-DCMAKE_BUILD_TYPE={build_type}",
             f"-DCMAKE_LIBRARY_OUTPUT_DIRECTORY={out_dir}",
             f"-DPython_EXECUTABLE={sys.executable}",
@@ -54,7 +58,11 @@ def _generator(build_dir: Path) -> list[str]:
     """Ninja where it is installed (the GPU image has ninja and maybe no make), else CMake's default.
     A configured build folder keeps its generator (CMake refuses to switch); CMAKE_GENERATOR wins."""
     cache = build_dir / "CMakeCache.txt"
-    if os.environ.get("CMAKE_GENERATOR") or cache.exists() and re.search(r"^CMAKE_GENERATOR:INTERNAL=", cache.read_text(), re.M):
+    if (
+        os.environ.get("CMAKE_GENERATOR")
+        or cache.exists()
+        and re.search(r"^CMAKE_GENERATOR:INTERNAL=", cache.read_text(), re.M)
+    ):
         return []
     ninja = shutil.which("ninja")
     return ["-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={ninja}"] if ninja else []
@@ -64,6 +72,8 @@ def _generator(build_dir: Path) -> list[str]:
 # as on some GPU images, reads the same string as the classic License field. pyproject.toml lists
 # `license` as dynamic so that both read it from here.
 _LICENSE = "Apache-2.0"
-_license = {"license_expression": _LICENSE} if int(setuptools.__version__.split(".")[0]) >= 77 else {"license": _LICENSE}
+_license = (
+    {"license_expression": _LICENSE} if int(setuptools.__version__.split(".")[0]) >= 77 else {"license": _LICENSE}
+)
 
 setup(ext_modules=[CMakeExtension("pysparse24._C")], cmdclass={"build_ext": CMakeBuild}, **_license)

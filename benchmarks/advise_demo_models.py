@@ -5,6 +5,7 @@
 small_lm: a LLaMA-style gated MLP block (2048 -> 5632 -> 2048) and a small 2048 -> 256 head, at a few
 tokens: the big weights are memory-bound (2:4 reads ~0.56x the bytes), the head may not pay.
 """
+
 import torch.nn.functional as F
 from torch import nn
 

@@ -14,6 +14,7 @@ a BERT-base-shaped encoder (12 layers, 768 hidden, 3072 FFN, 128 tokens) and a L
 (4096 -> 11008 gated, 8 tokens). One table per dtype under --out (resumable: a rerun measures nothing
 already there). Writes per-model advice JSON, a per-layer speedup PNG, and results.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,11 +36,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import pysparse24.torch as sparse_torch  # noqa: E402
 from profiler import advise as adv  # noqa: E402
 from profiler.backends import TimingPolicy, least_disturbed, measure_interleaved  # noqa: E402
-from pysparse24.timing import wall_clock_sampler  # noqa: E402
 from profiler.blocks import build_network  # noqa: E402
 from profiler.build import BackendRef  # noqa: E402
 from profiler.nas.gpunet import load_gpunet_config  # noqa: E402
 from profiler.table import LatencyTable  # noqa: E402
+from pysparse24.timing import wall_clock_sampler  # noqa: E402
 
 ROUND_POLICY = TimingPolicy(warmup_min=3, warmup_s=0.05, min_repeats=10, min_time_s=0.3, budget_s=1.5)
 
@@ -77,8 +78,12 @@ def models(which, bert_layers: int, tokens: int):
         specs = load_gpunet_config("GPUNet-0")
         yield "GPUNet-0", build_network(specs), specs[0].in_shape, True
     if "bert" in which:
-        yield f"BERT-base encoder ({bert_layers} layers, 128 tokens)", \
-            nn.Sequential(*(EncoderLayer() for _ in range(bert_layers))), (1, 128, 768), False
+        yield (
+            f"BERT-base encoder ({bert_layers} layers, 128 tokens)",
+            nn.Sequential(*(EncoderLayer() for _ in range(bert_layers))),
+            (1, 128, 768),
+            False,
+        )
     if "llama" in which:
         yield f"LLaMA-7B MLP ({tokens} tokens)", LlamaMLP(), (1, tokens, 4096), False
 
@@ -107,8 +112,10 @@ def main() -> int:
     dtype = getattr(torch, args.dtype)
     table = args.out / f"table-{args.dtype}-t{args.threads}.sqlite"
     torch.manual_seed(args.seed)
-    print(f"seed {args.seed}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}; {platform.processor()}; "
-          f"load average {os.getloadavg()[0]:.2f}")
+    print(
+        f"seed {args.seed}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}; {platform.processor()}; "
+        f"load average {os.getloadavg()[0]:.2f}"
+    )
     results = []
     for name, model, shape, channels_last in models(args.models.split(","), args.bert_layers, args.tokens):
         t0 = time.time()
@@ -123,19 +130,22 @@ def main() -> int:
         adv.speedup_png(advice, args.out / f"speedup-{slug}-{args.dtype}.png", title=f"{name}, {args.dtype}")
         calls = adv.trace(model, x)
         with LatencyTable(table) as lut:
-            everything = adv.summarize(calls, lut, threshold=1e-9,
-                                       model_dense_ms=advice.predicted["model_dense_measured_ms"])
+            everything = adv.summarize(
+                calls, lut, threshold=1e-9, model_dense_ms=advice.predicted["model_dense_measured_ms"]
+            )
         # "dense copy" is the dense model again: its measured "speedup" is this run's noise floor.
         variants = {"dense": model, "dense copy": copy.deepcopy(model), "all": convert(model, list(everything))}
         if len(advice):
             variants["advised"] = convert(model, list(advice))
         ref = BackendRef("torch", {"threads": args.threads, "precision": calls[0].spec.precision, "batch": shape[0]})
-        with adv._backend_here(ref):   # the threads and CPU pinning the table was measured with
+        with adv._backend_here(ref):  # the threads and CPU pinning the table was measured with
             samplers = []
             for m in variants.values():
+
                 def run(m=m):
                     with torch.inference_mode():
                         m(x)
+
                 samplers.append(wall_clock_sampler(run))
             stats = measure_interleaved(samplers, args.rounds, ROUND_POLICY, seed=args.seed, log=print)
         medians = {k: [s.median_ms for s in per_round] for k, per_round in zip(variants, stats)}
@@ -143,28 +153,49 @@ def main() -> int:
         # then the median over rounds: load from other processes moves both sides of a round together.
         speedup = {k: float(np.median(np.array(medians["dense"]) / np.array(v))) for k, v in medians.items()}
         measured = {k: least_disturbed(s).median_ms for k, s in zip(variants, stats)}
-        row = {"model": name, "dtype": args.dtype, "threads": args.threads, "input": list(shape),
-               "advised_layers": len(advice), "layers": len(advice.per_layer), "all_layers": len(everything),
-               "measured_ms_least_disturbed": measured, "measured_ms_per_round": medians,
-               "noise_floor_speedup": speedup["dense copy"],
-               "predicted": {"advised": advice.predicted, "all": everything.predicted}}
+        row = {
+            "model": name,
+            "dtype": args.dtype,
+            "threads": args.threads,
+            "input": list(shape),
+            "advised_layers": len(advice),
+            "layers": len(advice.per_layer),
+            "all_layers": len(everything),
+            "measured_ms_least_disturbed": measured,
+            "measured_ms_per_round": medians,
+            "noise_floor_speedup": speedup["dense copy"],
+            "predicted": {"advised": advice.predicted, "all": everything.predicted},
+        }
         for kind, pred in (("advised", advice), ("all", everything)):
-            m_speedup = speedup.get(kind, 1.0)   # nothing advised: the converted model is the dense model
+            m_speedup = speedup.get(kind, 1.0)  # nothing advised: the converted model is the dense model
             row[f"{kind}_speedup_measured"] = m_speedup
             row[f"{kind}_speedup_predicted"] = pred.predicted["speedup"]
             row[f"{kind}_error_pct"] = 100 * (pred.predicted["speedup"] / m_speedup - 1)
         row["seconds"] = time.time() - t0
         results.append(row)
-        print(f"{name}: dense {measured['dense']:.3f} ms (predicted {advice.predicted['dense_ms']:.3f}; noise floor "
-              f"{row['noise_floor_speedup']:.3f}x); "
-              f"advised {len(advice)} layers: measured {row['advised_speedup_measured']:.3f}x, predicted "
-              f"{row['advised_speedup_predicted']:.3f}x ({row['advised_error_pct']:+.1f}%); all {len(everything)}: "
-              f"measured {row['all_speedup_measured']:.3f}x, predicted {row['all_speedup_predicted']:.3f}x "
-              f"({row['all_error_pct']:+.1f}%)", flush=True)
+        print(
+            f"{name}: dense {measured['dense']:.3f} ms (predicted {advice.predicted['dense_ms']:.3f}; noise floor "
+            f"{row['noise_floor_speedup']:.3f}x); "
+            f"advised {len(advice)} layers: measured {row['advised_speedup_measured']:.3f}x, predicted "
+            f"{row['advised_speedup_predicted']:.3f}x ({row['advised_error_pct']:+.1f}%); all {len(everything)}: "
+            f"measured {row['all_speedup_measured']:.3f}x, predicted {row['all_speedup_predicted']:.3f}x "
+            f"({row['all_error_pct']:+.1f}%)",
+            flush=True,
+        )
         del variants, model
     out = args.out / f"results-{args.dtype}-t{args.threads}.json"
-    out.write_text(json.dumps({"machine": platform.processor(), "torch": torch.__version__, "seed": args.seed,
-                               "load_average": os.getloadavg()[0], "results": results}, indent=1))
+    out.write_text(
+        json.dumps(
+            {
+                "machine": platform.processor(),
+                "torch": torch.__version__,
+                "seed": args.seed,
+                "load_average": os.getloadavg()[0],
+                "results": results,
+            },
+            indent=1,
+        )
+    )
     print(f"wrote {out}")
     return 0
 

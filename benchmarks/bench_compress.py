@@ -5,6 +5,7 @@ PyTorch's CPU reference conversion (torch.sparse._semi_structured_conversions).
     python benchmarks/bench_compress.py            # report table (markdown) for RESULTS.md
     pytest benchmarks/bench_compress.py --benchmark-only   # the same cases under pytest-benchmark
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,7 +43,9 @@ def cases(w: np.ndarray, pruned: np.ndarray) -> dict:
         "pysparse24 compress (packed)": lambda: pysparse24.compress(pruned),
         "pysparse24 mask+compress (cutlass)": lambda: pysparse24.compress(w, format="cutlass", prune=True),
         "pysparse24 compress (cutlass)": lambda: pysparse24.compress(pruned, format="cutlass"),
-        "PyTorch mask+compress (cutlass ref)": lambda: sparse_semi_structured_from_dense_cutlass(torch_magnitude_prune(tw)),
+        "PyTorch mask+compress (cutlass ref)": lambda: sparse_semi_structured_from_dense_cutlass(
+            torch_magnitude_prune(tw)
+        ),
         "PyTorch compress (cutlass ref)": lambda: sparse_semi_structured_from_dense_cutlass(tp),
     }
 
@@ -62,8 +65,10 @@ def machine_line() -> str:
         model = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
     except (OSError, StopIteration):
         model = platform.processor()
-    return (f"{model}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
-            f"numpy {np.__version__}, ISA {pysparse24._C.active_isa()}, {time.strftime('%Y-%m-%d')}")
+    return (
+        f"{model}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+        f"numpy {np.__version__}, ISA {pysparse24._C.active_isa()}, {time.strftime('%Y-%m-%d')}"
+    )
 
 
 def report(repeats: int) -> str:
@@ -77,9 +82,14 @@ def report(repeats: int) -> str:
     for name, s in samples.items():
         medians[name] = statistics.median(s)
     copy = medians["numpy copy (same bytes)"]
-    lines = [f"Machine: {machine_line()}", "",
-             f"Input: {SHAPE[0]}x{SHAPE[1]} float16 ({w.nbytes / 2**20:.0f} MiB), medians; throughput = input bytes / time.", "",
-             "| case | median ms | GB/s (input) | vs copy | vs PyTorch same op |", "|---|---:|---:|---:|---:|"]
+    lines = [
+        f"Machine: {machine_line()}",
+        "",
+        f"Input: {SHAPE[0]}x{SHAPE[1]} float16 ({w.nbytes / 2**20:.0f} MiB), medians; throughput = input bytes / time.",
+        "",
+        "| case | median ms | GB/s (input) | vs copy | vs PyTorch same op |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for name, t in medians.items():
         op = "mask+compress" if "mask+compress" in name else "compress"
         ref = medians.get(f"PyTorch {op} (cutlass ref)")
@@ -89,6 +99,7 @@ def report(repeats: int) -> str:
 
 
 # ---- pytest-benchmark ----------------------------------------------------------------------------
+
 
 def _bench(benchmark, name):
     w, pruned = make_weights()

@@ -6,6 +6,7 @@ crash or a timeout loses nothing. Without a GPU it says why and exits 0.
     python3 benchmarks/bench_cuda.py --llm --out cuda_bench.json      # + LLM layer shapes
     python3 benchmarks/bench_cuda.py --gemm 8192x8192x8192 --dtypes float16 --repeats 100
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,8 +60,10 @@ class Results:
 def run_gemms(results: Results, shapes: list[str], args) -> None:
     from pysparse24.cuda import gemm_bench
 
-    print(f"{'MxNxK':>18} {'dtype':>14} {'dense ms':>9} {'sparse ms':>9} {'dense TF/s':>10} {'sparse TF/s':>11} "
-          f"{'speedup':>7}")
+    print(
+        f"{'MxNxK':>18} {'dtype':>14} {'dense ms':>9} {'sparse ms':>9} {'dense TF/s':>10} {'sparse TF/s':>11} "
+        f"{'speedup':>7}"
+    )
     for shape in shapes:
         m, n, k = parse_shape(shape)
         for dtype in args.dtypes:
@@ -76,10 +79,14 @@ def run_gemms(results: Results, shapes: list[str], args) -> None:
             if r["dense_ms"]:
                 dense = gemm_bench.summarize(r["dense_ms"], flops=r["flops"])
                 r.update(dense_summary=dense, speedup=dense["median_ms"] / sparse["median_ms"])
-                figures = (f"{dense['median_ms']:9.3f} {sparse['median_ms']:9.3f} {dense['tflops']:10.1f} "
-                           f"{sparse['tflops']:11.1f} {r['speedup']:6.2f}x")
+                figures = (
+                    f"{dense['median_ms']:9.3f} {sparse['median_ms']:9.3f} {dense['tflops']:10.1f} "
+                    f"{sparse['tflops']:11.1f} {r['speedup']:6.2f}x"
+                )
             else:
-                figures = f"{'-':>9} {sparse['median_ms']:9.3f} {'-':>10} {sparse['tflops']:11.1f}  dense: {r['dense_error']}"
+                figures = (
+                    f"{'-':>9} {sparse['median_ms']:9.3f} {'-':>10} {sparse['tflops']:11.1f}  dense: {r['dense_error']}"
+                )
             results.add("gemm", r)
             padded = f" (N padded to {r['N_sparse']})" if r["N_sparse"] != n else ""
             print(f"{shape:>18} {dtype:>14} {figures}{padded}", flush=True)
@@ -103,15 +110,18 @@ def run_compress(results: Results, args) -> None:
                 copy = gemm_bench.summarize(r["copy_ms"], nbytes=r["copy_bytes"])
                 r.update(compress_summary=comp, copy_summary=copy, ratio=comp["gbps"] / copy["gbps"])
                 results.add("compress", r)
-                print(f"{shape:>12} {dtype:>9} {fmt:>8} {comp['gbps']:13.0f} {copy['gbps']:9.0f} {r['ratio']:6.2f}",
-                      flush=True)
+                print(
+                    f"{shape:>12} {dtype:>9} {fmt:>8} {comp['gbps']:13.0f} {copy['gbps']:9.0f} {r['ratio']:6.2f}",
+                    flush=True,
+                )
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--gemm", nargs="*", default=DEFAULT_GEMMS, help="MxNxK shapes")
-    p.add_argument("--llm", action="store_true", help="also the LLM layer shapes (M, K in %s; N in %s)"
-                   % (LLM_DIMS, LLM_TOKENS))
+    p.add_argument(
+        "--llm", action="store_true", help="also the LLM layer shapes (M, K in %s; N in %s)" % (LLM_DIMS, LLM_TOKENS)
+    )
     p.add_argument("--compress", nargs="*", default=DEFAULT_COMPRESS, help="MxK shapes")
     p.add_argument("--dtypes", nargs="*", default=["float16", "bfloat16", "int8", "float8_e4m3fn"])
     p.add_argument("--warmup", type=int, default=10)
@@ -128,9 +138,16 @@ def main(argv=None) -> int:
     from pysparse24.cuda import cusparselt
 
     device = torch.cuda.get_device_name()
-    results = Results(args.out, {"device": device, "capability": list(torch.cuda.get_device_capability()),
-                                 "torch": torch.__version__, "build": pcuda.build_info(),
-                                 "cusparselt": ".".join(map(str, cusparselt.version()))})
+    results = Results(
+        args.out,
+        {
+            "device": device,
+            "capability": list(torch.cuda.get_device_capability()),
+            "torch": torch.__version__,
+            "build": pcuda.build_info(),
+            "cusparselt": ".".join(map(str, cusparselt.version())),
+        },
+    )
     print(f"device: {device}, cuSPARSELt {results.data['cusparselt']}, torch {torch.__version__}")
     # The square shapes and compress first: the LLM sweep is the longest and comes last.
     run_gemms(results, args.gemm, args)

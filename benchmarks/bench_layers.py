@@ -20,6 +20,7 @@ Before timing, each sparse kernel writes into a NaN-poisoned output that is chec
 product of the same pruned weight, and every dense path against it too: a wrong kernel is never timed.
 Inputs are fresh random normals; the seed is printed (--seed to repeat a run).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,6 +45,7 @@ PATHS_DENSE = ("linear", "conv", "matmul")
 class Layer:
     """A conv (kernel x kernel, stride, padding) on a (1, C_in, H, W) input, or a linear layer
     (kernel 0) on N tokens. M = output channels / features, C_in = input channels / features."""
+
     set: str
     name: str
     c_in: int
@@ -92,8 +94,18 @@ def gpunet_layers() -> list[Layer]:
                 return
             key = (c, mod.out_channels, h, w, kernel, stride, pad)
             if key not in found:
-                found[key] = Layer("gpunet" if kernel == 1 else "conv", f"gpunet0.{name}", c,
-                                   mod.out_channels, h, w, kernel, stride, pad)
+                found[key] = Layer(
+                    "gpunet" if kernel == 1 else "conv",
+                    f"gpunet0.{name}",
+                    c,
+                    mod.out_channels,
+                    h,
+                    w,
+                    kernel,
+                    stride,
+                    pad,
+                )
+
         return record
 
     for name, mod in net.named_modules():
@@ -107,8 +119,9 @@ def gpunet_layers() -> list[Layer]:
 def linear_layers() -> list[Layer]:
     bert = [(768, 3072, "ffn1"), (3072, 768, "ffn2"), (768, 768, "attn")]
     llama = [(4096, 11008, "mlp_up"), (11008, 4096, "mlp_down")]
-    return ([Layer("bert", f"bert.{n}@{t}", ci, co, h=t) for ci, co, n in bert for t in (128, 512)]
-            + [Layer("llama", f"llama7b.{n}@{t}", ci, co, h=t) for ci, co, n in llama for t in (1, 8, 128)])
+    return [Layer("bert", f"bert.{n}@{t}", ci, co, h=t) for ci, co, n in bert for t in (128, 512)] + [
+        Layer("llama", f"llama7b.{n}@{t}", ci, co, h=t) for ci, co, n in llama for t in (1, 8, 128)
+    ]
 
 
 def peak_gflops(dtype: str, threads: int) -> tuple[float, str]:
@@ -164,6 +177,7 @@ def sparse_call(layer: Layer, threads: int):
     def conv(c, x, x4):  # the op takes OpenMP's thread count (torch.set_num_threads does not set it)
         y = torch.ops.pysparse24.conv2d(x4, c.values, c.meta, None, k, s, p, [1, 1])
         return y.permute(0, 2, 3, 1).reshape(layer.n, layer.m)
+
     return conv
 
 
@@ -195,8 +209,9 @@ def check(layer: Layer, dtype: str, c, w, x, x4, threads: int) -> None:
     def agree(what, y):
         err = (y.double() - ref).abs().max().item()
         if not err <= tol:  # NaN fails too
-            raise RuntimeError(f"{layer.name} {dtype}: {what} disagrees with float64 (max error {err:.3g}, "
-                               f"scale {scale:.3g})")
+            raise RuntimeError(
+                f"{layer.name} {dtype}: {what} disagrees with float64 (max error {err:.3g}, scale {scale:.3g})"
+            )
 
     if sparse_kind(layer) == "linear":
         poisoned = torch.full((layer.n, layer.m), float("nan"), dtype=x.dtype)
@@ -208,15 +223,20 @@ def check(layer: Layer, dtype: str, c, w, x, x4, threads: int) -> None:
         agree(name, _as_nm(layer, fn(w, w4, x, x4)))
 
 
-def time_layer(layer: Layer, dtype: str, cold: bool, threads: int, rounds: int, repeats: int,
-               seed: int) -> dict:
+def time_layer(layer: Layer, dtype: str, cold: bool, threads: int, rounds: int, repeats: int, seed: int) -> dict:
     w, x, x4 = make_case(layer, dtype, seed)
     c = pysparse24.compress(w)
     check(layer, dtype, c, w, x, x4, threads)
-    dense_weights = _copies(lambda i: (w, _w4(layer, w)) if i == 0 else (w.clone(), _w4(layer, w).clone()),
-                            2 * w.numel() * w.element_size(), cold)
-    sparse_weights = _copies(lambda i: c if i == 0 else pysparse24.Compressed(
-        c.values.clone(), c.meta.clone(), c.shape, c.dtype, c.format), c.nbytes, cold)
+    dense_weights = _copies(
+        lambda i: (w, _w4(layer, w)) if i == 0 else (w.clone(), _w4(layer, w).clone()),
+        2 * w.numel() * w.element_size(),
+        cold,
+    )
+    sparse_weights = _copies(
+        lambda i: c if i == 0 else pysparse24.Compressed(c.values.clone(), c.meta.clone(), c.shape, c.dtype, c.format),
+        c.nbytes,
+        cold,
+    )
     sparse = sparse_call(layer, threads)
     calls = {"sparse": _cycling(lambda ci: sparse(ci, x, x4), sparse_weights)}
     for name, fn in dense_calls(layer).items():
@@ -234,16 +254,27 @@ def time_layer(layer: Layer, dtype: str, cold: bool, threads: int, rounds: int, 
     p10 = {name: st["p10_ms"] for name, st in stats.items()}
     p90 = {name: st["p90_ms"] for name, st in stats.items()}
     best = min((n for n in med if n != "sparse"), key=med.get)
-    return {"layer": asdict(layer), "M": layer.m, "K": layer.k, "N": layer.n, "dtype": dtype,
-            "cache": "cold" if cold else "warm", "sparse_kind": sparse_kind(layer),
-            "median_ms": med, "p10_ms": p10, "p90_ms": p90, "best_dense": best,
-            "ratio": med[best] / med["sparse"]}
+    return {
+        "layer": asdict(layer),
+        "M": layer.m,
+        "K": layer.k,
+        "N": layer.n,
+        "dtype": dtype,
+        "cache": "cold" if cold else "warm",
+        "sparse_kind": sparse_kind(layer),
+        "median_ms": med,
+        "p10_ms": p10,
+        "p90_ms": p90,
+        "best_dense": best,
+        "ratio": med[best] / med["sparse"],
+    }
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--set", nargs="+", default=["gpunet", "bert", "llama", "conv"],
-                        choices=["gpunet", "bert", "llama", "conv"])
+    parser.add_argument(
+        "--set", nargs="+", default=["gpunet", "bert", "llama", "conv"], choices=["gpunet", "bert", "llama", "conv"]
+    )
     parser.add_argument("--dtype", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"])
     parser.add_argument("--cache", nargs="+", default=["warm", "cold"], choices=["warm", "cold"])
     parser.add_argument("--threads", type=int, default=2)
@@ -257,12 +288,16 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     layers = [layer for layer in gpunet_layers() + linear_layers() if layer.set in args.set and args.only in layer.name]
     load = os.getloadavg()[0]
-    print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__} ({args.threads} threads), "
-          f"pysparse24 ISA {pysparse24._ext.C.active_isa()}, seed {seed}, load average {load:.1f}, "
-          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}")
+    print(
+        f"# {platform.processor() or platform.machine()}, torch {torch.__version__} ({args.threads} threads), "
+        f"pysparse24 ISA {pysparse24._ext.C.active_isa()}, seed {seed}, load average {load:.1f}, "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}"
+    )
     results = []
-    header = ("| layer | dtype | cache | MxNxK | sparse ms | linear | conv | matmul | best dense GFLOP/s (% peak) "
-              "| sparse GFLOP/s (% peak) | dense/sparse |")
+    header = (
+        "| layer | dtype | cache | MxNxK | sparse ms | linear | conv | matmul | best dense GFLOP/s (% peak) "
+        "| sparse GFLOP/s (% peak) | dense/sparse |"
+    )
     print(header)
     print("|" + "---|" * 11)
     for dtype in args.dtype:
@@ -277,12 +312,17 @@ def main(argv=None) -> int:
                 best = med[r["best_dense"]]
                 cells = [f"{med[p]:.3f}" if p in med else "-" for p in PATHS_DENSE]
                 kind = "" if r["sparse_kind"] == "linear" else f" ({r['sparse_kind']})"
-                print(f"| {layer.name} | {dtype} | {cache} | {layer.m}x{layer.n}x{layer.k} | {med['sparse']:.3f}{kind} | "
-                      + " | ".join(cells)
-                      + f" | {gf(best):.0f} ({100 * gf(best) / peak:.0f}%) | {gf(med['sparse']):.0f} "
-                      f"({100 * gf(med['sparse']) / peak:.0f}%) | {r['ratio']:.2f}x |", flush=True)
-    print(f"# peak: float32 {peak_gflops('float32', args.threads)[1]}; bfloat16 "
-          f"{peak_gflops('bfloat16', args.threads)[1]}; load average at the end {os.getloadavg()[0]:.1f}")
+                print(
+                    f"| {layer.name} | {dtype} | {cache} | {layer.m}x{layer.n}x{layer.k} | {med['sparse']:.3f}{kind} | "
+                    + " | ".join(cells)
+                    + f" | {gf(best):.0f} ({100 * gf(best) / peak:.0f}%) | {gf(med['sparse']):.0f} "
+                    f"({100 * gf(med['sparse']) / peak:.0f}%) | {r['ratio']:.2f}x |",
+                    flush=True,
+                )
+    print(
+        f"# peak: float32 {peak_gflops('float32', args.threads)[1]}; bfloat16 "
+        f"{peak_gflops('bfloat16', args.threads)[1]}; load average at the end {os.getloadavg()[0]:.1f}"
+    )
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"seed": seed, "threads": args.threads, "results": results}, fh, indent=1)

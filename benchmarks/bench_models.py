@@ -15,6 +15,7 @@ The dense twin is the model with every eligible weight pruned 2:4 (sparsify's ru
 the sparse model is a copy of it after `to_sparse_`, so both compute the same function and the
 table's last column checks that they do. Timings from a shared machine are not final: re-run it quietly.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,7 +35,6 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
-
 # pysparse24 (and profiler, which imports it) are imported after --threads has set OMP_NUM_THREADS:
 # pysparse24's kernels run on their own OpenMP runtime, which reads it once, when pysparse24._C loads.
 
@@ -53,6 +53,7 @@ def timing_policy(quick: bool):
 
 
 # ---- the models --------------------------------------------------------------------------------
+
 
 class EncoderLayer(nn.Module):
     """A BERT layer (post-norm): self-attention and a GELU FFN, every projection an nn.Linear."""
@@ -92,8 +93,9 @@ def gpunet(quick: bool):
     if quick:  # the stem and the first stages only
         specs = specs[:6]
     shape = specs[0].in_shape
-    return build_network(specs).eval(), [(f"{shape[2]}x{shape[3]}", lambda: torch.randn(shape).to(
-        memory_format=torch.channels_last))]
+    return build_network(specs).eval(), [
+        (f"{shape[2]}x{shape[3]}", lambda: torch.randn(shape).to(memory_format=torch.channels_last))
+    ]
 
 
 def bert(quick: bool):
@@ -111,17 +113,18 @@ MODELS = {"gpunet": gpunet, "bert": bert, "llama": llama}
 
 # ---- one comparison ------------------------------------------------------------------------------
 
+
 @dataclass
 class Row:
     model: str
     dtype: str
     input: str
-    layers_2to4: str      # converted / Linear+Conv layers
+    layers_2to4: str  # converted / Linear+Conv layers
     dense_ms: float
     sparse_ms: float
     speedup: float
     target: float
-    max_rel_diff: float   # max |sparse - dense| / max |dense|
+    max_rel_diff: float  # max |sparse - dense| / max |dense|
     agrees: bool
 
 
@@ -164,8 +167,20 @@ def compare(name: str, dtype_name: str, quick: bool, rounds: int) -> list[Row]:
             samplers = [wall_clock_sampler(lambda model=model: model(x)) for model in (dense, sparse)]
             stats = measure_interleaved(samplers, rounds, timing_policy(quick))
         dense_ms, sparse_ms = (least_disturbed(s).median_ms for s in stats)
-        rows.append(Row(name, dtype_name, label, f"{len(report.converted)}/{len(report)}", dense_ms, sparse_ms,
-                        dense_ms / sparse_ms, TARGETS[name], rel, rel <= AGREEMENT[dtype]))
+        rows.append(
+            Row(
+                name,
+                dtype_name,
+                label,
+                f"{len(report.converted)}/{len(report)}",
+                dense_ms,
+                sparse_ms,
+                dense_ms / sparse_ms,
+                TARGETS[name],
+                rel,
+                rel <= AGREEMENT[dtype],
+            )
+        )
     return rows
 
 
@@ -174,12 +189,30 @@ def print_table(rows: list[Row]) -> None:
     from rich.table import Table
 
     table = Table(title="end to end, batch 1: 2:4 sparse (to_sparse_) vs dense twin")
-    for column in ("model", "dtype", "input", "2:4 layers", "dense ms", "sparse ms", "sparse/dense", "target",
-                   "max rel diff"):
+    for column in (
+        "model",
+        "dtype",
+        "input",
+        "2:4 layers",
+        "dense ms",
+        "sparse ms",
+        "sparse/dense",
+        "target",
+        "max rel diff",
+    ):
         table.add_column(column)
     for r in rows:
-        table.add_row(r.model, r.dtype, r.input, r.layers_2to4, f"{r.dense_ms:.3f}", f"{r.sparse_ms:.3f}",
-                      f"{r.speedup:.2f}x", f"{r.target:.1f}x", f"{r.max_rel_diff:.1e}" + ("" if r.agrees else " MISMATCH"))
+        table.add_row(
+            r.model,
+            r.dtype,
+            r.input,
+            r.layers_2to4,
+            f"{r.dense_ms:.3f}",
+            f"{r.sparse_ms:.3f}",
+            f"{r.speedup:.2f}x",
+            f"{r.target:.1f}x",
+            f"{r.max_rel_diff:.1e}" + ("" if r.agrees else " MISMATCH"),
+        )
     Console(width=140).print(table)
 
 
@@ -195,10 +228,18 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="gpunet,bert,llama", help="comma-separated: gpunet, bert, llama")
     parser.add_argument("--dtypes", default="fp32,bf16", help="comma-separated: fp32, bf16")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
-                        help="threads for torch and for the sparse kernels (default: torch's, one per core)")
-    parser.add_argument("--rounds", type=int, default=None,
-                        help="interleaved dense/sparse rounds, the least disturbed kept (default 1 quick, 3 full)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=torch.get_num_threads(),
+        help="threads for torch and for the sparse kernels (default: torch's, one per core)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="interleaved dense/sparse rounds, the least disturbed kept (default 1 quick, 3 full)",
+    )
     parser.add_argument("--quick", action="store_true", help="reduced models and short timing (for the demo)")
     parser.add_argument("--json", type=Path, help="write the rows and the machine here")
     args = parser.parse_args(argv)
@@ -224,8 +265,9 @@ def main(argv=None) -> int:
 
         machine = cpu_context(args.threads) | {"torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M")}
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"machine": machine, "quick": args.quick, "rows": [asdict(r) for r in rows]},
-                                        indent=1))
+        args.json.write_text(
+            json.dumps({"machine": machine, "quick": args.quick, "rows": [asdict(r) for r in rows]}, indent=1)
+        )
     return 0 if all(r.agrees for r in rows) else 1
 
 

@@ -12,6 +12,7 @@ calibration is applied, as on a validated table. numpy runs these single-threade
     python benchmarks/bench_nas_estimate.py --log2-n 16     # quick smoke run
     pytest benchmarks/bench_nas_estimate.py --benchmark-only
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,15 +61,25 @@ def measure(space_name: str, n: int, repeats: int) -> dict:
     t_price, latency = best_of(repeats, lambda: estimator.latency(ids, counts))
     t_total, result = best_of(repeats, lambda: estimator.estimate(vectors))
     assert np.all(np.isfinite(latency)) and np.array_equal(result.latency_ms, latency)
-    return {"space": space_name, "width": space.width, "blocks": len(estimator.index.keys), "n": n,
-            "index_s": t_index, "ids_per_s": n / t_ids, "price_per_s": n / t_price,
-            "total_per_s": n / t_total}
+    return {
+        "space": space_name,
+        "width": space.width,
+        "blocks": len(estimator.index.keys),
+        "n": n,
+        "index_s": t_index,
+        "ids_per_s": n / t_ids,
+        "price_per_s": n / t_price,
+        "total_per_s": n / t_total,
+    }
 
 
 def machine() -> str:
     try:
-        model = next(line.split(":", 1)[1].strip() for line in subprocess.run(
-            ["lscpu"], capture_output=True, text=True).stdout.splitlines() if line.startswith("Model name"))
+        model = next(
+            line.split(":", 1)[1].strip()
+            for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
+            if line.startswith("Model name")
+        )
     except (OSError, StopIteration):
         model = platform.processor() or "unknown CPU"
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
@@ -82,13 +93,17 @@ def main() -> None:
     parser.add_argument("--spaces", default="demo,gpunet,gpunet_sparse")
     args = parser.parse_args()
     print(f"machine: {machine()}\n")
-    print("| space | vector width | blocks indexed | candidates | index build (s) | ids (cand/s) "
-          "| price: gather+sum+calibration (cand/s) | total: estimate() (cand/s) |")
+    print(
+        "| space | vector width | blocks indexed | candidates | index build (s) | ids (cand/s) "
+        "| price: gather+sum+calibration (cand/s) | total: estimate() (cand/s) |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for name in args.spaces.split(","):
-        r = measure(name, 2 ** args.log2_n, args.repeats)
-        print(f"| {r['space']} | {r['width']} | {r['blocks']} | {r['n']} | {r['index_s']:.2f} | {r['ids_per_s']:,.0f} "
-              f"| {r['price_per_s']:,.0f} | {r['total_per_s']:,.0f} |")
+        r = measure(name, 2**args.log2_n, args.repeats)
+        print(
+            f"| {r['space']} | {r['width']} | {r['blocks']} | {r['n']} | {r['index_s']:.2f} | {r['ids_per_s']:,.0f} "
+            f"| {r['price_per_s']:,.0f} | {r['total_per_s']:,.0f} |"
+        )
 
 
 # ---- the same under pytest-benchmark -------------------------------------------------------------

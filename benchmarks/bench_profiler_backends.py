@@ -8,6 +8,7 @@ blocks, and the whole network end to end, so the per-call overhead a plain sum d
 visible per runtime. Backends that cannot run here (no GPU, no TensorRT) are listed with the reason.
 On a GPU machine it also exercises torch's CUDA-event timing and, where installed, TensorRT.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -65,10 +66,14 @@ def main(argv=None) -> int:
             stats = backend.measure(spec)
             total += stats.median_ms
             if i < args.layers:
-                print(f"  {spec.key():<90} {stats.median_ms:9.4f} ms ({stats.p10_ms:.4f}-{stats.p90_ms:.4f}, n={stats.n})")
+                print(
+                    f"  {spec.key():<90} {stats.median_ms:9.4f} ms ({stats.p10_ms:.4f}-{stats.p90_ms:.4f}, n={stats.n})"
+                )
         e2e = backend.measure_network(network)
-        print(f"  plain sum of {len(network)} blocks: {total:.4f} ms | end to end: {e2e.median_ms:.4f} ms "
-              f"({e2e.p10_ms:.4f}-{e2e.p90_ms:.4f}, n={e2e.n}) | sum / e2e = {total / e2e.median_ms:.3f}")
+        print(
+            f"  plain sum of {len(network)} blocks: {total:.4f} ms | end to end: {e2e.median_ms:.4f} ms "
+            f"({e2e.p10_ms:.4f}-{e2e.p90_ms:.4f}, n={e2e.n}) | sum / e2e = {total / e2e.median_ms:.3f}"
+        )
     return 0
 
 

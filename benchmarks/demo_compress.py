@@ -1,5 +1,6 @@
 """Demo: prune + compress a real-sized weight (a Llama-7B MLP projection, 11008x4096 float16),
 report sparsity, sizes and throughput, check the round trip, and write a compressed checkpoint."""
+
 from __future__ import annotations
 
 import argparse
@@ -36,9 +37,13 @@ def main() -> None:
     sparsity = 1 - np.count_nonzero(dense) / dense.size
     kept = float(np.abs(dense.astype(np.float32)).sum() / np.abs(w.astype(np.float32)).sum())
     assert pysparse24.is_sparse(dense) and np.array_equal(dense, pysparse24.prune(w)), "round trip failed"
-    print(f"mask+compress: {seconds * 1e3:.1f} ms (median of 5 after a warm-up) = {w.nbytes / seconds / 1e9:.1f} GB/s of input")
-    print(f"sparsity {sparsity:.1%}, kept |w| {kept:.1%}; values {c.values.nbytes / 2**20:.1f} MiB + meta "
-          f"{c.meta.nbytes / 2**20:.2f} MiB = {c.nbytes / c.dense_nbytes:.4f} of dense; round trip bit-exact")
+    print(
+        f"mask+compress: {seconds * 1e3:.1f} ms (median of 5 after a warm-up) = {w.nbytes / seconds / 1e9:.1f} GB/s of input"
+    )
+    print(
+        f"sparsity {sparsity:.1%}, kept |w| {kept:.1%}; values {c.values.nbytes / 2**20:.1f} MiB + meta "
+        f"{c.meta.nbytes / 2**20:.2f} MiB = {c.nbytes / c.dense_nbytes:.4f} of dense; round trip bit-exact"
+    )
 
     np.save(out / "weight.npy", w)
     manifest = compress_checkpoint(out / "weight.npy", out / "weight_2to4", prune=True)

@@ -16,6 +16,7 @@ $OUT when set (the device tool brings that folder back), else --out (default gpu
 the benchmark's cuda_bench.json beside them. Exit status: 0 when every step that ran passed, 1
 when one failed, 2 when it stopped before the GPU steps (no GPU, or an unusable build).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,8 +52,11 @@ class Run:
         out.mkdir(parents=True, exist_ok=True)
         self.log = open(out / "gpu_check.log", "w")
         self.report = {"dry_run": dry_run, "started": time.strftime("%Y-%m-%d %H:%M:%S"), "steps": {}}
-        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": f"{ROOT}{os.pathsep}"
-                    f"{os.environ.get('PYTHONPATH', '')}".rstrip(os.pathsep)}
+        self.env = {
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}".rstrip(os.pathsep),
+        }
 
     def elapsed(self) -> float:
         return time.monotonic() - self.start
@@ -67,15 +71,23 @@ class Run:
         self.say(f"$ {' '.join(cmd)}   (timeout {timeout:.0f} s)")
         lines = []
         try:
-            proc = subprocess.Popen(cmd, cwd=ROOT, env=env or self.env, stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT, text=True, start_new_session=True)
+            proc = subprocess.Popen(
+                cmd,
+                cwd=ROOT,
+                env=env or self.env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                start_new_session=True,
+            )
         except OSError as e:
             self.say(f"{name}: cannot run {cmd[0]}: {e}")
             return 127, str(e)
         # A reader thread copies the output line by line, so a silent hang still times out and a
         # timed-out step still leaves what it printed.
-        reader = threading.Thread(target=lambda: [(lines.append(line), self.say(line.rstrip("\n")))
-                                                  for line in proc.stdout], daemon=True)
+        reader = threading.Thread(
+            target=lambda: [(lines.append(line), self.say(line.rstrip("\n"))) for line in proc.stdout], daemon=True
+        )
         reader.start()
         try:
             status = proc.wait(timeout=timeout)
@@ -90,7 +102,9 @@ class Run:
 
     def record(self, name: str, status: str, seconds: float, **details) -> None:
         self.report["steps"][name] = {"status": status, "seconds": round(seconds, 1), **details}
-        self.say(f"=== {name}: {status} ({seconds:.0f} s)" + (f": {details['summary']}" if "summary" in details else ""))
+        self.say(
+            f"=== {name}: {status} ({seconds:.0f} s)" + (f": {details['summary']}" if "summary" in details else "")
+        )
         self.save()
 
     def save(self) -> None:
@@ -104,8 +118,11 @@ def step_device(run: Run) -> str:
     smi = shutil.which("nvidia-smi")
     device = {}
     if smi:
-        status, text = run.command("device", [smi, "--query-gpu=name,driver_version,compute_cap,memory.total",
-                                              "--format=csv,noheader"], TIMEOUTS_S["device"])
+        status, text = run.command(
+            "device",
+            [smi, "--query-gpu=name,driver_version,compute_cap,memory.total", "--format=csv,noheader"],
+            TIMEOUTS_S["device"],
+        )
         if status == 0 and text.strip():
             device["gpus"] = [line.strip() for line in text.strip().splitlines()]
     versions = {"python": sys.version.split()[0]}
@@ -119,10 +136,16 @@ def step_device(run: Run) -> str:
     for tool in ("nvcc", "cmake", "ninja", "make", "compute-sanitizer"):
         versions[tool] = shutil.which(tool) or (str(p) if (p := Path("/usr/local/cuda/bin") / tool).exists() else None)
     device["versions"] = versions
-    why = "" if device.get("gpus") else ("no NVIDIA GPU: nvidia-smi is not installed" if not smi
-                                          else "no NVIDIA GPU: nvidia-smi lists none")
-    line = "; ".join(device.get("gpus", [why])) + " | " + ", ".join(f"{k} {v}" for k, v in versions.items()
-                                                                      if k in ("torch", "nvidia-cusparselt-cu13"))
+    why = (
+        ""
+        if device.get("gpus")
+        else ("no NVIDIA GPU: nvidia-smi is not installed" if not smi else "no NVIDIA GPU: nvidia-smi lists none")
+    )
+    line = (
+        "; ".join(device.get("gpus", [why]))
+        + " | "
+        + ", ".join(f"{k} {v}" for k, v in versions.items() if k in ("torch", "nvidia-cusparselt-cu13"))
+    )
     run.report["device"] = device
     run.record("device", "ok" if not why else "no-gpu", time.monotonic() - t0, summary=line)
     return why
@@ -131,59 +154,110 @@ def step_device(run: Run) -> str:
 def step_build(run: Run) -> bool:
     t0 = time.monotonic()
     build_dir = ROOT / "build" / "gpu-check-sm90"
-    env = {**run.env, "PYSPARSE24_CUDA_ARCHS": "90", "PYSPARSE24_BUILD_DIR": str(build_dir),
-           "CMAKE_BUILD_PARALLEL_LEVEL": str(os.cpu_count() or 2), "PIP_NO_INDEX": "1"}
-    status, _ = run.command("build", [sys.executable, "setup.py", "-q", "build_ext", "--inplace"],
-                            TIMEOUTS_S["build"], env=env)
-    run.record("build", "ok" if status == 0 else "failed", time.monotonic() - t0,
-               summary=f"exit {status}, sm_90 only, build folder {build_dir.relative_to(ROOT)}")
+    env = {
+        **run.env,
+        "PYSPARSE24_CUDA_ARCHS": "90",
+        "PYSPARSE24_BUILD_DIR": str(build_dir),
+        "CMAKE_BUILD_PARALLEL_LEVEL": str(os.cpu_count() or 2),
+        "PIP_NO_INDEX": "1",
+    }
+    status, _ = run.command(
+        "build", [sys.executable, "setup.py", "-q", "build_ext", "--inplace"], TIMEOUTS_S["build"], env=env
+    )
+    run.record(
+        "build",
+        "ok" if status == 0 else "failed",
+        time.monotonic() - t0,
+        summary=f"exit {status}, sm_90 only, build folder {build_dir.relative_to(ROOT)}",
+    )
     return status == 0
 
 
 def step_build_info(run: Run) -> str:
     """A fresh interpreter reads the new build's build_info; returns why it is unusable ('' if usable)."""
     t0 = time.monotonic()
-    code = ("import json, pysparse24.cuda as c\ninfo = c.build_info()\ninfo['unavailable_reason'] = c.unavailable_reason()\n"
-            "try:\n    from pysparse24.cuda import cusparselt as l\n    info['cusparselt_loaded'] = l.load()\n"
-            "    info['cusparselt_version'] = '.'.join(map(str, l.version()))\n"
-            "except Exception as e:\n    info['cusparselt_loaded'] = 'not loaded: ' + str(e)\n"
-            "print('BUILD_INFO ' + json.dumps(info))\n")
+    code = (
+        "import json, pysparse24.cuda as c\ninfo = c.build_info()\ninfo['unavailable_reason'] = c.unavailable_reason()\n"
+        "try:\n    from pysparse24.cuda import cusparselt as l\n    info['cusparselt_loaded'] = l.load()\n"
+        "    info['cusparselt_version'] = '.'.join(map(str, l.version()))\n"
+        "except Exception as e:\n    info['cusparselt_loaded'] = 'not loaded: ' + str(e)\n"
+        "print('BUILD_INFO ' + json.dumps(info))\n"
+    )
     status, text = run.command("build-info", [sys.executable, "-c", code], TIMEOUTS_S["build-info"])
     info = {}
     for line in text.splitlines():
         if line.startswith("BUILD_INFO "):
-            info = json.loads(line[len("BUILD_INFO "):])
+            info = json.loads(line[len("BUILD_INFO ") :])
     problem = build_problem(info) if info else f"cannot import the build (exit {status})"
     run.report["build_info"] = info
-    run.record("build-info", "ok" if not problem else "unusable", time.monotonic() - t0,
-               summary=problem or f"kernels + wrapper, cuSPARSELt header {info.get('cusparselt_header')}, "
-                                  f"library {info.get('cusparselt_version', '?')}")
+    run.record(
+        "build-info",
+        "ok" if not problem else "unusable",
+        time.monotonic() - t0,
+        summary=problem
+        or f"kernels + wrapper, cuSPARSELt header {info.get('cusparselt_header')}, "
+        f"library {info.get('cusparselt_version', '?')}",
+    )
     return problem
 
 
 def step_tests(run: Run) -> bool:
     t0 = time.monotonic()
-    status, text = run.command("tests", [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
-                                         "tests/test_cuda_host.py", "tests/test_cuda_gpu.py"], TIMEOUTS_S["tests"])
+    status, text = run.command(
+        "tests",
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-rs",
+            "-p",
+            "no:cacheprovider",
+            "tests/test_cuda_host.py",
+            "tests/test_cuda_gpu.py",
+        ],
+        TIMEOUTS_S["tests"],
+    )
     tail = [line for line in text.splitlines() if " passed" in line or " failed" in line or " error" in line]
     skipped_gpu = re.search(r"SKIPPED \[\d+\] tests/test_cuda_gpu\.py", text) is not None
     ok = status == 0 and (run.dry_run or not skipped_gpu)  # on a GPU, a skipped GPU test is a failure to look at
-    run.record("tests", "ok" if ok else "failed", time.monotonic() - t0,
-               summary=(tail[-1].strip("= ") if tail else f"exit {status}") +
-               ("; GPU tests skipped" if skipped_gpu else ""))
+    run.record(
+        "tests",
+        "ok" if ok else "failed",
+        time.monotonic() - t0,
+        summary=(tail[-1].strip("= ") if tail else f"exit {status}") + ("; GPU tests skipped" if skipped_gpu else ""),
+    )
     return ok
 
 
 def step_bench(run: Run) -> bool:
     t0 = time.monotonic()
     timeout = min(TIMEOUTS_S["bench"], max(30.0, BUDGET_S - run.elapsed() - 60))
-    status, _ = run.command("bench", [sys.executable, "benchmarks/bench_cuda.py", "--llm", "--warmup", "5",
-                                      "--repeats", "20", "--out", str(run.out / "cuda_bench.json")], timeout)
+    status, _ = run.command(
+        "bench",
+        [
+            sys.executable,
+            "benchmarks/bench_cuda.py",
+            "--llm",
+            "--warmup",
+            "5",
+            "--repeats",
+            "20",
+            "--out",
+            str(run.out / "cuda_bench.json"),
+        ],
+        timeout,
+    )
     results = json.loads((run.out / "cuda_bench.json").read_text()) if (run.out / "cuda_bench.json").exists() else {}
-    summary = results.get("skipped") or (f"{len(results.get('gemm', []))} GEMM and "
-                                         f"{len(results.get('compress', []))} compress cases in cuda_bench.json")
-    run.record("bench", "ok" if status == 0 else "timed-out" if status == 124 else "failed",
-               time.monotonic() - t0, summary=summary)
+    summary = results.get("skipped") or (
+        f"{len(results.get('gemm', []))} GEMM and {len(results.get('compress', []))} compress cases in cuda_bench.json"
+    )
+    run.record(
+        "bench",
+        "ok" if status == 0 else "timed-out" if status == 124 else "failed",
+        time.monotonic() - t0,
+        summary=summary,
+    )
     return status in (0, 124)  # a timeout keeps every case finished so far
 
 
@@ -195,13 +269,36 @@ def step_memcheck(run: Run, have_gpu: bool) -> bool:
         why = "no GPU" if not have_gpu else f"{left:.0f} s left" if left < 45 else "no compute-sanitizer"
         run.record("memcheck", "skipped", 0.0, summary=why)
         return True
-    status, text = run.command("memcheck", [sanitizer, "--tool", "memcheck", "--print-limit", "20", "--error-exitcode",
-                                            "3", sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
-                                            "tests/test_cuda_gpu.py", "-k", MEMCHECK_TESTS],
-                               min(TIMEOUTS_S["memcheck"], left))
+    status, text = run.command(
+        "memcheck",
+        [
+            sanitizer,
+            "--tool",
+            "memcheck",
+            "--print-limit",
+            "20",
+            "--error-exitcode",
+            "3",
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-x",
+            "-p",
+            "no:cacheprovider",
+            "tests/test_cuda_gpu.py",
+            "-k",
+            MEMCHECK_TESTS,
+        ],
+        min(TIMEOUTS_S["memcheck"], left),
+    )
     errors = [line for line in text.splitlines() if "ERROR SUMMARY" in line]
-    run.record("memcheck", "ok" if status == 0 else "timed-out" if status == 124 else "failed",
-               time.monotonic() - t0, summary=errors[-1] if errors else f"exit {status}")
+    run.record(
+        "memcheck",
+        "ok" if status == 0 else "timed-out" if status == 124 else "failed",
+        time.monotonic() - t0,
+        summary=errors[-1] if errors else f"exit {status}",
+    )
     return status in (0, 124)
 
 

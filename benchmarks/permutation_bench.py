@@ -8,6 +8,7 @@ most, since 2:4 keeps exactly half of every row); "unstructured" = the largest h
 
     python benchmarks/permutation_bench.py --out demo_out/permutation.json    # ~1 minute
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,7 +28,7 @@ from pysparse24.torch.permutation import channels_last_matrix
 
 def unstructured_half(matrix: np.ndarray) -> float:
     magnitude = np.sort(np.abs(matrix.astype(np.float64)), axis=None)
-    return float(magnitude[magnitude.size // 2:].sum())
+    return float(magnitude[magnitude.size // 2 :].sum())
 
 
 def measure(matrix: np.ndarray, seed: int, escape_attempts: int) -> dict:
@@ -39,10 +40,15 @@ def measure(matrix: np.ndarray, seed: int, escape_attempts: int) -> dict:
     kept = (permuted.abs().double() * pysparse24.mask(permuted, 2, 4, dim=1)).sum().item()
     assert abs(kept - r.kept_after) <= 1e-5 * kept, (kept, r.kept_after)
     unstructured = unstructured_half(matrix)
-    return {"seconds": seconds, "kept_before": r.kept_before, "kept_after": r.kept_after,
-            "row_half_bound": r.half_bound, "unstructured_bound": unstructured,
-            "recovered_row_half": r.gap_recovered,
-            "recovered_unstructured": (r.kept_after - r.kept_before) / (unstructured - r.kept_before)}
+    return {
+        "seconds": seconds,
+        "kept_before": r.kept_before,
+        "kept_after": r.kept_after,
+        "row_half_bound": r.half_bound,
+        "unstructured_bound": unstructured,
+        "recovered_row_half": r.gap_recovered,
+        "recovered_unstructured": (r.kept_after - r.kept_before) / (unstructured - r.kept_before),
+    }
 
 
 def summarize(runs: list[dict]) -> dict:
@@ -61,8 +67,10 @@ def trained_layers(width: int, epochs: int, seed: int) -> dict[str, np.ndarray]:
     train_data, _ = demo.load_digits_split(seed)
     model = demo.DigitsCNN(width)
     demo.train(model, train_data, epochs, 3e-3, seed)
-    return {f"w{width}.{name}": channels_last_matrix(model.get_submodule(name).weight.detach()).numpy()
-            for name in ("conv2", "conv3", "fc1")}
+    return {
+        f"w{width}.{name}": channels_last_matrix(model.get_submodule(name).weight.detach()).numpy()
+        for name in ("conv2", "conv3", "fc1")
+    }
 
 
 def main() -> None:
@@ -80,17 +88,23 @@ def main() -> None:
     for escapes in args.escapes:
         runs = [measure(m, seed=i, escape_attempts=escapes) for i, m in enumerate(matrices)]
         s = results["random_64x128"][escapes] = summarize(runs)
-        print(f"random 64x128, {escapes:5d} escape attempts: {100 * s['recovered_row_half']['mean']:.1f}% "
-              f"(sd {100 * s['recovered_row_half']['stdev']:.1f}) of the gap to the row-half bound, "
-              f"{100 * s['recovered_unstructured']['mean']:.1f}% to the unstructured bound; "
-              f"{s['seconds']['mean']:.3f} s per matrix", flush=True)
+        print(
+            f"random 64x128, {escapes:5d} escape attempts: {100 * s['recovered_row_half']['mean']:.1f}% "
+            f"(sd {100 * s['recovered_row_half']['stdev']:.1f}) of the gap to the row-half bound, "
+            f"{100 * s['recovered_unstructured']['mean']:.1f}% to the unstructured bound; "
+            f"{s['seconds']['mean']:.3f} s per matrix",
+            flush=True,
+        )
 
     for width in (8, 16):
         for name, matrix in trained_layers(width, args.epochs, seed=0).items():
             r = results["trained"][name] = measure(matrix, seed=0, escape_attempts=max(args.escapes))
-            print(f"trained {name:10s} {matrix.shape[0]:4d}x{matrix.shape[1]:<4d}: kept {r['kept_before']:.2f} -> "
-                  f"{r['kept_after']:.2f} (row-half bound {r['row_half_bound']:.2f}): "
-                  f"{100 * r['recovered_row_half']:.1f}% of the gap, {r['seconds']:.3f} s", flush=True)
+            print(
+                f"trained {name:10s} {matrix.shape[0]:4d}x{matrix.shape[1]:<4d}: kept {r['kept_before']:.2f} -> "
+                f"{r['kept_after']:.2f} (row-half bound {r['row_half_bound']:.2f}): "
+                f"{100 * r['recovered_row_half']:.1f}% of the gap, {r['seconds']:.3f} s",
+                flush=True,
+            )
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))

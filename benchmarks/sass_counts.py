@@ -11,6 +11,7 @@ the compiler placed them inside); "common": the loop without the blocks that pre
 branches jump over (error paths, the unpruned over-full count), i.e. a chunk of valid input with
 prune=True; and the branches (BRA) in the loop.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,9 +46,22 @@ def find_tool(name: str, given: str | None) -> str:
 
 
 def compile_cubin(nvcc: str, out: Path) -> None:
-    subprocess.run([nvcc, "-cubin", "-arch=sm_90", "-std=c++17", "--expt-relaxed-constexpr", "-O3",
-                    "-I", str(ROOT / "csrc"), str(ROOT / "csrc" / "cuda" / "compress_kernels.cu"), "-o", str(out)],
-                   check=True)
+    subprocess.run(
+        [
+            nvcc,
+            "-cubin",
+            "-arch=sm_90",
+            "-std=c++17",
+            "--expt-relaxed-constexpr",
+            "-O3",
+            "-I",
+            str(ROOT / "csrc"),
+            str(ROOT / "csrc" / "cuda" / "compress_kernels.cu"),
+            "-o",
+            str(out),
+        ],
+        check=True,
+    )
 
 
 def kernels(sass: str) -> dict[str, list[tuple[int, str]]]:
@@ -104,7 +118,9 @@ def main(argv=None) -> int:
         rows.append((KINDS[int(m.group(3))], fmt, "vector" if m.group(4) == "1" else "scalar", counts(code)))
     print(f"{'dtype':>14} {'format':>8} {'path':>7} {'kernel':>7} {'loop':>6} {'common':>6} {'loop BRA':>8}")
     for dtype, fmt, path, c in sorted(rows, key=lambda r: (KINDS.index(r[0]), r[1], r[2])):
-        print(f"{dtype:>14} {fmt:>8} {path:>7} {c['kernel']:7d} {c['loop']:6d} {c['common']:6d} {c['loop_branches']:8d}")
+        print(
+            f"{dtype:>14} {fmt:>8} {path:>7} {c['kernel']:7d} {c['loop']:6d} {c['common']:6d} {c['loop_branches']:8d}"
+        )
     return 0
 
 

@@ -5,6 +5,7 @@ dtype) are grouped per shape, so the comparison table shows them side by side. T
 PYSPARSE24_BENCH_THREADS. Calls run back to back (warm caches); `pysparse24 bench gemm` also times
 cold-cache calls, its default. Run with OMP_WAIT_POLICY=PASSIVE (see README).
 """
+
 import os
 
 import pytest
@@ -17,7 +18,8 @@ from pysparse24.bench.backends import random_sparse_weight  # noqa: E402
 
 THREADS = int(os.environ.get("PYSPARSE24_BENCH_THREADS", "2"))
 CASES = [(4096, n, 4096, d) for d in ("float32", "bfloat16") for n in (1, 8, 128)] + [
-    (11008, n, 4096, "float32") for n in (1, 8)]
+    (11008, n, 4096, "float32") for n in (1, 8)
+]
 
 
 @pytest.fixture(params=CASES, ids=lambda c: f"{c[3]}-{c[0]}x{c[1]}x{c[2]}")

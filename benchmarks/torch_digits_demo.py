@@ -7,6 +7,7 @@ result to ONNX (2:4 verified in the file, accuracy re-checked with ONNX Runtime)
 Writes results.json, digits_cnn_2to4.onnx, digits_cnn_2to4.safetensors and its `pysparse24 compress`
 output (digits_cnn_2to4_compressed/) into --out.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 import pysparse24.torch as sparse_torch
 
@@ -52,8 +53,9 @@ def load_digits_split(seed: int):
     digits = load_digits()
     images = torch.tensor(digits.images / 16.0, dtype=torch.float32).unsqueeze(1)
     labels = torch.tensor(digits.target, dtype=torch.long)
-    train_idx, test_idx = train_test_split(np.arange(len(labels)), test_size=0.25, random_state=seed,
-                                           stratify=digits.target)
+    train_idx, test_idx = train_test_split(
+        np.arange(len(labels)), test_size=0.25, random_state=seed, stratify=digits.target
+    )
     return (images[train_idx], labels[train_idx]), (images[test_idx], labels[test_idx])
 
 
@@ -83,17 +85,32 @@ def prune_and_retrain(dense, train_data, test_data, permute: bool, args) -> dict
     permutations = []
     if permute:
         report = sparse_torch.permute_channels(model, train_data[0][:256], seed=args.seed)
-        permutations = [{"producer": p.producer, "consumers": list(p.consumers), "channels": p.channels,
-                         "kept_before": p.result.kept_before, "kept_after": p.result.kept_after,
-                         "half_bound": p.result.half_bound, "gap_recovered": p.result.gap_recovered}
-                        for p in report if p.result is not None]
+        permutations = [
+            {
+                "producer": p.producer,
+                "consumers": list(p.consumers),
+                "channels": p.channels,
+                "kept_before": p.result.kept_before,
+                "kept_after": p.result.kept_after,
+                "half_bound": p.result.half_bound,
+                "gap_recovered": p.result.gap_recovered,
+            }
+            for p in report
+            if p.result is not None
+        ]
         assert accuracy(model, test_data) == accuracy(dense, test_data)  # same function, same predictions
     report = sparse_torch.sparsify(model, "2:4")
     one_shot = accuracy(model, test_data)
     train(model, train_data, args.retrain_epochs, args.lr / 10, args.seed + 1)
-    return {"model": model, "report": report, "one_shot": one_shot, "retrained": accuracy(model, test_data),
-            "kept": {r.name: r.kept_magnitude for r in report.sparsified},
-            "skipped": {r.name: r.skipped for r in report.skipped}, "permutations": permutations}
+    return {
+        "model": model,
+        "report": report,
+        "one_shot": one_shot,
+        "retrained": accuracy(model, test_data),
+        "kept": {r.name: r.kept_magnitude for r in report.sparsified},
+        "skipped": {r.name: r.skipped for r in report.skipped},
+        "permutations": permutations,
+    }
 
 
 def onnx_accuracy(path: Path, test_data) -> float:
@@ -111,8 +128,12 @@ def main() -> None:
     parser.add_argument("--retrain-epochs", type=int, default=15, help="epochs of retraining with masks fixed")
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads; on tensors this small, more threads cost more than they gain")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads; on tensors this small, more threads cost more than they gain",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -123,25 +144,33 @@ def main() -> None:
     dense = DigitsCNN()
     train(dense, train_data, args.epochs, args.lr, args.seed)
     dense_acc = accuracy(dense, test_data)
-    print(f"dense: test accuracy {100 * dense_acc:.2f}%  ({len(test_data[1])} test images, "
-          f"{time.perf_counter() - started:.0f} s)")
+    print(
+        f"dense: test accuracy {100 * dense_acc:.2f}%  ({len(test_data[1])} test images, "
+        f"{time.perf_counter() - started:.0f} s)"
+    )
 
     runs = {}
     for name, permute in (("plain 2:4", False), ("permuted 2:4", True)):
         runs[name] = run = prune_and_retrain(dense, train_data, test_data, permute, args)
-        print(f"{name}: one-shot {100 * run['one_shot']:.2f}%, after {args.retrain_epochs} epochs with masks "
-              f"{100 * run['retrained']:.2f}%  ({time.perf_counter() - started:.0f} s)")
+        print(
+            f"{name}: one-shot {100 * run['one_shot']:.2f}%, after {args.retrain_epochs} epochs with masks "
+            f"{100 * run['retrained']:.2f}%  ({time.perf_counter() - started:.0f} s)"
+        )
         for p in run["permutations"]:
-            print(f"  permutation {p['producer']} -> {p['consumers']}: kept |w| {p['kept_before']:.2f} -> "
-                  f"{p['kept_after']:.2f} (bound {p['half_bound']:.2f}), {100 * p['gap_recovered']:.1f}% of the gap")
+            print(
+                f"  permutation {p['producer']} -> {p['consumers']}: kept |w| {p['kept_before']:.2f} -> "
+                f"{p['kept_after']:.2f} (bound {p['half_bound']:.2f}), {100 * p['gap_recovered']:.1f}% of the gap"
+            )
     print(runs["permuted 2:4"]["report"])
 
     final = runs["permuted 2:4"]["model"]
     onnx_path = args.out / "digits_cnn_2to4.onnx"
     weights = sparse_torch.export_onnx(final, test_data[0][:1], onnx_path)
     onnx_acc = onnx_accuracy(onnx_path, test_data)
-    print(f"ONNX: {sum(w.is_2to4 for w in weights)} of {len(weights)} weights 2:4 along input channels "
-          f"(verified in {onnx_path}); ONNX Runtime test accuracy {100 * onnx_acc:.2f}%")
+    print(
+        f"ONNX: {sum(w.is_2to4 for w in weights)} of {len(weights)} weights 2:4 along input channels "
+        f"(verified in {onnx_path}); ONNX Runtime test accuracy {100 * onnx_acc:.2f}%"
+    )
     safetensors_path = args.out / "digits_cnn_2to4.safetensors"
     sparse_torch.save_safetensors(final, safetensors_path)
     # What `pysparse24 compress digits_cnn_2to4.safetensors digits_cnn_2to4_compressed/` does.
@@ -150,12 +179,18 @@ def main() -> None:
     manifest = compress_checkpoint(safetensors_path, args.out / "digits_cnn_2to4_compressed")
     compressed = [name for name, e in manifest["tensors"].items() if e["status"] == "compressed"]
     totals = manifest["totals"]
-    print(f"pysparse24 compress {safetensors_path}: compressed {compressed} "
-          f"({totals['dense_bytes']} -> {totals['compressed_bytes']} bytes)")
+    print(
+        f"pysparse24 compress {safetensors_path}: compressed {compressed} "
+        f"({totals['dense_bytes']} -> {totals['compressed_bytes']} bytes)"
+    )
 
     results = {
-        "dense_accuracy": dense_acc, "onnx_accuracy": onnx_acc, "seconds": time.perf_counter() - started,
-        "epochs": args.epochs, "retrain_epochs": args.retrain_epochs, "seed": args.seed,
+        "dense_accuracy": dense_acc,
+        "onnx_accuracy": onnx_acc,
+        "seconds": time.perf_counter() - started,
+        "epochs": args.epochs,
+        "retrain_epochs": args.retrain_epochs,
+        "seed": args.seed,
         "compressed_tensors": compressed,
         "onnx_weights": [{"node": w.node, "shape": w.shape, "is_2to4": w.is_2to4} for w in weights],
         **{name: {k: v for k, v in run.items() if k not in ("model", "report")} for name, run in runs.items()},

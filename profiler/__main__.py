@@ -1,4 +1,5 @@
 """`python -m profiler` = the `profiler` command."""
+
 import sys
 
 from .cli import main

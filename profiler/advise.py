@@ -21,6 +21,7 @@
 The advice iterates over the advised layer names, so the pysparse24 functions that take `layers=`
 accept it directly; advice.json holds the same list under "layers" (written atomically).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -46,16 +47,18 @@ MODEL_DTYPES = ("float32", "bfloat16", "float16")  # what the torch backend runs
 # ---------------------------------------------------------------------------------------------
 # 1. Trace
 
+
 @dataclass(frozen=True)
 class TracedCall:
     """One call of one Linear/Conv2d in the traced forward pass."""
-    layer: str                      # the module's name in model.named_modules()
-    kind: str                       # Linear | Conv2d
-    input_shape: tuple[int, ...]    # what it really saw
+
+    layer: str  # the module's name in model.named_modules()
+    kind: str  # Linear | Conv2d
+    input_shape: tuple[int, ...]  # what it really saw
     weight_shape: tuple[int, ...]
-    spec: LayerSpec | None          # dense spec timed for it; None when the vocabulary cannot express it
-    skipped: str | None = None      # why spec is None
-    note: str | None = None         # how the spec differs from the layer, when it does (same work)
+    spec: LayerSpec | None  # dense spec timed for it; None when the vocabulary cannot express it
+    skipped: str | None = None  # why spec is None
+    note: str | None = None  # how the spec differs from the layer, when it does (same work)
 
 
 def _linear_spec(module, x, batch: int, precision: str) -> tuple[LayerSpec | None, str | None, str | None]:
@@ -63,8 +66,7 @@ def _linear_spec(module, x, batch: int, precision: str) -> tuple[LayerSpec | Non
     rows = x.numel() // c
     if rows % batch:
         return None, f"{rows} rows of input are not a multiple of the batch {batch}", None
-    spec = LayerSpec("linear_only", (batch, c, rows // batch, 1), module.out_features, act="none",
-                     precision=precision)
+    spec = LayerSpec("linear_only", (batch, c, rows // batch, 1), module.out_features, act="none", precision=precision)
     return spec, None, None
 
 
@@ -87,12 +89,24 @@ def _conv_spec(module, x, batch: int, precision: str) -> tuple[LayerSpec | None,
     # The spec pads like timm (P); another padding p is the same work on an input 2(p - P) larger:
     # same output size, same multiply-adds, dense and sparse alike.
     grow = 2 * (p[0] - _symmetric_pad(k[0], s[0]))
-    note = f"timed on a {h + grow}x{w + grow} input with padding {_symmetric_pad(k[0], s[0])} " \
-           f"(same output, same work as padding {p[0]})" if grow else None
+    note = (
+        f"timed on a {h + grow}x{w + grow} input with padding {_symmetric_pad(k[0], s[0])} "
+        f"(same output, same work as padding {p[0]})"
+        if grow
+        else None
+    )
     try:
-        spec = LayerSpec("conv2d_only", (n, c, h + grow, w + grow), module.out_channels, kernel=k[0], stride=s[0],
-                         groups=module.groups, act="none", precision=precision)
-        output_shape(spec)   # the block's own checks
+        spec = LayerSpec(
+            "conv2d_only",
+            (n, c, h + grow, w + grow),
+            module.out_channels,
+            kernel=k[0],
+            stride=s[0],
+            groups=module.groups,
+            act="none",
+            precision=precision,
+        )
+        output_shape(spec)  # the block's own checks
     except ValueError as exc:
         return None, str(exc), None
     return spec, None, note
@@ -113,8 +127,9 @@ def trace(model, example_input, precision: str | None = None) -> list[TracedCall
         raise TypeError("example_input must be a torch.Tensor with a batch dimension")
     if precision is None:
         if dtypes.canonical(example_input) not in MODEL_DTYPES:
-            raise ValueError(f"example input dtype {example_input.dtype} has no table precision "
-                             f"(use one of {MODEL_DTYPES})")
+            raise ValueError(
+                f"example input dtype {example_input.dtype} has no table precision (use one of {MODEL_DTYPES})"
+            )
         precision = dtypes.precision_name(example_input)
     batch = int(example_input.shape[0])
     calls: list[TracedCall] = []
@@ -125,22 +140,31 @@ def trace(model, example_input, precision: str | None = None) -> list[TracedCall
                 x = args[0]
                 make = _linear_spec if isinstance(module, nn.Linear) else _conv_spec
                 spec, skipped, note = make(module, x, batch, precision)
-                calls.append(TracedCall(name, type(module).__name__, tuple(x.shape), tuple(module.weight.shape),
-                                        spec, skipped, note))
-            except Exception as exc:   # the tracer's own failure, not the model's
+                calls.append(
+                    TracedCall(
+                        name, type(module).__name__, tuple(x.shape), tuple(module.weight.shape), spec, skipped, note
+                    )
+                )
+            except Exception as exc:  # the tracer's own failure, not the model's
                 raise _TraceError(f"tracing layer {name!r} failed: {type(exc).__name__}: {exc}") from exc
+
         return record
 
-    handles = [m.register_forward_pre_hook(hook(name)) for name, m in model.named_modules()
-               if isinstance(m, (nn.Linear, nn.Conv2d)) and name]
+    handles = [
+        m.register_forward_pre_hook(hook(name))
+        for name, m in model.named_modules()
+        if isinstance(m, (nn.Linear, nn.Conv2d)) and name
+    ]
     try:
         with torch.inference_mode():
             model(example_input)
     except _TraceError:
         raise
     except Exception as exc:  # noqa: BLE001 - any failure of the user's model is reported as such
-        raise ValueError(f"the model does not run on the example input {tuple(example_input.shape)} "
-                         f"{example_input.dtype}: {type(exc).__name__}: {exc}") from exc
+        raise ValueError(
+            f"the model does not run on the example input {tuple(example_input.shape)} "
+            f"{example_input.dtype}: {type(exc).__name__}: {exc}"
+        ) from exc
     finally:
         for h in handles:
             h.remove()
@@ -152,24 +176,26 @@ def trace(model, example_input, precision: str | None = None) -> list[TracedCall
 # ---------------------------------------------------------------------------------------------
 # 3. The advice
 
+
 @dataclass
 class LayerAdvice:
     layer: str
     kind: str
     input_shape: list
     calls: int
-    dense_ms: float | None          # summed over the layer's calls (table medians)
+    dense_ms: float | None  # summed over the layer's calls (table medians)
     sparse_ms: float | None
     speedup: float | None
-    share: float | None             # of the model's measured dense time (or of the layers' sum)
+    share: float | None  # of the model's measured dense time (or of the layers' sum)
     convert: bool
-    reason: str | None = None       # why it stays dense (not measurable, no sparse module, too slow)
+    reason: str | None = None  # why it stays dense (not measurable, no sparse module, too slow)
     note: str | None = None
 
 
 @dataclass
 class Advice:
     """What `advise` found. Iterating gives the names of the layers worth converting."""
+
     layers: list[str]
     threshold: float
     per_layer: list[LayerAdvice]
@@ -215,8 +241,12 @@ def _finite(x) -> float | None:
     return float(x) if x is not None and math.isfinite(x) else None
 
 
-def summarize(calls: list[TracedCall], table: LatencyTable, threshold: float = DEFAULT_THRESHOLD,
-              model_dense_ms: float | None = None) -> Advice:
+def summarize(
+    calls: list[TracedCall],
+    table: LatencyTable,
+    threshold: float = DEFAULT_THRESHOLD,
+    model_dense_ms: float | None = None,
+) -> Advice:
     """Advice from traced calls and a table holding their measurements (see the module docstring)."""
     if not threshold > 0:
         raise ValueError(f"threshold must be positive, got {threshold}")
@@ -232,8 +262,18 @@ def summarize(calls: list[TracedCall], table: LatencyTable, threshold: float = D
     rows = []
     for name, group in by_layer.items():
         first = group[0]
-        row = LayerAdvice(layer=name, kind=first.kind, input_shape=list(first.input_shape), calls=len(group),
-                          dense_ms=None, sparse_ms=None, speedup=None, share=None, convert=False, note=first.note)
+        row = LayerAdvice(
+            layer=name,
+            kind=first.kind,
+            input_shape=list(first.input_shape),
+            calls=len(group),
+            dense_ms=None,
+            sparse_ms=None,
+            speedup=None,
+            share=None,
+            convert=False,
+            note=first.note,
+        )
         if any(c.spec is None for c in group):
             row.reason = next(c.skipped for c in group if c.spec is None)
         else:
@@ -266,26 +306,41 @@ def summarize(calls: list[TracedCall], table: LatencyTable, threshold: float = D
     else:
         rest = model_dense_ms - layers_dense
         if rest < 0:
-            notes.append(f"the calibrated layer sum {layers_dense:.3f} ms exceeds the measured model "
-                         f"{model_dense_ms:.3f} ms: the rest of the model is counted as 0 ms")
+            notes.append(
+                f"the calibrated layer sum {layers_dense:.3f} ms exceeds the measured model "
+                f"{model_dense_ms:.3f} ms: the rest of the model is counted as 0 ms"
+            )
             rest = 0.0
     total = model_dense_ms if model_dense_ms is not None else layers_dense + rest
     for row in rows:
         row.share = _finite(row.dense_ms / total) if row.dense_ms is not None and total > 0 else None
     predicted = {
-        "dense_ms": layers_dense + rest, "sparse_ms": layers_sparse + rest,
+        "dense_ms": layers_dense + rest,
+        "sparse_ms": layers_sparse + rest,
         "speedup": (layers_dense + rest) / (layers_sparse + rest),
-        "layers_dense_ms": layers_dense, "layers_sparse_ms": layers_sparse, "rest_ms": rest,
-        "model_dense_measured_ms": model_dense_ms, "layers_sum_dense_ms": dense_sum,
-        "layers_sum_sparse_ms": sparse_sum, "n_layer_calls": len(timed),
+        "layers_dense_ms": layers_dense,
+        "layers_sparse_ms": layers_sparse,
+        "rest_ms": rest,
+        "model_dense_measured_ms": model_dense_ms,
+        "layers_sum_dense_ms": dense_sum,
+        "layers_sum_sparse_ms": sparse_sum,
+        "n_layer_calls": len(timed),
         "calibration": calib or calibration.identity(),
     }
-    return Advice(layers=[r.layer for r in rows if r.convert], threshold=float(threshold), per_layer=rows,
-                  predicted=predicted, context=table.context, table=str(table.path), notes=notes)
+    return Advice(
+        layers=[r.layer for r in rows if r.convert],
+        threshold=float(threshold),
+        per_layer=rows,
+        predicted=predicted,
+        context=table.context,
+        table=str(table.path),
+        notes=notes,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # The whole run
+
 
 @contextlib.contextmanager
 def _backend_here(ref: BackendRef):
@@ -312,13 +367,23 @@ def time_model(model, example_input, backend) -> float:
     def run():
         with torch.inference_mode():
             model(example_input)
+
     sample = cuda_event_sampler(run) if example_input.is_cuda else wall_clock_sampler(run)
     return measure_adaptive(sample, backend.policy).median_ms
 
 
-def advise(model, example_input, table, backend: str = "torch", backend_options: dict | None = None,
-           threshold: float = DEFAULT_THRESHOLD, workers: int = 1, progress: bool = True,
-           time_end_to_end: bool = True, log=print) -> Advice:
+def advise(
+    model,
+    example_input,
+    table,
+    backend: str = "torch",
+    backend_options: dict | None = None,
+    threshold: float = DEFAULT_THRESHOLD,
+    workers: int = 1,
+    progress: bool = True,
+    time_end_to_end: bool = True,
+    log=print,
+) -> Advice:
     """Trace `model` on `example_input`, measure its layers dense and 2:4 into `table` (a path or a
     LatencyTable; only missing keys, resumable), and advise which layers to convert (see module doc).
 
@@ -331,11 +396,13 @@ def advise(model, example_input, table, backend: str = "torch", backend_options:
     calls = trace(model, example_input)
     specs = [c.spec for c in calls if c.spec is not None]
     if not specs:
-        raise ValueError("no traced layer can be expressed as a table spec: "
-                         + "; ".join(f"{c.layer}: {c.skipped}" for c in calls[:5]))
+        raise ValueError(
+            "no traced layer can be expressed as a table spec: "
+            + "; ".join(f"{c.layer}: {c.skipped}" for c in calls[:5])
+        )
     options = {"precision": specs[0].precision, "batch": specs[0].batch, **dict(backend_options or {})}
     ref = BackendRef(backend, options)
-    with _backend_here(ref) as here:   # before any worker starts: refuse what cannot work, quickly
+    with _backend_here(ref) as here:  # before any worker starts: refuse what cannot work, quickly
         context = here.context()
     if SPARSE_EXECUTOR not in context:
         raise ValueError(cannot_run_sparse(context.get("backend")))
@@ -355,30 +422,46 @@ def advise(model, example_input, table, backend: str = "torch", backend_options:
 # ---------------------------------------------------------------------------------------------
 # Presentation
 
+
 def print_advice(advice: Advice, console=None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = console or (Console() if sys.stdout.isatty() else Console(width=160))   # logs: whole rows
+    console = console or (Console() if sys.stdout.isatty() else Console(width=160))  # logs: whole rows
 
     def ms(x):
         return "-" if x is None else f"{x:.4f}"
-    out = Table(title=f"advise: {len(advice.layers)} of {len(advice.per_layer)} layers worth 2:4 "
-                      f"(speedup > {advice.threshold:g}x)")
+
+    out = Table(
+        title=f"advise: {len(advice.layers)} of {len(advice.per_layer)} layers worth 2:4 "
+        f"(speedup > {advice.threshold:g}x)"
+    )
     for col in ("layer", "type", "input", "dense ms", "2:4 ms", "speedup", "share"):
         out.add_column(col, justify="right" if col in ("dense ms", "2:4 ms", "speedup", "share") else "left")
     out.add_column("advice (reasons in the JSON)", no_wrap=True, overflow="ellipsis", max_width=48)
     for r in advice.per_layer:
-        out.add_row(r.layer, r.kind, "x".join(map(str, r.input_shape)) + (f" (x{r.calls})" if r.calls > 1 else ""),
-                    ms(r.dense_ms), ms(r.sparse_ms), "-" if r.speedup is None else f"{r.speedup:.2f}x",
-                    "-" if r.share is None else f"{100 * r.share:.1f}%",
-                    "[green]2:4[/]" if r.convert else "dense" if r.speedup is not None
-                    else f"dense: {r.reason.removeprefix('ValueError: ')}")
+        out.add_row(
+            r.layer,
+            r.kind,
+            "x".join(map(str, r.input_shape)) + (f" (x{r.calls})" if r.calls > 1 else ""),
+            ms(r.dense_ms),
+            ms(r.sparse_ms),
+            "-" if r.speedup is None else f"{r.speedup:.2f}x",
+            "-" if r.share is None else f"{100 * r.share:.1f}%",
+            "[green]2:4[/]"
+            if r.convert
+            else "dense"
+            if r.speedup is not None
+            else f"dense: {r.reason.removeprefix('ValueError: ')}",
+        )
     console.print(out)
     p = advice.predicted
-    console.print(f"predicted end to end: dense {p['dense_ms']:.3f} ms, advised 2:4 {p['sparse_ms']:.3f} ms, "
-                  f"speedup {p['speedup']:.3f}x (layers {p['layers_dense_ms']:.3f} -> {p['layers_sparse_ms']:.3f} ms, "
-                  f"rest of the model {p['rest_ms']:.3f} ms)", soft_wrap=True)
+    console.print(
+        f"predicted end to end: dense {p['dense_ms']:.3f} ms, advised 2:4 {p['sparse_ms']:.3f} ms, "
+        f"speedup {p['speedup']:.3f}x (layers {p['layers_dense_ms']:.3f} -> {p['layers_sparse_ms']:.3f} ms, "
+        f"rest of the model {p['rest_ms']:.3f} ms)",
+        soft_wrap=True,
+    )
     for note in advice.notes:
         console.print(f"note: {note}", soft_wrap=True)
 
@@ -398,8 +481,10 @@ def speedup_png(advice: Advice, path, title: str = "") -> None:
     ax.set_xticks(range(len(rows)), [r.layer for r in rows], rotation=90, fontsize=6)
     ax.set_ylim(0, 1.1 * max(advice.threshold, *(r.speedup for r in rows)))
     p = advice.predicted
-    ax.set(ylabel="2:4 speedup over dense (table)",
-           title=title or f"{len(advice.layers)} layers advised; predicted end to end {p['speedup']:.2f}x")
+    ax.set(
+        ylabel="2:4 speedup over dense (table)",
+        title=title or f"{len(advice.layers)} layers advised; predicted end to end {p['speedup']:.2f}x",
+    )
     ax.title.set_fontsize(9)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -411,6 +496,7 @@ def speedup_png(advice: Advice, path, title: str = "") -> None:
 # point, so pysparse24 never imports profiler) and `profiler advise`.
 
 HELP = "measure where 2:4 pays for a model, layer by layer, and write advice.json"
+
 
 def parse_shape(text: str) -> tuple[int, ...]:
     try:
@@ -438,17 +524,33 @@ def load_model(target: str):
 def add_arguments(p) -> None:
     from pysparse24._cli import key_value_option
 
-    p.add_argument("--model", required=True, metavar="MODULE:CALLABLE",
-                   help="a function (or module attribute) returning the torch.nn.Module to advise on")
+    p.add_argument(
+        "--model",
+        required=True,
+        metavar="MODULE:CALLABLE",
+        help="a function (or module attribute) returning the torch.nn.Module to advise on",
+    )
     p.add_argument("--input-shape", required=True, help="example input shape, e.g. 1x3x224x224 or 1x128x768")
     p.add_argument("--dtype", default="float32", choices=MODEL_DTYPES, help="model and input dtype")
     p.add_argument("--table", required=True, type=Path, help="latency table to read and extend (SQLite)")
     p.add_argument("--out", required=True, type=Path, help="advice file to write (JSON)")
-    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
-                   help=f"convert a layer when 2:4 is faster than dense by more than this (default {DEFAULT_THRESHOLD})")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=DEFAULT_THRESHOLD,
+        help=f"convert a layer when 2:4 is faster than dense by more than this (default {DEFAULT_THRESHOLD})",
+    )
     p.add_argument("--backend", default="torch", help="torch (default: really runs 2:4), tensorrt, or module:callable")
-    p.add_argument("-o", "--backend-option", dest="backend_options", action="append", type=key_value_option,
-                   default=[], metavar="KEY=VALUE", help="backend option (repeatable), e.g. -o threads=2")
+    p.add_argument(
+        "-o",
+        "--backend-option",
+        dest="backend_options",
+        action="append",
+        type=key_value_option,
+        default=[],
+        metavar="KEY=VALUE",
+        help="backend option (repeatable), e.g. -o threads=2",
+    )
     p.add_argument("--plot", type=Path, help="also write the per-layer speedup as a PNG")
     p.add_argument("--seed", type=int, default=0, help="seed of the random example input (default 0)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -468,8 +570,15 @@ def run(args) -> int:
     model = load_model(args.model).eval().to(dtype)
     x = torch.randn(shape, generator=torch.Generator().manual_seed(args.seed)).to(dtype)
     try:
-        advice = advise(model, x, args.table, backend=args.backend, backend_options=dict(args.backend_options),
-                        threshold=args.threshold, progress=not args.quiet)
+        advice = advise(
+            model,
+            x,
+            args.table,
+            backend=args.backend,
+            backend_options=dict(args.backend_options),
+            threshold=args.threshold,
+            progress=not args.quiet,
+        )
     except ContextMismatchError as exc:
         raise ValueError(f"--table {args.table} was built in another context: {exc}") from None
     except BackendStartError as exc:

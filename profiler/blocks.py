@@ -38,6 +38,7 @@ Notes for the table/builder and NAS code (what a spec's fields mean here):
   SPARSE_WEIGHTS needs, and what pysparse24.torch.to_sparse_ converts (the torch backend runs 2:4
   specs through it; pruned weights alone run at dense speed). A network may mix dense and 2:4 blocks.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -54,14 +55,15 @@ from torch import nn
 
 from .spec import BLOCK_OPS, LayerSpec
 
-TAIL_CLASSES = 1000          # every published GPUNet is an ImageNet-1k classifier
-TAIL_D_WIDTH = 1152          # EpilogueD's first 1x1 conv
-ONNX_OPSET = 17              # parsed by TensorRT 10/11 and ONNX Runtime >= 1.14
+TAIL_CLASSES = 1000  # every published GPUNet is an ImageNet-1k classifier
+TAIL_D_WIDTH = 1152  # EpilogueD's first 1x1 conv
+ONNX_OPSET = 17  # parsed by TensorRT 10/11 and ONNX Runtime >= 1.14
 SE_RATIO = 0.25
 
 
 # ---------------------------------------------------------------------------------------------
 # Geometry: the padding each op uses; shared by the modules and by output_shape().
+
 
 def _symmetric_pad(kernel: int, stride: int) -> int:
     """timm's get_padding(): PyTorch-style symmetric padding."""
@@ -102,12 +104,17 @@ def output_shape(spec: LayerSpec) -> tuple[int, int, int, int]:
     if spec.op == "se":
         return spec.in_shape
     pad = _strided_conv_pad(spec)
-    return (n, spec.out_channels, _conv_out(h, spec.kernel, spec.stride, pad),
-            _conv_out(w, spec.kernel, spec.stride, pad))
+    return (
+        n,
+        spec.out_channels,
+        _conv_out(h, spec.kernel, spec.stride, pad),
+        _conv_out(w, spec.kernel, spec.stride, pad),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # Validation: combinations the published modules do not define are refused, not guessed.
+
 
 def _check(spec: LayerSpec) -> None:
     if not isinstance(spec, LayerSpec):
@@ -147,13 +154,15 @@ def _check(spec: LayerSpec) -> None:
 # ---------------------------------------------------------------------------------------------
 # Modules.
 
+
 def _act(name: str) -> nn.Module:
     return {"relu": nn.ReLU(), "swish": nn.SiLU(), "none": nn.Identity()}[name]
 
 
 def _conv_bn_act(c_in, c_out, k, s, pad, act, eps, groups=1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(c_in, c_out, k, s, pad, groups=groups, bias=False),
-                         nn.BatchNorm2d(c_out, eps=eps), _act(act))
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, k, s, pad, groups=groups, bias=False), nn.BatchNorm2d(c_out, eps=eps), _act(act)
+    )
 
 
 class SqueezeExcite(nn.Module):
@@ -200,9 +209,11 @@ def _block(spec: LayerSpec) -> nn.Module:
     if spec.op == "head":
         return _conv_bn_act(c, out, k, s, pad, act, eps)
     if spec.op == "head_large":
-        return nn.Sequential(_conv_bn_act(c, out, k, s, pad, act, eps),
-                             _conv_bn_act(out, out, k, 1, k // 2, act, eps),
-                             _conv_bn_act(out, out, k, 1, k // 2, act, eps))
+        return nn.Sequential(
+            _conv_bn_act(c, out, k, s, pad, act, eps),
+            _conv_bn_act(out, out, k, 1, k // 2, act, eps),
+            _conv_bn_act(out, out, k, 1, k // 2, act, eps),
+        )
     if spec.op in ("conv", "conv2d"):
         return _conv_bn_act(c, out, k, s, pad, act, eps, groups=spec.groups)
     if spec.op == "dwconv2d":
@@ -215,20 +226,27 @@ def _block(spec: LayerSpec) -> nn.Module:
         return Residual(nn.Sequential(*layers), shortcut)
     if spec.op == "irb":
         g = spec.groups
-        layers = [_conv_bn_act(c, mid, 1, 1, 0, act, eps, groups=g),
-                  _conv_bn_act(mid, mid, k, s, pad, act, eps, groups=mid)]
+        layers = [
+            _conv_bn_act(c, mid, 1, 1, 0, act, eps, groups=g),
+            _conv_bn_act(mid, mid, k, s, pad, act, eps, groups=mid),
+        ]
         if spec.se:
             layers.append(SqueezeExcite(mid, _se_reduced(mid, spec.expansion), act))
         layers.append(_conv_bn_act(mid, out, 1, 1, 0, "none", eps, groups=g))
         return Residual(nn.Sequential(*layers), shortcut)
     if spec.op == "tail":
-        if spec.distill:   # EpilogueD
-            return nn.Sequential(_conv_bn_act(c, TAIL_D_WIDTH, 1, 1, 0, "relu", eps),
-                                 nn.AdaptiveAvgPool2d(1),
-                                 nn.Conv2d(TAIL_D_WIDTH, out, 1, bias=False), nn.ReLU(),
-                                 nn.Flatten(), nn.Linear(out, TAIL_CLASSES))
-        return nn.Sequential(_conv_bn_act(c, out, 1, 1, 0, act, eps), nn.AdaptiveAvgPool2d(1),
-                             nn.Flatten(), nn.Linear(out, TAIL_CLASSES))
+        if spec.distill:  # EpilogueD
+            return nn.Sequential(
+                _conv_bn_act(c, TAIL_D_WIDTH, 1, 1, 0, "relu", eps),
+                nn.AdaptiveAvgPool2d(1),
+                nn.Conv2d(TAIL_D_WIDTH, out, 1, bias=False),
+                nn.ReLU(),
+                nn.Flatten(),
+                nn.Linear(out, TAIL_CLASSES),
+            )
+        return nn.Sequential(
+            _conv_bn_act(c, out, 1, 1, 0, act, eps), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(out, TAIL_CLASSES)
+        )
     if spec.op == "linear":
         return nn.Sequential(nn.Flatten(), nn.Linear(c, out), _act(act))
     if spec.op == "linear_only":
@@ -286,8 +304,9 @@ def check_network(specs: Sequence[LayerSpec]) -> list[LayerSpec]:
         raise ValueError("a network needs at least one LayerSpec")
     for i, (a, b) in enumerate(zip(specs, specs[1:])):
         if output_shape(a) != b.in_shape:
-            raise ValueError(f"network layer {i + 1} expects input {b.in_shape}, but layer {i} "
-                             f"({a.op}) produces {output_shape(a)}")
+            raise ValueError(
+                f"network layer {i + 1} expects input {b.in_shape}, but layer {i} ({a.op}) produces {output_shape(a)}"
+            )
         if a.precision != b.precision:  # sparsity may differ: a NAS candidate runs some stages 2:4
             raise ValueError(f"network layers {i} and {i + 1} mix precisions")
     for spec in specs[:-1]:
@@ -305,6 +324,7 @@ def build_network(specs: Sequence[LayerSpec], seed: int | None = 0) -> nn.Sequen
 
 # ---------------------------------------------------------------------------------------------
 # ONNX.
+
 
 def _resolve(obj, input_shape, precision):
     """(module, input shape, precision) for a module, a LayerSpec or a sequence of LayerSpecs."""
@@ -328,8 +348,9 @@ def random_input(shape, seed: int = 0, dtype=np.float32) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
 
 
-def export_onnx(module_or_specs, path: str | os.PathLike | None = None, input_shape=None,
-                precision: str | None = None) -> bytes:
+def export_onnx(
+    module_or_specs, path: str | os.PathLike | None = None, input_shape=None, precision: str | None = None
+) -> bytes:
     """Export to ONNX (opset 17, BN folded, input 'input', output 'output'); returns the bytes and
     writes them to `path` when given. fp16 exports a half-precision graph; int8 adds explicit Q/DQ
     nodes (per-channel weights, activations calibrated on random inputs) via ONNX Runtime's
@@ -345,8 +366,16 @@ def export_onnx(module_or_specs, path: str | os.PathLike | None = None, input_sh
         # The TorchScript exporter is deprecated in favour of dynamo, which needs onnxscript and
         # produces the same Conv/Gemm graph; this one is dependency-free and folds BN in eval mode.
         warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(module, (x,), buf, dynamo=False, opset_version=ONNX_OPSET,
-                          input_names=["input"], output_names=["output"], do_constant_folding=True)
+        torch.onnx.export(
+            module,
+            (x,),
+            buf,
+            dynamo=False,
+            opset_version=ONNX_OPSET,
+            input_names=["input"],
+            output_names=["output"],
+            do_constant_folding=True,
+        )
     data = buf.getvalue()
     if precision == "int8":
         data = _quantize_qdq(data, shape)
@@ -383,8 +412,15 @@ def _quantize_qdq(fp32_onnx: bytes, input_shape) -> bytes:
         with open(src, "wb") as f:
             f.write(fp32_onnx)
         # Symmetric int8 for weights and activations: what TensorRT's explicit quantization takes.
-        quantize_static(src, dst, RandomInputs(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
+        quantize_static(
+            src,
+            dst,
+            RandomInputs(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+        )
         with open(dst, "rb") as f:
             return f.read()

@@ -14,6 +14,7 @@ driver's) and refuses workers that disagree.
 
 Workers exchange only plain data with the parent (key strings, LatencyStats as dicts, messages).
 """
+
 from __future__ import annotations
 
 import multiprocessing
@@ -51,6 +52,7 @@ class BackendRef:
 
             return resolve_reference(self.name, "backend factory")(**self.options)
         from .backends import get_backend  # imported here: the parent never needs a backend itself
+
         return get_backend(self.name, **self.options)
 
 
@@ -73,9 +75,17 @@ def unique_specs(specs: Iterable[LayerSpec]) -> list[LayerSpec]:
     return list(first.values())
 
 
-def specs_from_source(*, space: str | None = None, samples: int | None = None, seed: int = 0,
-                      networks: Iterable[str | Path] | None = None, keys_file: str | Path | None = None,
-                      batch: int = 1, precision: str = "fp32", sparsity: str | None = None) -> list[LayerSpec]:
+def specs_from_source(
+    *,
+    space: str | None = None,
+    samples: int | None = None,
+    seed: int = 0,
+    networks: Iterable[str | Path] | None = None,
+    keys_file: str | Path | None = None,
+    batch: int = 1,
+    precision: str = "fp32",
+    sparsity: str | None = None,
+) -> list[LayerSpec]:
     """The unique specs of one source: a search space (all its layers, or those of `samples` Sobol
     candidates), GPUNet network configs, or a file of keys (one per line; '#' starts a comment).
     `sparsity` puts every spec at it; None: dense, or for a space each stage's own (a sparsity-aware
@@ -90,10 +100,14 @@ def specs_from_source(*, space: str | None = None, samples: int | None = None, s
         return unique_specs(LayerSpec.from_key(k) for k in keys if k and not k.startswith("#"))
     if networks is not None:
         from .nas.gpunet import load_gpunet_config
-        return unique_specs(s for path in networks
-                            for s in load_gpunet_config(path, batch=batch, precision=precision,
-                                                            sparsity=sparsity or "dense"))
+
+        return unique_specs(
+            s
+            for path in networks
+            for s in load_gpunet_config(path, batch=batch, precision=precision, sparsity=sparsity or "dense")
+        )
     from .nas.space import load_space
+
     search_space = load_space(space).with_context(batch=batch, precision=precision, sparsity=sparsity)
     if samples is None:
         return search_space.layer_specs()
@@ -102,16 +116,18 @@ def specs_from_source(*, space: str | None = None, samples: int | None = None, s
 
 @dataclass
 class BuildReport:
-    requested: int = 0        # unique specs asked for
-    already: int = 0          # had stats before this run
-    known_errors: int = 0     # failed in an earlier run and not retried
-    measured: int = 0         # measured and committed by this run
-    failed: int = 0           # failed in this run (recorded with their errors)
+    requested: int = 0  # unique specs asked for
+    already: int = 0  # had stats before this run
+    known_errors: int = 0  # failed in an earlier run and not retried
+    measured: int = 0  # measured and committed by this run
+    failed: int = 0  # failed in this run (recorded with their errors)
     interrupted: bool = False
 
     def summary(self) -> str:
-        text = (f"{self.requested} unique specs: {self.already} already in the table, {self.measured} measured, "
-                f"{self.failed} failed, {self.known_errors} skipped (failed before; --retry-errors to retry)")
+        text = (
+            f"{self.requested} unique specs: {self.already} already in the table, {self.measured} measured, "
+            f"{self.failed} failed, {self.known_errors} skipped (failed before; --retry-errors to retry)"
+        )
         return text + (" — interrupted, rerun to resume" if self.interrupted else "")
 
 
@@ -186,7 +202,9 @@ class _ProcessWorker:
         try:
             kind, payload = self.conn.recv()
         except EOFError:
-            raise BackendStartError(f"a worker died while starting its backend (exit code {self.proc.exitcode})") from None
+            raise BackendStartError(
+                f"a worker died while starting its backend (exit code {self.proc.exitcode})"
+            ) from None
         if kind != "ready":
             raise BackendStartError(f"cannot start the backend: {payload}")
         return payload
@@ -299,8 +317,14 @@ class RayPool(WorkerPool):
     private local cluster. Ray is imported only here.
     """
 
-    def __init__(self, address: str, backend_ref: BackendRef, workers: int | None = None,
-                 timeout_s: float = DEFAULT_TIMEOUT_S, init_options: Mapping | None = None) -> None:
+    def __init__(
+        self,
+        address: str,
+        backend_ref: BackendRef,
+        workers: int | None = None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        init_options: Mapping | None = None,
+    ) -> None:
         try:
             import ray
         except ImportError:
@@ -358,9 +382,17 @@ class RayPool(WorkerPool):
 
 
 # ---- the build loop ------------------------------------------------------------------------------
-def build_table(table_path, specs: Iterable[LayerSpec], backend_ref: BackendRef, *, workers: int = 1,
-                ray_address: str | None = None, retry_errors: bool = False,
-                timeout_s: float = DEFAULT_TIMEOUT_S, progress: bool = True) -> BuildReport:
+def build_table(
+    table_path,
+    specs: Iterable[LayerSpec],
+    backend_ref: BackendRef,
+    *,
+    workers: int = 1,
+    ray_address: str | None = None,
+    retry_errors: bool = False,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    progress: bool = True,
+) -> BuildReport:
     """Measure every spec the table at `table_path` lacks and commit each result as it arrives.
 
     The table is created with the workers' context if it does not exist; an existing table must
@@ -387,8 +419,11 @@ def build_table(table_path, specs: Iterable[LayerSpec], backend_ref: BackendRef,
     workers = workers if todo else 1
     pool = None
     try:
-        pool = (RayPool(ray_address, backend_ref, workers=workers if workers > 1 else None, timeout_s=timeout_s)
-                if ray_address else LocalPool(backend_ref, workers=workers, timeout_s=timeout_s))
+        pool = (
+            RayPool(ray_address, backend_ref, workers=workers if workers > 1 else None, timeout_s=timeout_s)
+            if ray_address
+            else LocalPool(backend_ref, workers=workers, timeout_s=timeout_s)
+        )
         _check_specs_fit(specs, todo, pool.context)
         if table is None:
             table = LatencyTable(table_path, context=pool.context)
@@ -413,14 +448,22 @@ def _check_specs_fit(specs: list[LayerSpec], todo: list[str], context: Mapping) 
     todo = set(todo)
     sparse = sum(s.sparsity != "dense" for s in specs if s.key() in todo)
     if SPARSE_EXECUTOR not in context and sparse:
-        raise ValueError(f"{sparse} of the specs to measure are 2:4 (a sparsity-aware space, or sparsity='2:4'), "
-                         f"but {cannot_run_sparse(context.get('backend'))}")
-    misfits = [s for s in specs if s.key() in todo and any(
-        name in context and getattr(s, name) != context[name] for name in ("batch", "precision"))]
+        raise ValueError(
+            f"{sparse} of the specs to measure are 2:4 (a sparsity-aware space, or sparsity='2:4'), "
+            f"but {cannot_run_sparse(context.get('backend'))}"
+        )
+    misfits = [
+        s
+        for s in specs
+        if s.key() in todo
+        and any(name in context and getattr(s, name) != context[name] for name in ("batch", "precision"))
+    ]
     if misfits:
-        raise ValueError(f"{len(misfits)} specs do not match the backend's batch {context.get('batch')} / precision "
-                         f"{context.get('precision')!r} (first: {misfits[0].key()}); set the backend's batch/precision "
-                         f"options to match the specs")
+        raise ValueError(
+            f"{len(misfits)} specs do not match the backend's batch {context.get('batch')} / precision "
+            f"{context.get('precision')!r} (first: {misfits[0].key()}); set the backend's batch/precision "
+            f"options to match the specs"
+        )
 
 
 def _drive(pool: WorkerPool, table: LatencyTable, todo: list[str], report: BuildReport, progress: bool) -> None:

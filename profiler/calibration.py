@@ -12,6 +12,7 @@ end (a calibration split), minimising the RELATIVE error, since the target is "w
 The dict is JSON (stored in the table by LatencyTable.set_calibration), and apply() is the one
 formula: NAS applies exactly what validation measured.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -43,8 +44,10 @@ def describe(calib: dict | None) -> str:
         return "none (estimates are plain sums of the layers' medians)"
     if calib.get("kind") != KIND or any(f not in calib for f in FIELDS):
         return f"unrecognised: {calib!r}"
-    text = (f"estimate = {calib['scale']:.4f} x sum of layer medians {calib['per_layer_ms']:+.4f} ms x layers "
-            f"{calib['offset_ms']:+.4f} ms")
+    text = (
+        f"estimate = {calib['scale']:.4f} x sum of layer medians {calib['per_layer_ms']:+.4f} ms x layers "
+        f"{calib['offset_ms']:+.4f} ms"
+    )
     extra = {k: v for k, v in calib.items() if k not in (*FIELDS, "kind")}
     return text + "".join(f"; {k}: {v}" for k, v in sorted(extra.items()))
 
@@ -62,7 +65,7 @@ def fit(sum_ms, n_layers, measured_ms) -> dict:
     if not (np.all(np.isfinite(s)) and np.all(np.isfinite(m)) and np.all(m > 0)):
         raise ValueError("calibration needs finite layer sums and positive end-to-end times")
     columns = [s, n, np.ones_like(s)] if np.ptp(n) > 0 else [s, np.ones_like(s)]
-    design = np.stack(columns, axis=1) / m[:, None]     # rows / m: relative residuals
+    design = np.stack(columns, axis=1) / m[:, None]  # rows / m: relative residuals
     coef, *_ = np.linalg.lstsq(design, np.ones_like(m), rcond=None)
     scale, per_layer, offset = (coef[0], coef[1], coef[2]) if len(coef) == 3 else (coef[0], 0.0, coef[1])
     calib = {"kind": KIND, "scale": float(scale), "per_layer_ms": float(per_layer), "offset_ms": float(offset)}

@@ -1,12 +1,13 @@
 """`profiler` command line: build, show, export, import and validate latency tables.
 
-    pysparse24 lut build --table lut.sqlite --space demo --samples 20      # measure what the table lacks
-    pysparse24 lut build --table lut.sqlite --networks gpunet/0.65ms.json  # layers of published networks
-    pysparse24 lut show --table lut.sqlite
-    pysparse24 lut export --table lut.sqlite lut.csv
-    pysparse24 lut import --table other.sqlite lut.csv
-    pysparse24 lut validate --table lut.sqlite ...
+pysparse24 lut build --table lut.sqlite --space demo --samples 20      # measure what the table lacks
+pysparse24 lut build --table lut.sqlite --networks gpunet/0.65ms.json  # layers of published networks
+pysparse24 lut show --table lut.sqlite
+pysparse24 lut export --table lut.sqlite lut.csv
+pysparse24 lut import --table other.sqlite lut.csv
+pysparse24 lut validate --table lut.sqlite ...
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,38 +27,83 @@ from .table import LatencyTable, csv_metadata_path, read_export
 
 
 def _add_build(sub) -> None:
-    p = sub.add_parser("build", help="measure the layer specs a table lacks (resumable)",
-                       description="Enumerate unique layer specs, measure those missing from the table and "
-                                   "commit each as it lands. Kill it at any time; rerun to resume.")
+    p = sub.add_parser(
+        "build",
+        help="measure the layer specs a table lacks (resumable)",
+        description="Enumerate unique layer specs, measure those missing from the table and "
+        "commit each as it lands. Kill it at any time; rerun to resume.",
+    )
     p.add_argument("--table", required=True, type=Path, help="SQLite table to create or extend")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--space", help="search space: a built-in name (demo, gpunet, demo_sparse, gpunet_sparse) "
-                                     "or a .json/.toml file")
-    src.add_argument("--networks", nargs="+", metavar="CONFIG",
-                     help="GPUNet network configs: JSON files or published names (GPUNet-0, GPUNet-D1, ...)")
-    src.add_argument("--keys", type=Path, metavar="FILE", help="text file of LayerSpec keys, one per line "
-                                                              "(e.g. the missing keys a NAS run reported)")
-    p.add_argument("--samples", type=int, help="with --space: measure the layers of N Sobol-sampled "
-                                               "candidates (default: every layer the space can produce)")
+    src.add_argument(
+        "--space", help="search space: a built-in name (demo, gpunet, demo_sparse, gpunet_sparse) or a .json/.toml file"
+    )
+    src.add_argument(
+        "--networks",
+        nargs="+",
+        metavar="CONFIG",
+        help="GPUNet network configs: JSON files or published names (GPUNet-0, GPUNet-D1, ...)",
+    )
+    src.add_argument(
+        "--keys",
+        type=Path,
+        metavar="FILE",
+        help="text file of LayerSpec keys, one per line (e.g. the missing keys a NAS run reported)",
+    )
+    p.add_argument(
+        "--samples",
+        type=int,
+        help="with --space: measure the layers of N Sobol-sampled "
+        "candidates (default: every layer the space can produce)",
+    )
     p.add_argument("--seed", type=int, default=0, help="with --samples: Sobol seed (default 0)")
     p.add_argument("--batch", type=int, default=1, help="batch size of every spec and of the backend (default 1)")
-    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
-                   help="precision of every spec and of the backend (default fp32)")
-    p.add_argument("--sparsity", choices=SPARSITIES,
-                   help="put every spec at dense or 2:4 (2:4 needs a backend that executes it: torch, tensorrt). "
-                        "Default: dense, and with --space what the space says: a sparsity-aware space "
-                        "(demo_sparse, gpunet_sparse) gets both variants of every layer its 2:4 stages can have")
-    p.add_argument("--backend", default="onnxruntime",
-                   help="onnxruntime | torch | tensorrt, or your own factory as module:callable")
-    p.add_argument("-o", "--backend-option", dest="backend_options", action="append", type=key_value_option, default=[],
-                   metavar="KEY=VALUE", help="backend option (repeatable), e.g. -o threads=2")
-    p.add_argument("--workers", type=int, default=1,
-                   help="local worker processes measuring at once (default 1; on a CPU target they share its "
-                        "cores, so keep workers x threads <= cores); with --ray: actors on a GPU-less cluster")
-    p.add_argument("--ray", metavar="ADDRESS", help="measure on a Ray cluster, one worker per GPU "
-                                                    "('auto', 'ray://host:10001', or 'local')")
-    p.add_argument("--timeout", type=float, default=builder.DEFAULT_TIMEOUT_S,
-                   help="seconds one spec may take before its worker is killed and the spec recorded as failed")
+    p.add_argument(
+        "--precision",
+        default="fp32",
+        choices=PRECISIONS,
+        help="precision of every spec and of the backend (default fp32)",
+    )
+    p.add_argument(
+        "--sparsity",
+        choices=SPARSITIES,
+        help="put every spec at dense or 2:4 (2:4 needs a backend that executes it: torch, tensorrt). "
+        "Default: dense, and with --space what the space says: a sparsity-aware space "
+        "(demo_sparse, gpunet_sparse) gets both variants of every layer its 2:4 stages can have",
+    )
+    p.add_argument(
+        "--backend",
+        default="onnxruntime",
+        help="onnxruntime | torch | tensorrt, or your own factory as module:callable",
+    )
+    p.add_argument(
+        "-o",
+        "--backend-option",
+        dest="backend_options",
+        action="append",
+        type=key_value_option,
+        default=[],
+        metavar="KEY=VALUE",
+        help="backend option (repeatable), e.g. -o threads=2",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="local worker processes measuring at once (default 1; on a CPU target they share its "
+        "cores, so keep workers x threads <= cores); with --ray: actors on a GPU-less cluster",
+    )
+    p.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="measure on a Ray cluster, one worker per GPU ('auto', 'ray://host:10001', or 'local')",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=builder.DEFAULT_TIMEOUT_S,
+        help="seconds one spec may take before its worker is killed and the spec recorded as failed",
+    )
     p.add_argument("--retry-errors", action="store_true", help="measure again the specs that failed before")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=_run_build)
@@ -65,14 +111,26 @@ def _add_build(sub) -> None:
 
 def _run_build(args) -> int:
     specs = builder.specs_from_source(
-        space=args.space, samples=args.samples, seed=args.seed, networks=args.networks, keys_file=args.keys,
-        batch=args.batch, precision=args.precision, sparsity=args.sparsity,
+        space=args.space,
+        samples=args.samples,
+        seed=args.seed,
+        networks=args.networks,
+        keys_file=args.keys,
+        batch=args.batch,
+        precision=args.precision,
+        sparsity=args.sparsity,
     )
     # The backend is set up for the specs' batch and precision (it refuses others); -o may override.
     backend_options = {"batch": args.batch, "precision": args.precision, **dict(args.backend_options)}
     report = builder.build_table(
-        args.table, specs, builder.BackendRef(args.backend, backend_options), workers=args.workers,
-        ray_address=args.ray, retry_errors=args.retry_errors, timeout_s=args.timeout, progress=not args.quiet,
+        args.table,
+        specs,
+        builder.BackendRef(args.backend, backend_options),
+        workers=args.workers,
+        ray_address=args.ray,
+        retry_errors=args.retry_errors,
+        timeout_s=args.timeout,
+        progress=not args.quiet,
     )
     print(report.summary())
     if report.interrupted:
@@ -95,7 +153,9 @@ def _run_show(args) -> int:
         slow = Table("slowest layers", "median ms", "p10-p90 ms", "n", box=None)
         slow.columns[0].overflow = "fold"  # keys are long; show them whole
         for row in table.slowest(args.top):
-            slow.add_row(row["key"], f"{row['median_ms']:.4f}", f"{row['p10_ms']:.4f}-{row['p90_ms']:.4f}", str(row["n"]))
+            slow.add_row(
+                row["key"], f"{row['median_ms']:.4f}", f"{row['p10_ms']:.4f}-{row['p90_ms']:.4f}", str(row["n"])
+            )
         console.print(slow)
         errors = table.errors()
         if errors:
@@ -161,10 +221,13 @@ def make_parser(prog: str = "profiler") -> argparse.ArgumentParser:
 
 # Subcommands whose module is heavy to import (validate pulls in torch): imported only when run, so
 # `pysparse24 lut show` stays instant. Each module provides add_arguments(parser) and run(args) -> int.
-_LAZY_COMMANDS = {"validate": ("profiler.validate", "compare LUT estimates with end-to-end measurements "
-                                                     "(MAPE, share within +-10%%, Spearman) and calibrate"),
-                  "advise": ("profiler.advise", "measure where 2:4 pays for a model, layer by layer, "
-                                                "and write advice.json")}
+_LAZY_COMMANDS = {
+    "validate": (
+        "profiler.validate",
+        "compare LUT estimates with end-to-end measurements (MAPE, share within +-10%%, Spearman) and calibrate",
+    ),
+    "advise": ("profiler.advise", "measure where 2:4 pays for a model, layer by layer, and write advice.json"),
+}
 
 
 def _parse(argv: list[str], prog: str) -> argparse.Namespace:

@@ -5,6 +5,7 @@ store under key; NAS decodes a candidate into specs -> keys -> lookups. It is hu
 determined by the fields (no repr, no dict ordering, no float formatting surprises), and its hash is
 a plain SHA-256 prefix, so equal configs give equal keys in every process and version.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -106,12 +107,23 @@ class LayerSpec:
     def key(self) -> str:
         """Canonical, human-readable key, e.g. 'v1|irb|in=1x64x56x56|out=96|k=5|s=2|e=4|se=1|act=swish|g=1|d=0|fp16|2:4'."""
         n, c, h, w = self.in_shape
-        return "|".join([
-            KEY_VERSION, self.op, f"in={n}x{c}x{h}x{w}", f"out={self.out_channels}",
-            f"k={self.kernel}", f"s={self.stride}", f"e={_fmt_number(self.expansion)}",
-            f"se={int(self.se)}", f"act={self.act}", f"g={self.groups}", f"d={int(self.distill)}",
-            self.precision, self.sparsity,
-        ])
+        return "|".join(
+            [
+                KEY_VERSION,
+                self.op,
+                f"in={n}x{c}x{h}x{w}",
+                f"out={self.out_channels}",
+                f"k={self.kernel}",
+                f"s={self.stride}",
+                f"e={_fmt_number(self.expansion)}",
+                f"se={int(self.se)}",
+                f"act={self.act}",
+                f"g={self.groups}",
+                f"d={int(self.distill)}",
+                self.precision,
+                self.sparsity,
+            ]
+        )
 
     def key_hash(self) -> str:
         """Stable 16-hex-digit hash of key() (SHA-256 prefix; never Python's salted hash())."""
@@ -126,10 +138,18 @@ class LayerSpec:
         try:
             shape = tuple(int(v) for v in fields["in"].split("x"))
             return cls(
-                op=parts[1], in_shape=shape, out_channels=int(fields["out"]), kernel=int(fields["k"]),
-                stride=int(fields["s"]), expansion=float(fields["e"]), se=fields["se"] == "1",
-                act=fields["act"], groups=int(fields["g"]), distill=fields["d"] == "1",
-                precision=parts[11], sparsity=parts[12],
+                op=parts[1],
+                in_shape=shape,
+                out_channels=int(fields["out"]),
+                kernel=int(fields["k"]),
+                stride=int(fields["s"]),
+                expansion=float(fields["e"]),
+                se=fields["se"] == "1",
+                act=fields["act"],
+                groups=int(fields["g"]),
+                distill=fields["d"] == "1",
+                precision=parts[11],
+                sparsity=parts[12],
             )
         except (KeyError, ValueError) as exc:
             raise ValueError(f"malformed LayerSpec key {key!r}: {exc}") from None

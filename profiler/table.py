@@ -19,6 +19,7 @@ committed measurement in place and nothing half-written. Timings from one contex
 threads...) are meaningless next to another's, so a table refuses to mix contexts; the date is recorded
 but is not part of the identity. Export/import is CSV or JSON, never pickle.
 """
+
 from __future__ import annotations
 
 import csv
@@ -102,9 +103,11 @@ WHERE d.sparsity = 'dense' AND s.sparsity = '2:4'""",
 def cannot_run_sparse(backend_name) -> str:
     """Why 2:4 measurements are refused for a backend without a sparse executor (one message for the
     backend, the builder and the table)."""
-    return (f"the {backend_name} backend cannot execute 2:4 sparsity: it would time the pruned layers at dense "
-            f"speed under a sparse key. Measure 2:4 with the torch backend (pysparse24's sparse modules) "
-            f"or tensorrt (SPARSE_WEIGHTS)")
+    return (
+        f"the {backend_name} backend cannot execute 2:4 sparsity: it would time the pruned layers at dense "
+        f"speed under a sparse key. Measure 2:4 with the torch backend (pysparse24's sparse modules) "
+        f"or tensorrt (SPARSE_WEIGHTS)"
+    )
 
 
 def _now() -> str:
@@ -156,8 +159,11 @@ def _check_context(context: Mapping) -> dict:
 def context_differences(a: Mapping, b: Mapping, a_name: str = "first", b_name: str = "second") -> list[str]:
     """Identity fields on which two contexts differ, each as "name (first: x, second: y)"."""
     names = sorted((set(a) | set(b)) - NON_IDENTITY_FIELDS)
-    return [f"{n} ({a_name}: {a.get(n, '<absent>')!r}, {b_name}: {b.get(n, '<absent>')!r})"
-            for n in names if a.get(n) != b.get(n)]
+    return [
+        f"{n} ({a_name}: {a.get(n, '<absent>')!r}, {b_name}: {b.get(n, '<absent>')!r})"
+        for n in names
+        if a.get(n) != b.get(n)
+    ]
 
 
 class ContextMismatchError(ValueError):
@@ -174,14 +180,14 @@ def ensure_same_context(table_context: Mapping, other: Mapping, what: str) -> No
 
 @dataclass
 class ImportCounts:
-    added: int = 0      # entries (stats or errors) written
-    skipped: int = 0    # entries already present and kept (import without replace)
+    added: int = 0  # entries (stats or errors) written
+    skipped: int = 0  # entries already present and kept (import without replace)
 
 
 def _remove_stale_new_tables(path: Path) -> None:
     """Private files of creators that were killed before publishing (their process is gone)."""
     for stale in path.parent.glob(f".{glob.escape(path.name)}.*.*.new"):
-        pid = stale.name[len(path.name) + 2:].split(".")[0]
+        pid = stale.name[len(path.name) + 2 :].split(".")[0]
         if pid.isdigit() and not _process_alive(int(pid)):
             stale.unlink(missing_ok=True)
 
@@ -327,8 +333,10 @@ class LatencyTable:
 
     def _write_stats(self, key: str, values: Sequence, measured_at: str) -> None:
         if SPARSE_EXECUTOR not in self._context and LayerSpec.from_key(key).sparsity != "dense":
-            raise ValueError(f"refusing a 2:4 row in a table without a sparse executor ({key}): "
-                             + cannot_run_sparse(self._context.get("backend")))
+            raise ValueError(
+                f"refusing a 2:4 row in a table without a sparse executor ({key}): "
+                + cannot_run_sparse(self._context.get("backend"))
+            )
         cols = ", ".join(STAT_FIELDS)
         updates = ", ".join(f"{f}=excluded.{f}" for f in STAT_FIELDS)
         self._conn.execute(
@@ -374,7 +382,9 @@ class LatencyTable:
         return self._conn.execute("SELECT count(*) FROM latency").fetchone()[0]
 
     def __contains__(self, spec_or_key) -> bool:
-        return self._conn.execute("SELECT 1 FROM latency WHERE key=?", (_lookup_key(spec_or_key),)).fetchone() is not None
+        return (
+            self._conn.execute("SELECT 1 FROM latency WHERE key=?", (_lookup_key(spec_or_key),)).fetchone() is not None
+        )
 
     def _median_map(self) -> dict[str, float]:
         # PRAGMA data_version changes whenever another connection commits, so the cache also
@@ -430,8 +440,12 @@ class LatencyTable:
         path = Path(path)
         fmt = _format_of(path, fmt)
         dump = {
-            "format": FORMAT_NAME, "schema_version": SCHEMA_VERSION, "context": self.context,
-            "calibration": self.calibration(), "entries": self.rows(), "errors": self.error_rows(),
+            "format": FORMAT_NAME,
+            "schema_version": SCHEMA_VERSION,
+            "context": self.context,
+            "calibration": self.calibration(),
+            "entries": self.rows(),
+            "errors": self.error_rows(),
         }
         if fmt == "json":
             text = json.dumps(dump, indent=1, allow_nan=False) + "\n"
@@ -512,7 +526,9 @@ def _to_csv(dump: dict) -> str:
     for row in dump["entries"]:
         writer.writerow({**row, "status": "ok", "message": ""})
     for row in dump["errors"]:
-        writer.writerow({"key": row["key"], "status": "error", "measured_at": row["failed_at"], "message": row["message"]})
+        writer.writerow(
+            {"key": row["key"], "status": "error", "measured_at": row["failed_at"], "message": row["message"]}
+        )
     return buf.getvalue()
 
 
@@ -530,8 +546,10 @@ def _from_csv(text: str, path: Path) -> dict:
     if not header:
         meta_path = csv_metadata_path(path)
         if not meta_path.exists():
-            raise ValueError(f"{where} has no {meta_path.name} next to it (the context and calibration that "
-                             "export writes beside a CSV); copy it along, or export as JSON for one file")
+            raise ValueError(
+                f"{where} has no {meta_path.name} next to it (the context and calibration that "
+                "export writes beside a CSV); copy it along, or export as JSON for one file"
+            )
         header = json.loads(meta_path.read_text(encoding="utf-8"))
         if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
             raise ValueError(f"{meta_path} is not a latency table export's metadata")
@@ -547,9 +565,17 @@ def _from_csv(text: str, path: Path) -> dict:
         elif row.get("status") == "error":
             errors.append({"key": row["key"], "message": row["message"], "failed_at": row["measured_at"]})
         else:
-            raise ValueError(f"{where}: row for {row.get('key')!r} has status {row.get('status')!r} (expected ok/error)")
-    return {"format": FORMAT_NAME, "schema_version": header["schema_version"], "context": header["context"],
-            "calibration": header.get("calibration"), "entries": entries, "errors": errors}
+            raise ValueError(
+                f"{where}: row for {row.get('key')!r} has status {row.get('status')!r} (expected ok/error)"
+            )
+    return {
+        "format": FORMAT_NAME,
+        "schema_version": header["schema_version"],
+        "context": header["context"],
+        "calibration": header.get("calibration"),
+        "entries": entries,
+        "errors": errors,
+    }
 
 
 def read_export(path: str | Path, fmt: str | None = None) -> dict:
@@ -563,7 +589,9 @@ def read_export(path: str | Path, fmt: str | None = None) -> dict:
     if not isinstance(dump, dict) or dump.get("format") != FORMAT_NAME:
         raise ValueError(f"{path} is not a latency table export (format must be {FORMAT_NAME!r})")
     if dump.get("schema_version", 0) > SCHEMA_VERSION:
-        raise ValueError(f"{path} has schema version {dump['schema_version']}; this profiler reads up to {SCHEMA_VERSION}")
+        raise ValueError(
+            f"{path} has schema version {dump['schema_version']}; this profiler reads up to {SCHEMA_VERSION}"
+        )
     try:
         _check_context(dump["context"])
         for row in dump.setdefault("entries", []):

@@ -4,6 +4,7 @@ The C++ kernels see raw element bits (uint8/16/32) so that every dtype, includin
 float8 types that numpy lacks natively, crosses without conversion and without copies. torch CPU
 tensors cross through `.numpy()` (shared memory); numpy bfloat16/float8 come from ml_dtypes.
 """
+
 from __future__ import annotations
 
 import sys
@@ -118,8 +119,10 @@ def require_writable_native(out, what: str = "out") -> None:
     else:
         ok = out.dtype.isnative and out.flags.aligned
     if not ok:
-        raise ValueError(f"{what} must be in native byte order and aligned (got dtype {out.dtype}, "
-                         f"at address {_address(out)}); pass a fresh array, e.g. np.empty_like(...)")
+        raise ValueError(
+            f"{what} must be in native byte order and aligned (got dtype {out.dtype}, "
+            f"at address {_address(out)}); pass a fresh array, e.g. np.empty_like(...)"
+        )
 
 
 def _address(a) -> int:

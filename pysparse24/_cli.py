@@ -11,6 +11,7 @@ arguments are imported from.
 - The current directory is importable, as with `python -m`, so `--objective mymod:score` and
   `--backend mymod:factory` find ./mymod.py; spawned workers inherit the path.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,9 +54,11 @@ def resolve_reference(ref: str, what: str):
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ValueError(f"{what} {ref!r}: cannot import {module_name!r} ({exc}); modules are looked up in the "
-                         "current directory and on sys.path: run from the module's folder or add it to "
-                         "PYTHONPATH") from None
+        raise ValueError(
+            f"{what} {ref!r}: cannot import {module_name!r} ({exc}); modules are looked up in the "
+            "current directory and on sys.path: run from the module's folder or add it to "
+            "PYTHONPATH"
+        ) from None
     try:
         return getattr(module, attr)
     except AttributeError:
@@ -124,8 +127,18 @@ def describe(exc: BaseException) -> str:
     """The message of an exception, with its type where the message alone would not say what
     happened (an unexpected exception type, an empty message)."""
     text = str(exc).strip() or repr(exc)
-    if isinstance(exc, (ValueError, TypeError, FileNotFoundError, PermissionError, IsADirectoryError,
-                        NotADirectoryError, FileExistsError)) or type(exc).__module__.startswith(("profiler", "pysparse24")):
+    if isinstance(
+        exc,
+        (
+            ValueError,
+            TypeError,
+            FileNotFoundError,
+            PermissionError,
+            IsADirectoryError,
+            NotADirectoryError,
+            FileExistsError,
+        ),
+    ) or type(exc).__module__.startswith(("profiler", "pysparse24")):
         return text
     return f"{type(exc).__name__}: {text}"
 

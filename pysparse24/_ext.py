@@ -1,4 +1,5 @@
 """Loads the compiled core, pysparse24._C, with an error that says how to build it."""
+
 try:
     from pysparse24 import _C  # noqa: F401
 except ImportError as exc:  # pragma: no cover - only on a broken install

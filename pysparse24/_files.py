@@ -5,6 +5,7 @@ to the target and is renamed over it only when complete. An error or Ctrl-C (and
 command lines turn into an exception) removes the partial file; only SIGKILL can leave one, and the
 next write to the same target removes it first.
 """
+
 from __future__ import annotations
 
 import os
@@ -55,5 +56,6 @@ def refuse_overlap(inputs: Iterable[str | Path], outputs: Iterable[str | Path]) 
         for src in inputs:
             same = out.exists() and src.exists() and os.path.samefile(out, src)
             if same or out.resolve() == src.resolve():
-                raise ValueError(f"the output {out} is the input {src}: writing it would destroy the input; "
-                                 "choose another output")
+                raise ValueError(
+                    f"the output {out} is the input {src}: writing it would destroy the input; choose another output"
+                )

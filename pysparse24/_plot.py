@@ -1,5 +1,6 @@
 """Figures for the library's PNG outputs, without pyplot: a Figure on its own Agg canvas leaves the
 caller's matplotlib backend (a notebook's, a GUI's) untouched and keeps no global figure alive."""
+
 from __future__ import annotations
 
 

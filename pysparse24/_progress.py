@@ -1,6 +1,7 @@
 """Progress of long work, always on stderr (stdout carries results): a live rich bar on a terminal,
 and a plain line every few seconds when stderr is a file or a pipe (CI logs, `2> log`), so a
 redirected run still shows that it moves."""
+
 from __future__ import annotations
 
 import sys
@@ -13,8 +14,15 @@ class Progress:
     """Counts finished items out of `total`; `note` prints a line now, `describe` sets the status
     shown with the count. Disabled, it does nothing. Use as a context manager or call close()."""
 
-    def __init__(self, label: str, total: int, done: int = 0, enabled: bool = True,
-                 interval_s: float = LINE_INTERVAL_S, stream=None) -> None:
+    def __init__(
+        self,
+        label: str,
+        total: int,
+        done: int = 0,
+        enabled: bool = True,
+        interval_s: float = LINE_INTERVAL_S,
+        stream=None,
+    ) -> None:
         self.label, self.total, self.done, self.failed = label, total, done, 0
         self._stream = stream or sys.stderr
         self._enabled, self._interval_s = enabled, interval_s
@@ -22,13 +30,19 @@ class Progress:
         self._last_line = self._start
         if enabled and self._stream.isatty():
             from rich.console import Console
-            from rich.progress import (BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn,
-                                       TimeRemainingColumn)
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
             from rich.progress import Progress as RichProgress
 
-            self._bar = RichProgress(TextColumn(f"[bold]{label}[/]"), BarColumn(), MofNCompleteColumn(),
-                                     TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                                     TextColumn("{task.description}"), console=Console(file=self._stream))
+            self._bar = RichProgress(
+                TextColumn(f"[bold]{label}[/]"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                TextColumn("{task.description}"),
+                console=Console(file=self._stream),
+            )
             self._task = self._bar.add_task("", total=total, completed=done)
             self._bar.start()
 
@@ -74,5 +88,8 @@ class Progress:
     def _write_line(self) -> None:
         self._last_line = time.monotonic()
         elapsed = self._last_line - self._start
-        print(f"{self.label}: {self.done}/{self.total} after {elapsed:.0f} s; {self._line_status()}".rstrip("; "),
-              file=self._stream, flush=True)
+        print(
+            f"{self.label}: {self.done}/{self.total} after {elapsed:.0f} s; {self._line_status()}".rstrip("; "),
+            file=self._stream,
+            flush=True,
+        )

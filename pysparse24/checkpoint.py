@@ -5,6 +5,7 @@ the other tensors unchanged) and `manifest.json` (what was compressed, what was 
 sizes). Nothing is pickled. Conv weights (K, C, R, S) are compressed as TensorRT lays them out for
 sparse convolution: (K, R*S*C) with C innermost, so the groups run along input channels.
 """
+
 from __future__ import annotations
 
 import json
@@ -53,8 +54,9 @@ def load_tensors(path: Path) -> dict:
         try:
             return load_file(str(path))
         except Exception as exc:  # noqa: BLE001 - safetensors raises its own SafetensorError (not exported)
-            raise ValueError(f"cannot read {path} as .safetensors (truncated or not a safetensors file): "
-                             f"{exc}") from None
+            raise ValueError(
+                f"cannot read {path} as .safetensors (truncated or not a safetensors file): {exc}"
+            ) from None
     raise ValueError(f"unsupported checkpoint type {path.suffix!r}: expected .npy or .safetensors")
 
 
@@ -71,8 +73,13 @@ def save_tensors(tensors: dict, path: Path) -> None:
             import torch
             from safetensors.torch import save_file
 
-            save_file({k: (v if _arrays.is_torch(v) else torch.from_numpy(np.ascontiguousarray(v))).contiguous()
-                       for k, v in tensors.items()}, str(tmp))
+            save_file(
+                {
+                    k: (v if _arrays.is_torch(v) else torch.from_numpy(np.ascontiguousarray(v))).contiguous()
+                    for k, v in tensors.items()
+                },
+                str(tmp),
+            )
         else:
             from safetensors.numpy import save_file
 
@@ -108,11 +115,16 @@ def _from_matrix(dense, shape, layout):
         return dense
     k, c, r, s = shape
     dense = dense.reshape(k, r, s, c)
-    return dense.permute(0, 3, 1, 2).contiguous() if _arrays.is_torch(dense) else np.ascontiguousarray(np.transpose(dense, (0, 3, 1, 2)))
+    return (
+        dense.permute(0, 3, 1, 2).contiguous()
+        if _arrays.is_torch(dense)
+        else np.ascontiguousarray(np.transpose(dense, (0, 3, 1, 2)))
+    )
 
 
-def compress_checkpoint(src, dst, format: str = "packed", prune: bool = False, min_elements: int = 0,
-                        progress=None) -> dict:
+def compress_checkpoint(
+    src, dst, format: str = "packed", prune: bool = False, min_elements: int = 0, progress=None
+) -> dict:
     """Compresses every eligible weight of `src` into the directory `dst`; returns the manifest."""
     dst = Path(dst)
     if dst.exists() and not dst.is_dir():
@@ -143,18 +155,30 @@ def compress_checkpoint(src, dst, format: str = "packed", prune: bool = False, m
             entries[name] = {**entry, "status": "skipped", "reason": str(exc)}
         else:
             out[f"{name}.values"], out[f"{name}.meta"] = c.values, c.meta
-            entries[name] = {**entry, "status": "compressed", "layout": layout, "matrix_shape": list(c.shape),
-                             "pattern": c.pattern, "dense_bytes": c.dense_nbytes, "compressed_bytes": c.nbytes}
+            entries[name] = {
+                **entry,
+                "status": "compressed",
+                "layout": layout,
+                "matrix_shape": list(c.shape),
+                "pattern": c.pattern,
+                "dense_bytes": c.dense_nbytes,
+                "compressed_bytes": c.nbytes,
+            }
         if progress:
             progress(name, entries[name])
     dst.mkdir(parents=True, exist_ok=True)
     save_tensors(out, dst / TENSORS)
     compressed = [e for e in entries.values() if e["status"] == "compressed"]
     manifest = {
-        "pysparse24_manifest": MANIFEST_VERSION, "source": str(src), "source_type": Path(src).suffix,
-        "format": format, "pruned": bool(prune), "tensors": entries,
+        "pysparse24_manifest": MANIFEST_VERSION,
+        "source": str(src),
+        "source_type": Path(src).suffix,
+        "format": format,
+        "pruned": bool(prune),
+        "tensors": entries,
         "totals": {
-            "compressed": len(compressed), "skipped": len(entries) - len(compressed),
+            "compressed": len(compressed),
+            "skipped": len(entries) - len(compressed),
             "dense_bytes": sum(e["dense_bytes"] for e in compressed),
             "compressed_bytes": sum(e["compressed_bytes"] for e in compressed),
         },
@@ -182,8 +206,13 @@ def decompress_checkpoint(src_dir, dst) -> dict:
         if entry["status"] == "skipped":
             restored[name] = stored[name]
             continue
-        c = pysparse24.Compressed(stored[f"{name}.values"], stored[f"{name}.meta"], tuple(entry["matrix_shape"]),
-                                  entry["dtype"], manifest["format"])
+        c = pysparse24.Compressed(
+            stored[f"{name}.values"],
+            stored[f"{name}.meta"],
+            tuple(entry["matrix_shape"]),
+            entry["dtype"],
+            manifest["format"],
+        )
         restored[name] = _from_matrix(pysparse24.decompress(c), entry["shape"], entry["layout"])
     save_tensors(restored, Path(dst))
     return restored

@@ -3,6 +3,7 @@ tools as `pysparse24 lut ...` and `pysparse24 nas ...` (also installed as `profi
 
 Failures, Ctrl-C and --version behave as in every command of the project (pysparse24._cli).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,8 +17,10 @@ from pysparse24._cli import add_version, run
 # module name, imported only when run (pysparse24's library never imports profiler). Built in rather
 # than entry points so that they work in a source checkout too; single commands of other packages
 # come through the plugin group below.
-_FORWARDED = {"lut": ("profiler.cli", "latency lookup tables: build, show, export, import, validate"),
-              "nas": ("profiler.nas.cli", "hardware-aware NAS on a latency table: estimate, search")}
+_FORWARDED = {
+    "lut": ("profiler.cli", "latency lookup tables: build, show, export, import, validate"),
+    "nas": ("profiler.nas.cli", "hardware-aware NAS on a latency table: estimate, search"),
+}
 
 
 # Library messages name parameters; on the command line they are these flags.
@@ -40,15 +43,26 @@ def _cmd_compress(args) -> int:
         mark = "compressed" if entry["status"] == "compressed" else f"skipped: {_as_flags(entry['reason'])}"
         print(f"  {name} {tuple(entry['shape'])} {entry['dtype']}: {mark}", file=sys.stderr, flush=True)
 
-    manifest = compress_checkpoint(args.input, args.output, format=args.format, prune=args.prune,
-                                   min_elements=args.min_elements, progress=None if args.quiet else progress)
+    manifest = compress_checkpoint(
+        args.input,
+        args.output,
+        format=args.format,
+        prune=args.prune,
+        min_elements=args.min_elements,
+        progress=None if args.quiet else progress,
+    )
     totals = manifest["totals"]
     table = Table(title=f"{args.input} -> {args.output} ({args.format})")
     for col in ("compressed", "skipped", "dense MB", "compressed MB", "ratio"):
         table.add_column(col, justify="right")
     ratio = totals["compressed_bytes"] / totals["dense_bytes"] if totals["dense_bytes"] else float("nan")
-    table.add_row(str(totals["compressed"]), str(totals["skipped"]), f"{totals['dense_bytes'] / 1e6:.2f}",
-                  f"{totals['compressed_bytes'] / 1e6:.2f}", f"{ratio:.4f}")
+    table.add_row(
+        str(totals["compressed"]),
+        str(totals["skipped"]),
+        f"{totals['dense_bytes'] / 1e6:.2f}",
+        f"{totals['compressed_bytes'] / 1e6:.2f}",
+        f"{ratio:.4f}",
+    )
     Console().print(table)
     return 0
 
@@ -70,7 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="checkpoint: .npy or .safetensors")
     p.add_argument("output", help="output directory (tensors.safetensors + manifest.json)")
     p.add_argument("--format", choices=["packed", "cutlass"], default="packed")
-    p.add_argument("--prune", action="store_true", help="prune to 2:4 by magnitude first (else non-2:4 weights are skipped)")
+    p.add_argument(
+        "--prune", action="store_true", help="prune to 2:4 by magnitude first (else non-2:4 weights are skipped)"
+    )
     p.add_argument("--min-elements", type=int, default=0, help="skip tensors smaller than this")
     p.add_argument("-q", "--quiet", action="store_true", help="no per-tensor lines on stderr")
     p.set_defaults(func=_cmd_compress)
@@ -85,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_parser(sub)  # `pysparse24 bench gemm`
     for name, (_, help_text) in _FORWARDED.items():  # listed for --help; parsed by their own parsers
         sub.add_parser(name, help=help_text, add_help=False)
-    for entry in _plugin_commands().values():   # listed here; parsed and run by main() (see _run_plugin)
+    for entry in _plugin_commands().values():  # listed here; parsed and run by main() (see _run_plugin)
         sub.add_parser(entry.name, help=f"(from {entry.value})", add_help=False)
     return parser
 
@@ -116,8 +132,11 @@ def main(argv=None) -> int:
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:
-            print(f"pysparse24 {argv[0]}: error: needs the profiler package and its extra "
-                  f"(pip install 'pysparse24[profiler]'): {exc}", file=sys.stderr)
+            print(
+                f"pysparse24 {argv[0]}: error: needs the profiler package and its extra "
+                f"(pip install 'pysparse24[profiler]'): {exc}",
+                file=sys.stderr,
+            )
             return 2
         return module.main(argv[1:], prog=f"pysparse24 {argv[0]}")
     plugins = _plugin_commands()

@@ -1,4 +1,5 @@
 """compress / decompress: dense 2-D weight <-> Compressed (values + metadata)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -35,7 +36,7 @@ def _raise_overfull(matrix: np.ndarray, flat_group: int, pattern: str) -> None:
     n, m = (int(v) for v in pattern.split(":"))
     groups_per_row = matrix.shape[1] // m
     row, group = divmod(int(flat_group), groups_per_row)
-    members = matrix[row, group * m:(group + 1) * m]
+    members = matrix[row, group * m : (group + 1) * m]
     count = int(np.count_nonzero(members & np.array(_MAGNITUDE_MASK[members.dtype.itemsize], members.dtype)))
     raise ValueError(
         f"row {row}, group {group} (columns {group * m}..{group * m + m - 1}) has {count} non-zeros; "

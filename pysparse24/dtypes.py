@@ -2,16 +2,26 @@
 numpy.float16, ml_dtypes.bfloat16, an array) maps to one canonical name, numpy's / torch's
 ('float16', 'bfloat16', ...); the latency tables' short precision names ('fp16', 'bf16') map from it.
 """
+
 from __future__ import annotations
 
 import numpy as np
 
 # Canonical names: the ones numpy (with ml_dtypes) and torch both print.
 CANONICAL = ("float32", "float16", "bfloat16", "int8", "int32", "float8_e4m3fn", "float8_e5m2")
-_ALIASES = {"fp32": "float32", "float": "float32", "f32": "float32",
-            "fp16": "float16", "half": "float16", "f16": "float16",
-            "bf16": "bfloat16",
-            "fp8_e4m3": "float8_e4m3fn", "e4m3": "float8_e4m3fn", "fp8_e5m2": "float8_e5m2", "e5m2": "float8_e5m2"}
+_ALIASES = {
+    "fp32": "float32",
+    "float": "float32",
+    "f32": "float32",
+    "fp16": "float16",
+    "half": "float16",
+    "f16": "float16",
+    "bf16": "bfloat16",
+    "fp8_e4m3": "float8_e4m3fn",
+    "e4m3": "float8_e4m3fn",
+    "fp8_e5m2": "float8_e5m2",
+    "e5m2": "float8_e5m2",
+}
 # The latency tables' precision names (LayerSpec.precision, `--precision`): short, as TensorRT spells them.
 _PRECISIONS = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "int8": "int8"}
 
@@ -20,7 +30,7 @@ def canonical(dtype) -> str:
     """'float16' for 'fp16', 'half', torch.float16, numpy.float16, ml_dtypes types, or an array of
     that dtype. ValueError for a name no library spells."""
     if not isinstance(dtype, str):
-        if not isinstance(dtype, type):          # an array or tensor (numpy's scalar types also have .dtype)
+        if not isinstance(dtype, type):  # an array or tensor (numpy's scalar types also have .dtype)
             dtype = getattr(dtype, "dtype", dtype)
         text = str(dtype)
         if text.startswith("torch."):

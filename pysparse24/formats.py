@@ -6,6 +6,7 @@
   torch.sparse._semi_structured_conversions.sparse_semi_structured_from_dense_cutlass; float32 is 1:2.
 - "cusparselt": cuSPARSELt's opaque compressed layout, produced on the GPU only (pysparse24.cuda).
 """
+
 from __future__ import annotations
 
 import warnings
@@ -134,8 +135,10 @@ class Compressed:
         import torch
 
         if self.format != "cutlass":
-            raise ValueError(f"torch's semi-structured tensors use the cutlass layout; this weight is {self.format!r} "
-                             "(compress with format='cutlass')")
+            raise ValueError(
+                f"torch's semi-structured tensors use the cutlass layout; this weight is {self.format!r} "
+                "(compress with format='cutlass')"
+            )
         if self.dtype not in ("float32", "float16", "bfloat16", "int8"):
             raise TypeError(f"torch has no semi-structured {self.dtype} tensors")
         values, meta = self.values, self.meta
@@ -145,8 +148,13 @@ class Compressed:
         with warnings.catch_warnings():  # torch's one-time "prototype" notice
             warnings.simplefilter("ignore", UserWarning)
             return torch.sparse.SparseSemiStructuredTensorCUTLASS(
-                torch.Size(self.shape), packed=values, meta=meta, packed_t=None, meta_t=None,
-                compressed_swizzled_bitmask=None)
+                torch.Size(self.shape),
+                packed=values,
+                meta=meta,
+                packed_t=None,
+                meta_t=None,
+                compressed_swizzled_bitmask=None,
+            )
 
     @classmethod
     def from_torch_semi_structured(cls, tensor) -> "Compressed":
@@ -155,8 +163,10 @@ class Compressed:
         import torch
 
         if not isinstance(tensor, torch.sparse.SparseSemiStructuredTensorCUTLASS):
-            raise TypeError(f"expected a torch.sparse.SparseSemiStructuredTensorCUTLASS, got {type(tensor).__name__} "
-                            "(cuSPARSELt-backed tensors keep an opaque layout)")
+            raise TypeError(
+                f"expected a torch.sparse.SparseSemiStructuredTensorCUTLASS, got {type(tensor).__name__} "
+                "(cuSPARSELt-backed tensors keep an opaque layout)"
+            )
         if tensor.packed is None or tensor.meta is None:
             raise ValueError("the semi-structured tensor holds only its transpose (packed_t/meta_t)")
         return cls(tensor.packed, tensor.meta, tuple(tensor.shape), _arrays.dtype_name(tensor.packed), "cutlass")

@@ -1,5 +1,6 @@
 """Where n:m groups run and which shapes hold them: the one home of these rules for the CPU path
 (masks.py) and the CUDA path (cuda/ops.py), so the two agree by construction."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """n:m magnitude masks along the GEMM reduction dimension, and 4x4 masks that are 2:4 both ways."""
+
 from __future__ import annotations
 
 import numpy as np

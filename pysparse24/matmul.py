@@ -14,6 +14,7 @@ Arrays may be numpy (bfloat16 via ml_dtypes) or torch CPU tensors; the result is
 as x. float32 and bfloat16 accumulate in float32 (bfloat16 results are rounded once at the end);
 int8 accumulates in int32 and returns int32.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -71,12 +72,14 @@ def linear(x, c, bias=None, *, threads: int | None = None):
 
 # ---- helpers ---------------------------------------------------------------------------------
 
+
 def _check_weight(c) -> str:
     if not isinstance(c, Compressed):
         raise TypeError(f"expected a pysparse24.Compressed weight, got {type(c).__name__}")
     if c.format != "packed":
-        raise ValueError(f"matmul needs format='packed', got '{c.format}' "
-                         "(compress with pysparse24.compress(w, format='packed'))")
+        raise ValueError(
+            f"matmul needs format='packed', got '{c.format}' (compress with pysparse24.compress(w, format='packed'))"
+        )
     if c.dtype not in _RESULT_DTYPE:
         raise ValueError(f"CPU sparse matmul supports {', '.join(_RESULT_DTYPE)}; got {c.dtype}")
     if _arrays.is_cuda_array(c.values):
@@ -94,8 +97,7 @@ def _check_same_dtype(a, dtype: str, name: str) -> None:
 
 
 def _check_out(out, x, shape, dtype: str) -> None:
-    if _arrays.is_torch(out) != _arrays.is_torch(x) or not (
-            isinstance(out, np.ndarray) or _arrays.is_torch(out)):
+    if _arrays.is_torch(out) != _arrays.is_torch(x) or not (isinstance(out, np.ndarray) or _arrays.is_torch(out)):
         raise TypeError("out must be the same kind of array as x (numpy or torch)")
     if tuple(out.shape) != shape:
         raise ValueError(f"out must have shape {shape}, got {tuple(out.shape)}")
@@ -141,5 +143,4 @@ def _run(c, dtype: str, x, out, bias, threads) -> None:
     values = np.ascontiguousarray(_bits(c.values))
     meta = np.ascontiguousarray(_arrays.host_numpy(c.meta, "meta"))
     check_codes(meta)
-    C.sparse_matmul(values, meta, _bits(x), _bits(out), dtype, bias,
-                    0 if threads is None else threads)
+    C.sparse_matmul(values, meta, _bits(x), _bits(out), dtype, bias, 0 if threads is None else threads)

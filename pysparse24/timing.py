@@ -7,6 +7,7 @@ sampler: `measure_adaptive` (reject warm-up, repeat until the median is stable o
 spent) and `fixed_count` (a given warm-up and repeat count, for sweeps that report raw samples).
 `summarize` / `LatencyStats` turn samples into median, p10, p90 (numpy's linear percentiles).
 """
+
 from __future__ import annotations
 
 import time
@@ -28,13 +29,14 @@ def summarize(samples_ms) -> dict:
 @dataclass(frozen=True)
 class LatencyStats:
     """What one measurement of one layer produced (every latency backend returns this)."""
+
     median_ms: float
     p10_ms: float
     p90_ms: float
     mean_ms: float
     std_ms: float
-    n: int          # timed repeats kept
-    warmup: int     # repeats run and discarded before timing
+    n: int  # timed repeats kept
+    warmup: int  # repeats run and discarded before timing
 
     @classmethod
     def from_samples(cls, samples_ms, warmup: int) -> "LatencyStats":
@@ -48,27 +50,28 @@ class LatencyStats:
 
 @dataclass(frozen=True)
 class TimingPolicy:
-    warmup_min: int = 10          # calls always discarded first (allocations, caches, JIT, clocks)
-    warmup_s: float = 0.05        # ... and at least this long
+    warmup_min: int = 10  # calls always discarded first (allocations, caches, JIT, clocks)
+    warmup_s: float = 0.05  # ... and at least this long
     min_repeats: int = 50
-    min_time_s: float = 0.1       # keep timing at least this long (spans scheduler noise on shared CPUs)
+    min_time_s: float = 0.1  # keep timing at least this long (spans scheduler noise on shared CPUs)
     max_repeats: int = 2000
-    chunk: int = 10               # calls between stability checks
-    rel_tol: float = 0.01         # stop once a chunk moves the median by less than this (relative)
-    stable_checks: int = 3        # ... this many checks in a row
-    budget_s: float = 2.0         # hard cap on timed work per measurement
+    chunk: int = 10  # calls between stability checks
+    rel_tol: float = 0.01  # stop once a chunk moves the median by less than this (relative)
+    stable_checks: int = 3  # ... this many checks in a row
+    budget_s: float = 2.0  # hard cap on timed work per measurement
 
     def __post_init__(self):
         if self.warmup_min < 0 or self.min_repeats < 1 or self.max_repeats < self.min_repeats:
             raise ValueError("TimingPolicy needs warmup_min >= 0 and 1 <= min_repeats <= max_repeats")
-        if self.chunk < 1 or self.rel_tol <= 0 or self.budget_s <= 0 or self.stable_checks < 1 \
-                or self.min_time_s < 0:
-            raise ValueError("TimingPolicy needs chunk >= 1, rel_tol > 0, budget_s > 0, stable_checks >= 1, "
-                             "min_time_s >= 0")
+        if self.chunk < 1 or self.rel_tol <= 0 or self.budget_s <= 0 or self.stable_checks < 1 or self.min_time_s < 0:
+            raise ValueError(
+                "TimingPolicy needs chunk >= 1, rel_tol > 0, budget_s > 0, stable_checks >= 1, min_time_s >= 0"
+            )
 
 
 def wall_clock_sampler(run: Callable[[], object]) -> Callable[[int], list[float]]:
     """Per-call wall time in ms, for runtimes whose call returns when the work is done (CPU)."""
+
     def sample(n: int) -> list[float]:
         out = []
         for _ in range(n):
@@ -76,6 +79,7 @@ def wall_clock_sampler(run: Callable[[], object]) -> Callable[[int], list[float]
             run()
             out.append((time.perf_counter_ns() - t0) * 1e-6)
         return out
+
     return sample
 
 
@@ -114,8 +118,9 @@ def fixed_count(sample: Callable[[int], list[float]], warmup: int, repeats: int)
     return sample(repeats)
 
 
-def cuda_event_sampler(run: Callable[[], object], stream=None,
-                       before: Callable[[], object] | None = None) -> Callable[[int], list[float]]:
+def cuda_event_sampler(
+    run: Callable[[], object], stream=None, before: Callable[[], object] | None = None
+) -> Callable[[int], list[float]]:
     """Per-call GPU time in ms from CUDA events recorded around each call on `stream` (torch's
     current stream by default): the device-side time, as trtexec's "GPU Compute Time" reports it.
     `before` runs ahead of each call outside the events (e.g. an L2 cache flush)."""
@@ -132,11 +137,13 @@ def cuda_event_sampler(run: Callable[[], object], stream=None,
             end.record(s)
         s.synchronize()
         return [start.elapsed_time(end) for start, end in events]
+
     return sample
 
 
-def measure_interleaved(samplers, rounds: int, policy: TimingPolicy, seed: int = 0,
-                        log=None) -> list[list[LatencyStats]]:
+def measure_interleaved(
+    samplers, rounds: int, policy: TimingPolicy, seed: int = 0, log=None
+) -> list[list[LatencyStats]]:
     """stats[item][round]: every sampler measured once per round, each round in a fresh random
     order, so a burst of load from other processes lands on many items a little rather than on
     a few a lot. Summarise an item with least_disturbed()."""

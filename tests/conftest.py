@@ -1,5 +1,6 @@
 """Shared fixtures: fresh random data (seed reported on failure), poisoned kernel outputs, and
 forcing each CPU dispatch path."""
+
 import secrets
 
 import numpy as np
@@ -25,8 +26,11 @@ def poisoned_outputs():
     pysparse24._C.set_poison_outputs(False)
 
 
-SUPPORTED_ISAS = [isa for isa in ("scalar", "avx2", "avx512")
-                  if ["scalar", "avx2", "avx512"].index(isa) <= ["scalar", "avx2", "avx512"].index(pysparse24._C.best_isa())]
+SUPPORTED_ISAS = [
+    isa
+    for isa in ("scalar", "avx2", "avx512")
+    if ["scalar", "avx2", "avx512"].index(isa) <= ["scalar", "avx2", "avx512"].index(pysparse24._C.best_isa())
+]
 
 
 @pytest.fixture(params=SUPPORTED_ISAS)

@@ -1,5 +1,6 @@
 """Shared pieces of the NAS tests: a latency table filled with synthetic (key-derived) medians, and
 objectives that are cheap, or fail / crash on purpose (importable as module:function by workers)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -8,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pysparse24.timing import LatencyStats
 from profiler.table import LatencyTable
+from pysparse24.timing import LatencyStats
 
 CONTEXT = {"device": "test", "backend": "fake", "precision": "fp32", "batch": 1, "threads": 1}
 

@@ -1,4 +1,5 @@
 """Independent, slow references in plain numpy, written from the definitions (not from the kernels)."""
+
 import numpy as np
 
 DTYPES = ["float32", "float16", "bfloat16", "int8", "float8_e4m3fn", "float8_e5m2"]

@@ -1,13 +1,14 @@
 """Bad input gets a clear exception naming the problem; odd-but-valid input is handled correctly."""
+
 import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from reference import DTYPES, numpy_dtype, random_weight, reference_mask
 
 import pysparse24
 from pysparse24 import Compressed
-from reference import DTYPES, numpy_dtype, random_weight, reference_mask
 
 
 def test_wrong_rank():
@@ -68,8 +69,11 @@ def test_empty_arrays():
 def test_nan_and_inf_are_named(isa, bad, dtype):
     w = np.ones((5, 64), numpy_dtype(dtype))
     w[3, 37] = bad
-    for call in (lambda: pysparse24.mask(w), lambda: pysparse24.compress(w, prune=True),
-                 lambda: pysparse24.compress(w)):
+    for call in (
+        lambda: pysparse24.mask(w),
+        lambda: pysparse24.compress(w, prune=True),
+        lambda: pysparse24.compress(w),
+    ):
         with pytest.raises(ValueError, match=r"NaN or Inf at index \(3, 37\)"):
             call()
 
@@ -93,7 +97,9 @@ def test_overfull_group_names_row_and_group(isa):
     w[4, 21] = w[4, 22] = w[4, 23] = 1  # group 5 of row 4 now has 3 non-zeros...
     w[4, 20] = 0
     w[5, 0:4] = 2  # ...and a later row has 4: the first one is reported
-    with pytest.raises(ValueError, match=r"row 4, group 5 \(columns 20..23\) has 3 non-zeros; the 2:4 pattern allows at most 2"):
+    with pytest.raises(
+        ValueError, match=r"row 4, group 5 \(columns 20..23\) has 3 non-zeros; the 2:4 pattern allows at most 2"
+    ):
         pysparse24.compress(w)
     with pytest.raises(ValueError, match="row 4, group 5"):
         pysparse24.compress(torch.from_numpy(w), format="packed")
@@ -159,10 +165,14 @@ def test_matmul_rejects_metadata_decompress_rejects(rng, where):
         meta = c.meta.copy()
         row, nibble = divmod(where, meta.shape[1] * 2)
         meta[row, nibble // 2] = (meta[row, nibble // 2] & (0xF0 if nibble % 2 == 0 else 0x0F)) | (
-            code << (4 * (nibble % 2)))
+            code << (4 * (nibble % 2))
+        )
         bad = Compressed(c.values, meta, c.shape, c.dtype, c.format)
-        for run in (lambda: pysparse24.decompress(bad), lambda: pysparse24.matmul(bad, x),
-                    lambda: pysparse24.linear(np.ascontiguousarray(x.T), bad)):
+        for run in (
+            lambda: pysparse24.decompress(bad),
+            lambda: pysparse24.matmul(bad, x),
+            lambda: pysparse24.linear(np.ascontiguousarray(x.T), bad),
+        ):
             with pytest.raises(ValueError, match=f"corrupt metadata: group {where} "):
                 run()
     meta = np.full_like(c.meta, 0xFF)
@@ -171,6 +181,7 @@ def test_matmul_rejects_metadata_decompress_rejects(rng, where):
 
 
 # ---- byte order and alignment: the kernels read raw bits, so _arrays.to_raw makes them native -----
+
 
 def _big_endian(a):
     return a.astype(a.dtype.newbyteorder(">"))
@@ -224,14 +235,16 @@ def test_matmul_with_big_endian_or_misaligned_operands(rng, odd):
     expected = w.astype(np.float64) @ x
     odd_c = Compressed(odd(c.values), odd(c.meta), c.shape, c.dtype, c.format)
     np.testing.assert_allclose(pysparse24.matmul(odd_c, odd(x)), expected, rtol=1e-5, atol=1e-4)
-    np.testing.assert_allclose(pysparse24.linear(odd(np.ascontiguousarray(x.T)), c, odd(bias)),
-                               expected.T + bias, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(
+        pysparse24.linear(odd(np.ascontiguousarray(x.T)), c, odd(bias)), expected.T + bias, rtol=1e-5, atol=1e-4
+    )
     wi = pysparse24.prune(random_weight(rng, (16, 64), "int8"))
     xi = random_weight(rng, (64, 3), "int8")
     bias_i = rng.integers(-1000, 1000, 16).astype(np.int32)
-    np.testing.assert_array_equal(pysparse24.linear(odd(np.ascontiguousarray(xi.T)), pysparse24.compress(wi),
-                                                    odd(bias_i)),
-                                  (wi.astype(np.int64) @ xi).T + bias_i)
+    np.testing.assert_array_equal(
+        pysparse24.linear(odd(np.ascontiguousarray(xi.T)), pysparse24.compress(wi), odd(bias_i)),
+        (wi.astype(np.int64) @ xi).T + bias_i,
+    )
 
 
 def test_matmul_refuses_an_out_it_cannot_write_in_place(rng):
@@ -244,6 +257,7 @@ def test_matmul_refuses_an_out_it_cannot_write_in_place(rng):
 
 
 # ---- fuzz: random shapes, dtypes, strides through the bindings ---------------------------------
+
 
 @st.composite
 def weights(draw):
@@ -279,8 +293,13 @@ def test_fuzz_round_trip(w, isa, fmt):
 
 
 @settings(max_examples=60, deadline=None)
-@given(rows=st.integers(-2, 70), cols=st.integers(-2, 70), kind=st.integers(-1, 7),
-       fmt=st.sampled_from(["packed", "cutlass", "bogus"]), prune=st.booleans())
+@given(
+    rows=st.integers(-2, 70),
+    cols=st.integers(-2, 70),
+    kind=st.integers(-1, 7),
+    fmt=st.sampled_from(["packed", "cutlass", "bogus"]),
+    prune=st.booleans(),
+)
 def test_fuzz_raw_bindings_never_crash(rows, cols, kind, fmt, prune):
     """The bindings themselves (below the Python checks) reject bad shapes and kinds with ValueError."""
     itemsize = {0: 4, 1: 2, 2: 2}.get(kind, 1)

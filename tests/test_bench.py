@@ -1,4 +1,5 @@
 """The GEMM benchmark harness: statistics, outputs, resume after a kill, shapes from models, CLI."""
+
 import argparse
 import csv
 import json
@@ -58,8 +59,7 @@ def test_killed_sweep_resumes_without_losing_finished_cases(fake_backend, tmp_pa
 
 @pytest.mark.parametrize("cold", [True, False])
 def test_real_cpu_backend_times_sparse_and_dense(cold):
-    (r,) = run_cases([GemmCase(64, 3, 128, "float32")], backend="cpu", threads=1, warmup=1, repeats=3,
-                     cold=cold)
+    (r,) = run_cases([GemmCase(64, 3, 128, "float32")], backend="cpu", threads=1, warmup=1, repeats=3, cold=cold)
     assert r.sparse["n"] == 3 and r.dense["n"] == 3 and r.cold == cold
     assert r.sparse["median_ms"] > 0 and r.dense["median_ms"] > 0
 
@@ -84,7 +84,11 @@ def test_unknown_backend_and_bad_repeats():
 def test_parse_shapes():
     cases = shapes.parse_shapes("4096x8x4096, 11008X1x4096", ["float32", "int8"])
     assert [(c.M, c.N, c.K, c.dtype) for c in cases] == [
-        (4096, 8, 4096, "float32"), (4096, 8, 4096, "int8"), (11008, 1, 4096, "float32"), (11008, 1, 4096, "int8")]
+        (4096, 8, 4096, "float32"),
+        (4096, 8, 4096, "int8"),
+        (11008, 1, 4096, "float32"),
+        (11008, 1, 4096, "int8"),
+    ]
     with pytest.raises(ValueError, match="expected MxNxK"):
         shapes.parse_shapes("4096x4096", ["float32"])
 
@@ -93,20 +97,35 @@ def test_shapes_from_an_onnx_file(tmp_path):
     onnx = pytest.importorskip("onnx")
     from onnx import TensorProto, helper, numpy_helper
 
-    inits = [numpy_helper.from_array(np.zeros(s, np.float32), name) for name, s in
-             [("conv_w", (32, 8, 3, 3)), ("stem_w", (16, 3, 7, 7)), ("fc_w", (48, 288)), ("mm_w", (64, 40))]]
-    nodes = [helper.make_node("Conv", ["x", "conv_w"], ["c"], name="conv"),
-             helper.make_node("Conv", ["x", "stem_w"], ["s"], name="stem"),
-             helper.make_node("Gemm", ["f", "fc_w"], ["g"], name="fc", transB=1),
-             helper.make_node("MatMul", ["h", "mm_w"], ["m"], name="mm")]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
-                              [helper.make_tensor_value_info("m", TensorProto.FLOAT, None)], inits)
+    inits = [
+        numpy_helper.from_array(np.zeros(s, np.float32), name)
+        for name, s in [("conv_w", (32, 8, 3, 3)), ("stem_w", (16, 3, 7, 7)), ("fc_w", (48, 288)), ("mm_w", (64, 40))]
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "conv_w"], ["c"], name="conv"),
+        helper.make_node("Conv", ["x", "stem_w"], ["s"], name="stem"),
+        helper.make_node("Gemm", ["f", "fc_w"], ["g"], name="fc", transB=1),
+        helper.make_node("MatMul", ["h", "mm_w"], ["m"], name="mm"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info("m", TensorProto.FLOAT, None)],
+        inits,
+    )
     path = tmp_path / "model.onnx"
     onnx.save(helper.make_model(graph), str(path))
     assert shapes.model_layers(str(path)) == [("conv", 32, 72), ("stem", 16, 147), ("fc", 48, 288), ("mm", 40, 64)]
     cases, skipped = shapes.model_cases(str(path), [1, 4], ["float32"])
     assert [(c.layer, c.M, c.N, c.K) for c in cases] == [
-        ("conv", 32, 1, 72), ("conv", 32, 4, 72), ("fc", 48, 1, 288), ("fc", 48, 4, 288), ("mm", 40, 1, 64), ("mm", 40, 4, 64)]
+        ("conv", 32, 1, 72),
+        ("conv", 32, 4, 72),
+        ("fc", 48, 1, 288),
+        ("fc", 48, 4, 288),
+        ("mm", 40, 1, 64),
+        ("mm", 40, 4, 64),
+    ]
     assert skipped == ["stem (M=16, K=147: K not a multiple of 8)"]
 
 
@@ -116,7 +135,8 @@ def test_shapes_from_a_torch_model(tmp_path, monkeypatch):
         "import torch\n"
         "def build():\n"
         "    return torch.nn.Sequential(torch.nn.Conv2d(8, 16, 3, groups=2), torch.nn.Flatten(),\n"
-        "                               torch.nn.Linear(64, 24), torch.nn.Linear(64, 24))\n")
+        "                               torch.nn.Linear(64, 24), torch.nn.Linear(64, 24))\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     assert shapes.model_layers("tiny_model:build") == [("0", 16, 36), ("2", 24, 64), ("3", 24, 64)]
     cases, skipped = shapes.model_cases("tiny_model:build", [2], ["float32"])
@@ -128,9 +148,27 @@ def test_shapes_from_a_torch_model(tmp_path, monkeypatch):
 
 def test_cli_writes_json_csv_markdown_and_plot(tmp_path, capsys):
     out = tmp_path / "new" / "dir"  # created as needed
-    code = cli.main(["gemm", "--shapes", "32x1x64,32x4x64", "--warmup", "0", "--repeats", "2", "--threads", "1",
-                     "--json", str(out / "r.json"), "--csv", str(out / "r.csv"),
-                     "--markdown", str(out / "r.md"), "--plot", str(out / "r.png")])
+    code = cli.main(
+        [
+            "gemm",
+            "--shapes",
+            "32x1x64,32x4x64",
+            "--warmup",
+            "0",
+            "--repeats",
+            "2",
+            "--threads",
+            "1",
+            "--json",
+            str(out / "r.json"),
+            "--csv",
+            str(out / "r.csv"),
+            "--markdown",
+            str(out / "r.md"),
+            "--plot",
+            str(out / "r.png"),
+        ]
+    )
     assert code == 0
     assert "32x4x64" in capsys.readouterr().out  # the rich table
     assert len(json.loads((out / "r.json").read_text())["results"]) == 2
@@ -161,9 +199,25 @@ def test_add_parser_plugs_into_a_parent_cli():
 def test_module_entry_point_runs(tmp_path):
     import subprocess
 
-    result = subprocess.run([sys.executable, "-m", "pysparse24.bench", "gemm", "--shapes", "16x1x32",
-                             "--repeats", "1", "--warmup", "0", "--threads", "1"],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pysparse24.bench",
+            "gemm",
+            "--shapes",
+            "16x1x32",
+            "--repeats",
+            "1",
+            "--warmup",
+            "0",
+            "--threads",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert "16x1x32" in result.stdout
 

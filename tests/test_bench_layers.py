@@ -1,5 +1,6 @@
 """benchmarks/bench_layers.py (issue 14's layer set): it runs, records what it timed, and refuses to
 time a sparse kernel that gives a wrong answer."""
+
 import importlib.util
 import json
 import sys
@@ -23,9 +24,31 @@ def bench():
 
 def test_one_layer_is_timed_and_recorded(bench, tmp_path, capsys):
     out = tmp_path / "layers.json"
-    assert bench.main(["--set", "bert", "--only", "attn@128", "--dtype", "float32", "--cache", "warm",
-                       "--rounds", "1", "--repeats", "2", "--threads", "1", "--seed", "3",
-                       "--json", str(out)]) == 0
+    assert (
+        bench.main(
+            [
+                "--set",
+                "bert",
+                "--only",
+                "attn@128",
+                "--dtype",
+                "float32",
+                "--cache",
+                "warm",
+                "--rounds",
+                "1",
+                "--repeats",
+                "2",
+                "--threads",
+                "1",
+                "--seed",
+                "3",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     data = json.loads(out.read_text())
     assert data["seed"] == 3
     (r,) = data["results"]

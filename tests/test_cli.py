@@ -26,11 +26,11 @@ def test_npy_round_trip_with_prune(tmp_path, rng):
 
 def test_safetensors_state_dict_reports_skips(tmp_path, capsys):
     state = {
-        "fc1.weight": pysparse24.prune(torch.randn(32, 64).bfloat16()),   # already 2:4: compressed
-        "fc1.bias": torch.randn(32),                                       # 1-D: skipped
-        "fc2.weight": torch.randn(16, 64),                                  # dense, no --prune: skipped
+        "fc1.weight": pysparse24.prune(torch.randn(32, 64).bfloat16()),  # already 2:4: compressed
+        "fc1.bias": torch.randn(32),  # 1-D: skipped
+        "fc2.weight": torch.randn(16, 64),  # dense, no --prune: skipped
         "conv.weight": pysparse24.prune(torch.randn(8, 16, 3, 3), dim=1),  # conv, groups along C
-        "odd.weight": torch.randn(8, 12),                                   # 12 columns: not /8
+        "odd.weight": torch.randn(8, 12),  # 12 columns: not /8
     }
     save_file(state, str(tmp_path / "model.safetensors"))
     assert main(["compress", str(tmp_path / "model.safetensors"), str(tmp_path / "c")]) == 0

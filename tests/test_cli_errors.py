@@ -2,6 +2,7 @@
 one `error:` line on stderr and exit 2, results on stdout and progress on stderr, Ctrl-C and SIGTERM
 one line (130 / 143) without worker tracebacks, --version, and module:callable found in the
 current directory."""
+
 import os
 import signal
 import subprocess
@@ -23,8 +24,14 @@ ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(TESTS)]), "OM
 
 def command(*args, cwd=None, python_flags=()):
     """`pysparse24 ARGS` in a fresh interpreter (as the console script runs it)."""
-    return subprocess.run([sys.executable, *python_flags, "-m", "pysparse24", *map(str, args)], capture_output=True,
-                          text=True, env=ENV, cwd=cwd, timeout=300)
+    return subprocess.run(
+        [sys.executable, *python_flags, "-m", "pysparse24", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        cwd=cwd,
+        timeout=300,
+    )
 
 
 def in_process(capsys, *args):
@@ -64,18 +71,21 @@ def files(tmp_path_factory):
     return d
 
 
-@pytest.mark.parametrize("args, fragments", [
-    (("compress", "{d}/truncated.safetensors", "{d}/o"), ("truncated.safetensors", "truncated or not")),
-    (("compress", "{d}/garbage.safetensors", "{d}/o"), ("garbage.safetensors",)),
-    (("compress", "{d}/huge.npy", "{d}/o"), ("huge.npy", "cannot read")),
-    (("compress", "{d}/folder.safetensors", "{d}/o"), ("is a directory",)),
-    (("compress", "{d}/m.safetensors", "{d}/a_file"), ("not a directory",)),
-    (("compress", "{d}/missing.npy", "{d}/o"), ("no such file",)),
-    (("bench", "gemm", "--threads", "0"), ("--threads must be at least 1",)),
-    (("bench", "gemm", "--shapes", "99999992x99999992x99999992"), ("more than this machine's memory",)),
-    (("bench", "gemm", "--model", "{d}/bad.onnx"), ("DecodeError",)),
-    (("lut", "export", "--table", "{d}/m.safetensors", "{d}/x.csv"), ("latency table",)),
-])
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (("compress", "{d}/truncated.safetensors", "{d}/o"), ("truncated.safetensors", "truncated or not")),
+        (("compress", "{d}/garbage.safetensors", "{d}/o"), ("garbage.safetensors",)),
+        (("compress", "{d}/huge.npy", "{d}/o"), ("huge.npy", "cannot read")),
+        (("compress", "{d}/folder.safetensors", "{d}/o"), ("is a directory",)),
+        (("compress", "{d}/m.safetensors", "{d}/a_file"), ("not a directory",)),
+        (("compress", "{d}/missing.npy", "{d}/o"), ("no such file",)),
+        (("bench", "gemm", "--threads", "0"), ("--threads must be at least 1",)),
+        (("bench", "gemm", "--shapes", "99999992x99999992x99999992"), ("more than this machine's memory",)),
+        (("bench", "gemm", "--model", "{d}/bad.onnx"), ("DecodeError",)),
+        (("lut", "export", "--table", "{d}/m.safetensors", "{d}/x.csv"), ("latency table",)),
+    ],
+)
 def test_bad_input_is_one_error_line(files, args, fragments, capsys):
     proc = in_process(capsys, *(a.format(d=files) for a in args))
     assert_one_error_line(proc, *fragments)
@@ -90,9 +100,12 @@ def test_decompress_of_many_tensors_into_one_npy(files, tmp_path, capsys):
 
 def test_export_to_an_unwritable_place(tmp_path, capsys):
     from nas_helpers import fill_table
+
     from profiler.spec import LayerSpec
 
-    fill_table(tmp_path / "lut.sqlite", [LayerSpec(op="conv2d", in_shape=(1, 8, 8, 8), out_channels=8, kernel=1)]).close()
+    fill_table(
+        tmp_path / "lut.sqlite", [LayerSpec(op="conv2d", in_shape=(1, 8, 8, 8), out_channels=8, kernel=1)]
+    ).close()
     (tmp_path / "a_file").write_text("x")
     proc = in_process(capsys, "lut", "export", "--table", tmp_path / "lut.sqlite", tmp_path / "a_file" / "x.csv")
     assert_one_error_line(proc, "cannot write", "not an existing directory")
@@ -113,14 +126,35 @@ def test_version_on_every_command(capsys):
 
 def test_results_on_stdout_progress_on_stderr(tmp_path):
     """A redirected `lut build`: stdout holds the summary only; stderr the progress lines."""
-    proc = command("lut", "build", "--table", tmp_path / "lut.sqlite", "--keys", _keys(tmp_path, 2),
-                   "--backend", "profiler_numpy_backend:NumpyMatmulBackend", "-o", "repeats=3")
+    proc = command(
+        "lut",
+        "build",
+        "--table",
+        tmp_path / "lut.sqlite",
+        "--keys",
+        _keys(tmp_path, 2),
+        "--backend",
+        "profiler_numpy_backend:NumpyMatmulBackend",
+        "-o",
+        "repeats=3",
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines() == [proc.stdout.strip()]  # one line: the summary
     assert "2 measured" in proc.stdout
     assert "measuring: 2/2" in proc.stderr
-    quiet = command("lut", "build", "--table", tmp_path / "q.sqlite", "--keys", _keys(tmp_path, 2),
-                    "--backend", "profiler_numpy_backend:NumpyMatmulBackend", "-o", "repeats=3", "-q")
+    quiet = command(
+        "lut",
+        "build",
+        "--table",
+        tmp_path / "q.sqlite",
+        "--keys",
+        _keys(tmp_path, 2),
+        "--backend",
+        "profiler_numpy_backend:NumpyMatmulBackend",
+        "-o",
+        "repeats=3",
+        "-q",
+    )
     assert quiet.returncode == 0 and quiet.stderr == ""
 
 
@@ -128,8 +162,12 @@ def _keys(tmp_path, n) -> Path:
     from profiler.spec import LayerSpec
 
     path = tmp_path / "keys.txt"
-    path.write_text("".join(LayerSpec(op="conv2d", in_shape=(1, 8 * (i + 1), 8, 8), out_channels=8,
-                                      kernel=1).key() + "\n" for i in range(n)))
+    path.write_text(
+        "".join(
+            LayerSpec(op="conv2d", in_shape=(1, 8 * (i + 1), 8, 8), out_channels=8, kernel=1).key() + "\n"
+            for i in range(n)
+        )
+    )
     return path
 
 
@@ -151,9 +189,21 @@ def test_module_callable_from_the_current_directory(tmp_path):
     does not put the current directory on sys.path (console scripts; here python -P)."""
     (tmp_path / "my_backend.py").write_text(
         "from profiler_numpy_backend import NumpyMatmulBackend\n"
-        "def make(**options):\n    return NumpyMatmulBackend(repeats=3, **options)\n")
-    proc = command("lut", "build", "--table", tmp_path / "lut.sqlite", "--keys", _keys(tmp_path, 1),
-                   "--backend", "my_backend:make", "-q", cwd=tmp_path, python_flags=("-P",))
+        "def make(**options):\n    return NumpyMatmulBackend(repeats=3, **options)\n"
+    )
+    proc = command(
+        "lut",
+        "build",
+        "--table",
+        tmp_path / "lut.sqlite",
+        "--keys",
+        _keys(tmp_path, 1),
+        "--backend",
+        "my_backend:make",
+        "-q",
+        cwd=tmp_path,
+        python_flags=("-P",),
+    )
     assert proc.returncode == 0, proc.stderr
     assert "1 measured" in proc.stdout
 
@@ -184,15 +234,43 @@ def test_ctrl_c_is_one_line_without_worker_tracebacks(tmp_path):
     terminal sends it): one line, exit 130, no traceback from the driver or its workers."""
     sig, status, word = signal.SIGINT, 130, "interrupted"
     from nas_helpers import fill_table
+
     from profiler.nas.space import load_space
 
     fill_table(tmp_path / "lut.sqlite", load_space("demo").layer_specs()).close()
     out = tmp_path / "out"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pysparse24", "nas", "search", "--table", str(tmp_path / "lut.sqlite"), "--space",
-         "demo", "--budget-ms", "p50", "--trials", "4", "--initial", "2", "--pool", "128", "--workers", "2",
-         "--objective", "nas_helpers:slow", "--out", str(out)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "pysparse24",
+            "nas",
+            "search",
+            "--table",
+            str(tmp_path / "lut.sqlite"),
+            "--space",
+            "demo",
+            "--budget-ms",
+            "p50",
+            "--trials",
+            "4",
+            "--initial",
+            "2",
+            "--pool",
+            "128",
+            "--workers",
+            "2",
+            "--objective",
+            "nas_helpers:slow",
+            "--out",
+            str(out),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and _running_trials(out / "study.sqlite") < 2:
         time.sleep(0.5)

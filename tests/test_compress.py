@@ -1,13 +1,13 @@
 import numpy as np
 import pytest
 import torch
+from reference import DTYPES, random_weight, reference_packed
 from torch.sparse._semi_structured_conversions import (
     sparse_semi_structured_from_dense_cutlass,
     sparse_semi_structured_to_dense_cutlass,
 )
 
 import pysparse24
-from reference import DTYPES, random_weight, reference_packed
 
 TORCH_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "int8": torch.int8, "float32": torch.float32}
 
@@ -20,6 +20,7 @@ def bits(a):
 
 
 # ---- packed ------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_packed_layout_matches_its_definition(rng, isa, dtype):
@@ -75,6 +76,7 @@ def test_packed_torch_in_torch_out(rng, dtype):
 
 
 # ---- cutlass: bit-identical to PyTorch's reference conversion ----------------------------------
+
 
 def _cutlass_case(rng, dtype, zero_fraction):
     row_multiple, col_multiple = {"int8": (16, 64), "float32": (32, 16)}.get(dtype, (32, 32))

@@ -1,5 +1,6 @@
 """GPU tests: every CUDA entry point on a real device, bit-exact against the CPU path and, for
 cuSPARSELt, against float64 references. Skipped, with the reason, where there is no GPU."""
+
 import numpy as np
 import pytest
 
@@ -79,15 +80,33 @@ def test_every_output_element_is_written(fmt):
     for _ in range(2):  # the 16-byte path, then the scalar path on an unaligned copy
         values = torch.full((rows, cols // 2), float("nan"), dtype=torch.float16, device="cuda")
         meta = torch.full(meta_shape, 0x7F, dtype=getattr(torch, meta_dtype), device="cuda")
-        native.compress(x.data_ptr(), values.data_ptr(), meta.data_ptr(), rows, cols, x.stride(0), "float16",
-                        fmt, True, stream=torch.cuda.current_stream().cuda_stream)
+        native.compress(
+            x.data_ptr(),
+            values.data_ptr(),
+            meta.data_ptr(),
+            rows,
+            cols,
+            x.stride(0),
+            "float16",
+            fmt,
+            True,
+            stream=torch.cuda.current_stream().cuda_stream,
+        )
         expected = ops.compress(x, fmt, prune=True)
         assert not torch.isnan(values).any()
         assert raw(values) == raw(expected[0])
         assert raw(meta) == raw(expected[1])
         dense = torch.full((rows, cols), float("nan"), dtype=torch.float16, device="cuda")
-        native.decompress(values.data_ptr(), meta.data_ptr(), dense.data_ptr(), rows, cols, "float16", fmt,
-                          stream=torch.cuda.current_stream().cuda_stream)
+        native.decompress(
+            values.data_ptr(),
+            meta.data_ptr(),
+            dense.data_ptr(),
+            rows,
+            cols,
+            "float16",
+            fmt,
+            stream=torch.cuda.current_stream().cuda_stream,
+        )
         assert not torch.isnan(dense).any()
         padded = torch.empty(rows, cols + 1, dtype=torch.float16, device="cuda")
         padded[:, 1:] = x
@@ -102,8 +121,19 @@ def test_caller_owned_error_slots_do_not_wait():
     values = torch.empty(32, 32, dtype=torch.float16, device="cuda")
     meta = torch.empty(32, 8, dtype=torch.uint8, device="cuda")
     errors = torch.full((3,), -1, dtype=torch.int64, device="cuda")
-    found = native.compress(x.data_ptr(), values.data_ptr(), meta.data_ptr(), 32, 64, 64, "float16", "packed", False,
-                            stream=torch.cuda.current_stream().cuda_stream, errors=errors.data_ptr())
+    found = native.compress(
+        x.data_ptr(),
+        values.data_ptr(),
+        meta.data_ptr(),
+        32,
+        64,
+        64,
+        "float16",
+        "packed",
+        False,
+        stream=torch.cuda.current_stream().cuda_stream,
+        errors=errors.data_ptr(),
+    )
     assert found == (-1, -1, -1)  # says nothing: the slots hold the answer
     assert errors.tolist() == [-1, 5 * 16 + 2, -1]
 
@@ -265,8 +295,17 @@ def test_support_table_agrees_with_the_library():
             plan = native.GemmPlan(native.GemmSpec(m, n, k, dtype, out, transpose_b=True), check_support=False)
             d = torch.empty(m, n, dtype=getattr(torch, out), device="cuda")
             workspace = torch.empty(max(plan.workspace_size, 1), dtype=torch.uint8, device="cuda")
-            plan.matmul(compressed.data_ptr(), x.data_ptr(), d.data_ptr(), d.data_ptr(), 1.0, 0.0, 0,
-                        workspace.data_ptr(), stream)
+            plan.matmul(
+                compressed.data_ptr(),
+                x.data_ptr(),
+                d.data_ptr(),
+                d.data_ptr(),
+                1.0,
+                0.0,
+                0,
+                workspace.data_ptr(),
+                stream,
+            )
             torch.cuda.synchronize()
             ran = True
             tolerance_of = {"int32": "int8", "float16": "float16", "bfloat16": "bfloat16", "float32": "float32"}
@@ -275,8 +314,10 @@ def test_support_table_agrees_with_the_library():
         except pcuda.CudaError as e:
             ran, why = False, str(e)
         if ran != expected:
-            disagreements.append(f"{dtype}->{out}: table says {'runs' if expected else 'no'}, library "
-                                 f"{'ran it' if ran else 'refused: ' + why}")
+            disagreements.append(
+                f"{dtype}->{out}: table says {'runs' if expected else 'no'}, library "
+                f"{'ran it' if ran else 'refused: ' + why}"
+            )
     assert not disagreements, "; ".join(disagreements)
 
 

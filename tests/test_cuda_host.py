@@ -5,17 +5,20 @@
 - The "no CUDA device" / "cuSPARSELt not available" errors a GPU-less machine must give.
 - cuSPARSELt's constraints, checked before any library call.
 """
+
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from pysparse24 import _C
 import pysparse24.cuda as pcuda
+from pysparse24 import _C
 
-pytestmark = pytest.mark.skipif(not getattr(_C, "has_cuda_build", False),
-                                reason="pysparse24 was built without CUDA (no nvcc or PYSPARSE24_CUDA=OFF)")
+pytestmark = pytest.mark.skipif(
+    not getattr(_C, "has_cuda_build", False),
+    reason="pysparse24 was built without CUDA (no nvcc or PYSPARSE24_CUDA=OFF)",
+)
 
 torch = pytest.importorskip("torch")
 conv = pytest.importorskip("torch.sparse._semi_structured_conversions")
@@ -46,8 +49,17 @@ def awkward_weight(rng, shape, dtype):
 # The GPU kernels' bodies on the host (on_host=True) -----------------------------------------------
 def host_mask(x, n, m):
     keep = np.full(x.shape, 7, np.uint8)  # poison: every byte must be written
-    errors = native().mask(x.ctypes.data, keep.ctypes.data, x.shape[0], x.shape[1], x.strides[0] // x.itemsize,
-                           x.dtype.name, n, m, on_host=True)
+    errors = native().mask(
+        x.ctypes.data,
+        keep.ctypes.data,
+        x.shape[0],
+        x.shape[1],
+        x.strides[0] // x.itemsize,
+        x.dtype.name,
+        n,
+        m,
+        on_host=True,
+    )
     return keep.astype(bool), errors
 
 
@@ -56,15 +68,26 @@ def host_compress(x, fmt, prune):
     meta_rows, meta_cols, word = native().meta_layout(rows, cols, x.dtype.name, fmt)
     values = np.full((rows, cols // 2), 0xA5, np.uint8 if x.itemsize == 1 else BITS[x.itemsize]).view(x.dtype)
     meta = np.full((meta_rows, meta_cols), 0x5A, {1: np.uint8, 2: np.int16, 4: np.int32}[word])
-    errors = native().compress(x.ctypes.data, values.ctypes.data, meta.ctypes.data, rows, cols,
-                               x.strides[0] // x.itemsize, x.dtype.name, fmt, prune, on_host=True)
+    errors = native().compress(
+        x.ctypes.data,
+        values.ctypes.data,
+        meta.ctypes.data,
+        rows,
+        cols,
+        x.strides[0] // x.itemsize,
+        x.dtype.name,
+        fmt,
+        prune,
+        on_host=True,
+    )
     return values, meta, errors
 
 
 def host_decompress(values, meta, rows, cols, fmt):
     dense = np.full((rows, cols), 0xA5, BITS[values.itemsize]).view(values.dtype)
-    errors = native().decompress(values.ctypes.data, meta.ctypes.data, dense.ctypes.data, rows, cols,
-                                 values.dtype.name, fmt, on_host=True)
+    errors = native().decompress(
+        values.ctypes.data, meta.ctypes.data, dense.ctypes.data, rows, cols, values.dtype.name, fmt, on_host=True
+    )
     return dense, errors
 
 
@@ -126,7 +149,7 @@ def test_every_group_of_tied_values_selects_like_the_cpu_path(dtype, fmt):
     cols = 64
     rows = -(-bits.size // cols // 32) * 32  # whole cutlass row blocks, zero groups after the last
     padded = np.zeros(rows * cols, bits.dtype)
-    padded[:bits.size] = bits.ravel()
+    padded[: bits.size] = bits.ravel()
     x = padded.reshape(rows, cols).view(numpy_dtype(dtype))
     for prune in (True, False):
         source = x if prune else host_decompress(*host_compress(x, fmt, True)[:2], rows, cols, fmt)[0]
@@ -153,7 +176,7 @@ def test_first_error_of_a_chunk_is_found_where_the_cpu_path_finds_it(rng, dtype,
             pruned[5, per_chunk + position] = np.inf if dtype == "float16" else np.nan
             pruned[9, position] = np.nan
         group = (per_chunk + position) // 4 * 4
-        pruned[2, group:group + 3] = 3 if dtype == "int8" else 1  # three non-zeros, before every NaN row
+        pruned[2, group : group + 3] = 3 if dtype == "int8" else 1  # three non-zeros, before every NaN row
         _, _, errors = host_compress(pruned, fmt, prune=False)
         _, _, nonfinite, overfull = _C.compress(bits_of(pruned), KIND[dtype], fmt, False)
         assert errors[:2] == (nonfinite, overfull)
@@ -175,8 +198,9 @@ def test_strided_input_takes_the_scalar_path_with_the_same_result(rng, dtype, fm
 
 @pytest.mark.parametrize("dtype", ["float32", "float16", "int8"])
 def test_cutlass_is_bit_identical_to_pytorch(rng, dtype):
-    pruned = host_decompress(*host_compress(random_weight(rng, (64, 256), dtype), "cutlass", True)[:2],
-                             64, 256, "cutlass")[0]
+    pruned = host_decompress(
+        *host_compress(random_weight(rng, (64, 256), dtype), "cutlass", True)[:2], 64, 256, "cutlass"
+    )[0]
     expected_values, expected_meta = conv.sparse_semi_structured_from_dense_cutlass(torch.from_numpy(pruned))
     values, meta, _ = host_compress(pruned, "cutlass", prune=False)
     assert values.tobytes() == expected_values.numpy().tobytes()
@@ -207,11 +231,18 @@ def test_errors_are_found_at_the_cpu_path_index():
     assert host_mask(x, 2, 4)[1][0] == _C.mask_nm(bits_of(x), KIND["float16"], 2, 4)[1] == 5 * 64 + 13
     x32 = np.zeros((32, 16), np.float32)
     x32[5, 6:8] = 1
-    assert host_compress(x32, "cutlass", prune=False)[2][1] == _C.compress(bits_of(x32), 0, "cutlass", False)[3] == 5 * 8 + 3
+    assert (
+        host_compress(x32, "cutlass", prune=False)[2][1]
+        == _C.compress(bits_of(x32), 0, "cutlass", False)[3]
+        == 5 * 8 + 3
+    )
     values = np.ones((2, 4), np.float16)
     meta = np.array([[0x44], [0x4F]], np.uint8)  # 0xF names position 3 twice
-    assert host_decompress(values, meta, 2, 8, "packed")[1][2] == _C.decompress(values.view(np.uint16), meta, 1,
-                                                                                "packed", 2, 8)[1] == 2
+    assert (
+        host_decompress(values, meta, 2, 8, "packed")[1][2]
+        == _C.decompress(values.view(np.uint16), meta, 1, "packed", 2, 8)[1]
+        == 2
+    )
 
 
 def test_shape_errors():
@@ -272,8 +303,10 @@ def fake_header(folder, version, needs_cusparse):
     folder.mkdir(parents=True)
     major, minor, patch = version
     include = '#include "cusparse.h"' if needs_cusparse else '#include "cusparseLt_cusparse_stub.h"'
-    (folder / "cusparseLt.h").write_text(f"{include}\n#define CUSPARSELT_VER_MAJOR {major}\n"
-                                         f"#define CUSPARSELT_VER_MINOR {minor}\n#define CUSPARSELT_VER_PATCH {patch}\n")
+    (folder / "cusparseLt.h").write_text(
+        f"{include}\n#define CUSPARSELT_VER_MAJOR {major}\n"
+        f"#define CUSPARSELT_VER_MINOR {minor}\n#define CUSPARSELT_VER_PATCH {patch}\n"
+    )
 
 
 def find_cusparselt(root):
@@ -283,8 +316,13 @@ def find_cusparselt(root):
     if not shutil.which("cmake"):
         pytest.skip("no cmake")
     script = Path(__file__).resolve().parents[1] / "csrc" / "cuda" / "find_cusparselt.cmake"
-    out = subprocess.run(["cmake", f"-DPYSPARSE24_CUSPARSELT_ROOT={root}", "-DCUDAToolkit_INCLUDE_DIRS=/nonexistent",
-                          "-P", str(script)], capture_output=True, text=True, timeout=30, check=True)
+    out = subprocess.run(
+        ["cmake", f"-DPYSPARSE24_CUSPARSELT_ROOT={root}", "-DCUDAToolkit_INCLUDE_DIRS=/nonexistent", "-P", str(script)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
     return dict(line.split("=", 1) for line in out.stderr.splitlines() if "=" in line)
 
 
@@ -319,10 +357,12 @@ def test_header_search_refuses_a_header_older_than_the_minimum(tmp_path):
 
 def test_cusparselt_missing_library_message():
     # A fresh interpreter, so that no library is loaded yet.
-    code = ("import pysparse24._C as C, sys\n"
-            "try:\n    C.cuda.load_cusparselt(['/nonexistent/libcusparseLt.so.0'])\n"
-            "except C.cuda.UnavailableError as e:\n    print(e); sys.exit(0)\n"
-            "sys.exit(1)\n")
+    code = (
+        "import pysparse24._C as C, sys\n"
+        "try:\n    C.cuda.load_cusparselt(['/nonexistent/libcusparseLt.so.0'])\n"
+        "except C.cuda.UnavailableError as e:\n    print(e); sys.exit(0)\n"
+        "sys.exit(1)\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "cuSPARSELt not available" in out.stdout and "/nonexistent/libcusparseLt.so.0" in out.stdout
@@ -348,23 +388,35 @@ def spec(*args, **kwargs):
 
 
 def test_gemm_spec_accepts_supported_problems():
-    for s in [spec(64, 64, 64, "float16", "float16"), spec(32, 16, 32, "float32", "float32"),
-              spec(64, 32, 64, "int8", "int32", transpose_b=True),
-              spec(64, 64, 64, "float8_e4m3fn", "bfloat16", transpose_b=True),
-              spec(128, 8, 64, "bfloat16", "bfloat16", transpose_b=True, has_bias=True)]:
+    for s in [
+        spec(64, 64, 64, "float16", "float16"),
+        spec(32, 16, 32, "float32", "float32"),
+        spec(64, 32, 64, "int8", "int32", transpose_b=True),
+        spec(64, 64, 64, "float8_e4m3fn", "bfloat16", transpose_b=True),
+        spec(128, 8, 64, "bfloat16", "bfloat16", transpose_b=True, has_bias=True),
+    ]:
         s.validate()
     assert spec(64, 8, 32, "float16", "float16", transpose_b=True).key == "64x8x32:float16->float16:NT:row"
 
 
-@pytest.mark.parametrize("args,message", [
-    ((48, 64, 64, "int8", "int8", False, True), r"structured \(sparse\) A to be a positive multiple of 32 for int8; m \(rows of A\) = 48"),
-    ((64, 64, 64, "int8", "int32"), r"int8 only with the reduction dimension k contiguous in both A and B: store B as \(n, k\) and pass transpose_b=True"),
-    ((64, 64, 64, "float8_e4m3fn", "float16"), r"float8_e4m3fn only with the reduction dimension k contiguous"),
-    ((64, 64, 40, "float16", "float16"), r"multiple of 16 for float16; k \(columns of A\) = 40"),
-    ((64, 12, 64, "float16", "float16"), r"dense B to be a positive multiple of 8 for float16; columns of B = 12"),
-    ((64, 64, 64, "float16", "float32"), r"does not multiply float16 into float32"),
-    ((64, 64, 64, "float64", "float64"), r"no dtype 'float64'"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (
+            (48, 64, 64, "int8", "int8", False, True),
+            r"structured \(sparse\) A to be a positive multiple of 32 for int8; m \(rows of A\) = 48",
+        ),
+        (
+            (64, 64, 64, "int8", "int32"),
+            r"int8 only with the reduction dimension k contiguous in both A and B: store B as \(n, k\) and pass transpose_b=True",
+        ),
+        ((64, 64, 64, "float8_e4m3fn", "float16"), r"float8_e4m3fn only with the reduction dimension k contiguous"),
+        ((64, 64, 40, "float16", "float16"), r"multiple of 16 for float16; k \(columns of A\) = 40"),
+        ((64, 12, 64, "float16", "float16"), r"dense B to be a positive multiple of 8 for float16; columns of B = 12"),
+        ((64, 64, 64, "float16", "float32"), r"does not multiply float16 into float32"),
+        ((64, 64, 64, "float64", "float64"), r"no dtype 'float64'"),
+    ],
+)
 def test_gemm_spec_names_the_broken_constraint(args, message):
     with pytest.raises(ValueError, match=message):
         spec(*args).validate()
@@ -375,8 +427,11 @@ def test_support_table_by_dtype_compute_capability_and_version():
     with pytest.raises(ValueError, match=r"compute capability 8.0 or newer\); this GPU is 7.5"):
         spec(64, 64, 64, "float16", "float16").validate_support(7, 5)
     fp8 = spec(64, 64, 64, "float8_e4m3fn", "float16", transpose_b=True)
-    with pytest.raises(ValueError, match=r"has no float8_e4m3fn->float16 sparse GEMM on compute capability 8.6 "
-                                         r"\(it needs compute capability 8.9 or newer"):
+    with pytest.raises(
+        ValueError,
+        match=r"has no float8_e4m3fn->float16 sparse GEMM on compute capability 8.6 "
+        r"\(it needs compute capability 8.9 or newer",
+    ):
         fp8.validate_support(8, 6)
     fp8.validate_support(9, 0)
     fp8.validate_support(8, 9, 800)
@@ -384,8 +439,11 @@ def test_support_table_by_dtype_compute_capability_and_version():
         fp8.validate_support(8, 9, 701)
     tf32 = spec(32, 16, 32, "float32", "float32")
     tf32.validate_support(8, 6)
-    with pytest.raises(ValueError, match=r"has no float32->float32 sparse GEMM on compute capability 9.0 .*"
-                                         r"Supported here: float16->float16, bfloat16->bfloat16, int8->int8"):
+    with pytest.raises(
+        ValueError,
+        match=r"has no float32->float32 sparse GEMM on compute capability 9.0 .*"
+        r"Supported here: float16->float16, bfloat16->bfloat16, int8->int8",
+    ):
         tf32.validate_support(9, 0, 800)
 
 

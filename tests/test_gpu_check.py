@@ -1,5 +1,6 @@
 """`make gpu-check` and the GPU benchmark, as far as a machine without a GPU runs them: the steps
 that need no GPU run for real (dry run), the rest must stop or skip with a clear reason."""
+
 import json
 import os
 import subprocess
@@ -20,8 +21,9 @@ import gpu_check  # noqa: E402
 def run_script(args, tmp_path, **env):
     """The script as a user runs it: another working directory, no PYTHONPATH."""
     clean = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "OUT")}
-    return subprocess.run([sys.executable, *args], cwd=tmp_path, env={**clean, **env}, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, *args], cwd=tmp_path, env={**clean, **env}, capture_output=True, text=True, timeout=120
+    )
 
 
 @needs_no_gpu
@@ -55,8 +57,9 @@ def test_build_problem_stops_on_a_build_without_kernels_or_wrapper():
 
 @needs_no_gpu
 def test_gpu_check_stops_at_once_without_a_gpu(tmp_path):
-    done = run_script([str(ROOT / "benchmarks" / "gpu_check.py"), "--steps", "device,build-info"], tmp_path,
-                      OUT=str(tmp_path / "out"))
+    done = run_script(
+        [str(ROOT / "benchmarks" / "gpu_check.py"), "--steps", "device,build-info"], tmp_path, OUT=str(tmp_path / "out")
+    )
     assert done.returncode == 2
     assert "error: gpu-check stopped: no NVIDIA GPU" in done.stderr
     report = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
@@ -66,8 +69,17 @@ def test_gpu_check_stops_at_once_without_a_gpu(tmp_path):
 
 @needs_no_gpu
 def test_gpu_check_dry_run_does_every_step_that_needs_no_gpu(tmp_path):
-    done = run_script([str(ROOT / "benchmarks" / "gpu_check.py"), "--dry-run", "--out", str(tmp_path / "out"),
-                       "--steps", "device,build-info,bench,memcheck"], tmp_path)
+    done = run_script(
+        [
+            str(ROOT / "benchmarks" / "gpu_check.py"),
+            "--dry-run",
+            "--out",
+            str(tmp_path / "out"),
+            "--steps",
+            "device,build-info,bench,memcheck",
+        ],
+        tmp_path,
+    )
     report = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
     info = pcuda.build_info()
     assert report["steps"]["device"]["status"] == "no-gpu"

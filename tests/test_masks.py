@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 import torch
+from reference import DTYPES, magnitudes, numpy_dtype, random_weight, reference_mask
 
 import pysparse24
-from reference import DTYPES, magnitudes, numpy_dtype, random_weight, reference_mask
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -72,6 +72,7 @@ def test_negative_zero_counts_as_zero():
 
 # ---- 4x4 blocks, 2:4 along rows and columns ----------------------------------------------------
 
+
 def _fits(p):
     return (p.sum(0) <= 2).all() and (p.sum(1) <= 2).all()
 
@@ -82,8 +83,11 @@ def _maximal_patterns():
 
     blocks = [np.array(bits).reshape(4, 4) for bits in itertools.product([0, 1], repeat=16)]
     fitting = [p for p in blocks if _fits(p)]
-    return [p for p in fitting if all(p.flat[b] or not _fits(p + np.eye(1, 16, b, dtype=int).reshape(4, 4))
-                                      for b in range(16))]
+    return [
+        p
+        for p in fitting
+        if all(p.flat[b] or not _fits(p + np.eye(1, 16, b, dtype=int).reshape(4, 4)) for b in range(16))
+    ]
 
 
 MAXIMAL = _maximal_patterns()
@@ -118,9 +122,9 @@ def test_mask_2d_exhaustive_is_the_best_pattern(rng):
     mags = magnitudes(w)
     for br in range(2):
         for bc in range(2):
-            block = mags[4 * br:4 * br + 4, 4 * bc:4 * bc + 4]
+            block = mags[4 * br : 4 * br + 4, 4 * bc : 4 * bc + 4]
             best = max(float((block * p).sum()) for p in patterns)
-            chosen = keep[4 * br:4 * br + 4, 4 * bc:4 * bc + 4]
+            chosen = keep[4 * br : 4 * br + 4, 4 * bc : 4 * bc + 4]
             assert float((block * chosen).sum()) == pytest.approx(best, rel=1e-12)
     greedy = pysparse24.mask_2d(w, "greedy")
     assert (mags * keep).sum() >= (mags * greedy).sum() - 1e-9  # greedy ends in a maximal pattern too

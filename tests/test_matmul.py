@@ -1,4 +1,5 @@
 """pysparse24.matmul / linear: against float64 references, on every SIMD path, with poisoned outputs."""
+
 import ml_dtypes
 import numpy as np
 import pytest
@@ -7,15 +8,28 @@ import torch
 import pysparse24
 from pysparse24 import _C
 
-PATHS = [isa for isa in ("scalar", "avx2", "avx512")
-         if ["scalar", "avx2", "avx512"].index(isa) <= ["scalar", "avx2", "avx512"].index(_C.best_isa())]
+PATHS = [
+    isa
+    for isa in ("scalar", "avx2", "avx512")
+    if ["scalar", "avx2", "avx512"].index(isa) <= ["scalar", "avx2", "avx512"].index(_C.best_isa())
+]
 # (M, K, N): GEMV, N=2 (the GEMV tiles), odd N, K with short tail blocks for every ISA (K/2 not a multiple of 16 / 64),
 # non-square, and enough rows for several row tiles and both threads.
 # float32 with N >= _C.matmul_large_n takes the large-N kernels: N not a multiple of any panel width,
 # several K blocks, rows not a multiple of the row tile, and more rows than one thread's block;
 # 13x8200x70: packed X larger than one L2 chunk, so every row block is decoded once per chunk.
-SHAPES = [(1, 8, 1), (29, 520, 2), (7, 40, 3), (33, 136, 9), (64, 1032, 17), (13, 4104, 1), (130, 256, 70),
-          (5, 8, 32), (45, 2056, 97), (13, 8200, 70)]
+SHAPES = [
+    (1, 8, 1),
+    (29, 520, 2),
+    (7, 40, 3),
+    (33, 136, 9),
+    (64, 1032, 17),
+    (13, 4104, 1),
+    (130, 256, 70),
+    (5, 8, 32),
+    (45, 2056, 97),
+    (13, 8200, 70),
+]
 
 
 @pytest.fixture(autouse=True)
@@ -220,6 +234,7 @@ def test_linear_without_bias_numpy():
 
 # ---- errors ----------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def weight():
     rng = np.random.default_rng(6)
@@ -277,13 +292,19 @@ def test_low_level_binding_checks_shapes():
     with pytest.raises(ValueError, match="x has 8 rows but the weight has K = 16"):
         _C.sparse_matmul(values, meta, np.ones((8, 1), np.float32), np.empty((4, 1), np.float32), "float32")
     with pytest.raises(ValueError, match="meta must have K/8"):
-        _C.sparse_matmul(values, np.zeros((4, 3), np.uint8), np.ones((16, 1), np.float32),
-                         np.empty((4, 1), np.float32), "float32")
+        _C.sparse_matmul(
+            values, np.zeros((4, 3), np.uint8), np.ones((16, 1), np.float32), np.empty((4, 1), np.float32), "float32"
+        )
     with pytest.raises(ValueError, match="unsupported dtype"):
         _C.sparse_matmul(values, meta, np.ones((16, 1), np.float32), np.empty((4, 1), np.float32), "float16")
     with pytest.raises(ValueError, match="multiple of 8"):
-        _C.sparse_matmul(np.ones((4, 6), np.float32), np.zeros((4, 2), np.uint8), np.ones((12, 1), np.float32),
-                         np.empty((4, 1), np.float32), "float32")
+        _C.sparse_matmul(
+            np.ones((4, 6), np.float32),
+            np.zeros((4, 2), np.uint8),
+            np.ones((12, 1), np.float32),
+            np.empty((4, 1), np.float32),
+            "float32",
+        )
 
 
 def bfloat16_bits_alike_on_every_path(c, x):
@@ -347,8 +368,10 @@ def test_batch_invariant_each_column_equals_its_gemv(dtype):
     x = random_x(rng, (264, n), dtype)
     batched = pysparse24.matmul(c, x)
     for j in range(x.shape[1]):
-        np.testing.assert_array_equal(pysparse24.matmul(c, np.ascontiguousarray(x[:, j])).view(np.uint8),
-                                      np.ascontiguousarray(batched[:, j]).view(np.uint8))
+        np.testing.assert_array_equal(
+            pysparse24.matmul(c, np.ascontiguousarray(x[:, j])).view(np.uint8),
+            np.ascontiguousarray(batched[:, j]).view(np.uint8),
+        )
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
@@ -364,8 +387,8 @@ def test_batch_invariant_within_the_large_n_regime(dtype):
     x = random_x(rng, (1032, 2 * n_min + 37), dtype)
     batched = pysparse24.matmul(c, x)
     for start, width in [(0, n_min), (5, n_min + 1), (n_min + 20, n_min + 17)]:
-        part = pysparse24.matmul(c, np.ascontiguousarray(x[:, start:start + width]))
-        np.testing.assert_array_equal(part.view(np.uint8), batched[:, start:start + width].view(np.uint8))
+        part = pysparse24.matmul(c, np.ascontiguousarray(x[:, start : start + width]))
+        np.testing.assert_array_equal(part.view(np.uint8), batched[:, start : start + width].view(np.uint8))
 
 
 @pytest.mark.parametrize("isa", PATHS)
@@ -380,6 +403,5 @@ def test_empty_reduction_writes_the_bias(isa, n, dtype):
         element = np.float32 if dtype == "float32" else ml_dtypes.bfloat16
         out = poisoned((M, n), dtype)
         bias = (np.arange(M, dtype=np.float32) - 4) * 0.5
-    _C.sparse_matmul(np.zeros((M, 0), element), np.zeros((M, 0), np.uint8), np.zeros((0, n), element),
-                     out, dtype, bias)
+    _C.sparse_matmul(np.zeros((M, 0), element), np.zeros((M, 0), np.uint8), np.zeros((0, n), element), out, dtype, bias)
     np.testing.assert_array_equal(np.asarray(out, np.float64), np.repeat(bias[:, None], n, axis=1))

@@ -1,13 +1,14 @@
 """Phase 1: the vectorized LUT estimate equals a plain per-layer loop; missing keys; sub-spaces."""
+
 import numpy as np
 import pytest
+from nas_helpers import CONTEXT, fake_ms, fill_table, stats
 
 from profiler import calibration
 from profiler.nas.estimate import LatencyEstimator, bucket, space_index
 from profiler.nas.space import load_space
 from profiler.table import LatencyTable
 
-from nas_helpers import CONTEXT, fake_ms, fill_table, stats
 
 @pytest.fixture(scope="module")
 def demo():
@@ -59,7 +60,7 @@ def test_missing_blocks_are_nan_and_reported(tmp_path, demo):
     result = est.estimate(vectors)
     needs = np.array([any(s.key() in dropped for s in demo.decode(v)) for v in vectors])
     assert needs.any() and (~needs).any()
-    np.testing.assert_array_equal(result.missing, needs)          # never priced at 0
+    np.testing.assert_array_equal(result.missing, needs)  # never priced at 0
     assert np.all(np.isfinite(result.latency_ms[~needs]))
     reported = set(result.missing_keys)
     assert reported <= dropped
@@ -120,13 +121,17 @@ def test_sparse_stages_are_priced_from_their_2_4_rows(tmp_path, demo):
         table.put(spec, stats(dense_ms * (0.6 if spec.sparsity == "2:4" else 1.0)))
     est = LatencyEstimator(table, sparse)
     vectors = sparse.sample(200, seed=7)
-    np.testing.assert_allclose(est.estimate(vectors).latency_ms,
-                               [loop_estimate(table, sparse, v, None) for v in vectors], rtol=1e-12)
+    np.testing.assert_allclose(
+        est.estimate(vectors).latency_ms, [loop_estimate(table, sparse, v, None) for v in vectors], rtol=1e-12
+    )
     pos = sparse.layout.index("2.sparsity")
     dense_v, sparse_v = vectors[0].copy(), vectors[0].copy()
     dense_v[pos], sparse_v[pos] = 0, 1
-    saving = sum(table.get(s).median_ms - table.get(s.replace(sparsity="2:4")).median_ms
-                 for s in sparse.decode(dense_v) if s not in sparse.decode(sparse_v))
+    saving = sum(
+        table.get(s).median_ms - table.get(s.replace(sparsity="2:4")).median_ms
+        for s in sparse.decode(dense_v)
+        if s not in sparse.decode(sparse_v)
+    )
     lat = est.estimate(np.stack([dense_v, sparse_v])).latency_ms
     assert saving > 0
     np.testing.assert_allclose(lat[0] - lat[1], saving, rtol=1e-9)

@@ -1,13 +1,12 @@
 """The published GPUNet configs import into LayerSpecs, build, and match the published sizes."""
+
 import json
 
 import pytest
 
 from profiler.blocks import build_network, output_shape
 from profiler.nas.complexity import complexity
-from profiler.nas.gpunet import GPUNET_MODELS, load_gpunet_config
-
-from profiler.nas.gpunet import CONFIG_DIR
+from profiler.nas.gpunet import CONFIG_DIR, GPUNET_MODELS, load_gpunet_config
 
 
 def config(name):
@@ -69,12 +68,15 @@ def test_mac_count_matches_hand_count_of_a_small_network():
     assert sum(p.numel() for p in build_network([head, irb]).parameters()) == params
 
 
-@pytest.mark.parametrize("layer, message", [
-    ({"layer_type": "warp", "num_in_channels": 3, "num_out_channels": 8}, "unknown layer_type"),
-    ({"layer_type": "conv", "num_in_channels": 3, "num_out_channels": 8, "stride": 1}, "missing field"),
-    ({"layer_type": "head", "num_in_channels": 4, "num_out_channels": 8}, "num_in_channels=4"),
-    ({"layer_type": "tail", "num_in_channels": 3, "num_out_channels": 8, "num_classes": 10}, "1000-class"),
-])
+@pytest.mark.parametrize(
+    "layer, message",
+    [
+        ({"layer_type": "warp", "num_in_channels": 3, "num_out_channels": 8}, "unknown layer_type"),
+        ({"layer_type": "conv", "num_in_channels": 3, "num_out_channels": 8, "stride": 1}, "missing field"),
+        ({"layer_type": "head", "num_in_channels": 4, "num_out_channels": 8}, "num_in_channels=4"),
+        ({"layer_type": "tail", "num_in_channels": 3, "num_out_channels": 8, "num_classes": 10}, "1000-class"),
+    ],
+)
 def test_bad_configs_rejected(tmp_path, layer, message):
     path = tmp_path / "bad.json"
     path.write_text(json.dumps([{"layer_type": "data", "img_resolution": 64, "distill": False}, layer]))

@@ -1,20 +1,20 @@
 """Phase 2: constrained BO inside a latency sub-space; retries; crash and resume; the `nas` command."""
+
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import nas_helpers
 import numpy as np
 import pytest
+from nas_helpers import cheap, fill_table, one_torch_thread  # noqa: F401 (autouse fixture)
 
 from profiler.nas.estimate import LatencyEstimator
 from profiler.nas.search import Candidate, SearchConfig, pareto_front, run_search
 from profiler.nas.space import load_space
 from profiler.table import LatencyTable
-
-import nas_helpers
-from nas_helpers import cheap, fill_table, one_torch_thread  # noqa: F401 (autouse fixture)
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
@@ -44,8 +44,14 @@ def budget(estimator, demo):
 
 
 def config(tmp_path, budget, **kw):
-    kw = {"trials": 6, "initial": 3, "pool": 256, "objective": "nas_helpers:cheap",
-          "storage": tmp_path / "study.sqlite", **kw}
+    kw = {
+        "trials": 6,
+        "initial": 3,
+        "pool": 256,
+        "objective": "nas_helpers:cheap",
+        "storage": tmp_path / "study.sqlite",
+        **kw,
+    }
     return SearchConfig(budget_ms=budget, **kw)
 
 
@@ -94,18 +100,32 @@ def test_nearest_unused_pool_vector():
 
 
 def test_pareto_front_small_example():
-    pts = [Candidate(i, np.zeros(1), lat, score) for i, (lat, score) in
-           enumerate([(1.0, 5.0), (0.5, 4.0), (0.7, 3.0), (0.9, 6.0), (0.4, 1.0), (0.9, 2.0)])]
+    pts = [
+        Candidate(i, np.zeros(1), lat, score)
+        for i, (lat, score) in enumerate([(1.0, 5.0), (0.5, 4.0), (0.7, 3.0), (0.9, 6.0), (0.4, 1.0), (0.9, 2.0)])
+    ]
     assert [c.trial for c in pareto_front(pts)] == [4, 1, 3]
 
 
 def test_failed_evaluations_are_retried_then_given_up(tmp_path, demo, estimator, budget, monkeypatch):
     monkeypatch.setenv("NAS_TEST_DIR", str(tmp_path))
-    result = run_search(demo, estimator, config(tmp_path, budget, objective="nas_helpers:flaky", trials=4),
-                        progress=False)
+    result = run_search(
+        demo, estimator, config(tmp_path, budget, objective="nas_helpers:flaky", trials=4), progress=False
+    )
     assert len(result.ranked) == 4 and result.failed == 0  # every first attempt failed, every retry worked
-    broken = run_search(demo, estimator, config(tmp_path, budget, objective="nas_helpers:always_fails", trials=3,
-                                                retries=1, storage=tmp_path / "broken.sqlite"), progress=False)
+    broken = run_search(
+        demo,
+        estimator,
+        config(
+            tmp_path,
+            budget,
+            objective="nas_helpers:always_fails",
+            trials=3,
+            retries=1,
+            storage=tmp_path / "broken.sqlite",
+        ),
+        progress=False,
+    )
     assert broken.ranked == [] and broken.failed == 3
     assert all("this objective is broken" in e for e in broken.errors)
 
@@ -160,7 +180,7 @@ def test_resume_after_a_kill_inside_ask(tmp_path, demo, estimator, budget):
     trials = study.get_trials()
     assert not [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
     assert trials[stale].state == optuna.trial.TrialState.FAIL
-    assert any(t.params == queued for t in trials[stale + 1:])
+    assert any(t.params == queued for t in trials[stale + 1 :])
 
 
 def test_empty_sub_space_is_a_clear_error(tmp_path, demo, estimator):
@@ -172,8 +192,13 @@ def test_empty_sub_space_is_a_clear_error(tmp_path, demo, estimator):
 
 def nas(*args, env=None, check=True):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(REPO)]), "OMP_NUM_THREADS": "1", **(env or {})}
-    proc = subprocess.run([sys.executable, "-m", "profiler.nas.cli", *map(str, args)], capture_output=True,
-                          text=True, env=env, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "profiler.nas.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     if check:
         assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc
@@ -187,8 +212,26 @@ def test_killed_search_resumes_without_losing_trials(tmp_path, table_path, budge
     from optuna.trial import TrialState
 
     out = tmp_path / "out"
-    args = ["search", "--table", table_path, "--space", "demo", "--budget-ms", budget, "--trials", 5,
-            "--initial", 3, "--pool", 256, "--objective", "nas_helpers:crash_once_at", "--out", out, "-q"]
+    args = [
+        "search",
+        "--table",
+        table_path,
+        "--space",
+        "demo",
+        "--budget-ms",
+        budget,
+        "--trials",
+        5,
+        "--initial",
+        3,
+        "--pool",
+        256,
+        "--objective",
+        "nas_helpers:crash_once_at",
+        "--out",
+        out,
+        "-q",
+    ]
     env = {"NAS_TEST_DIR": str(tmp_path), "NAS_TEST_CRASH_AT": "3"}
     killed = nas(*args, env=env, check=False)
     assert killed.returncode == 3, killed.stderr  # died inside its 3rd evaluation
@@ -226,15 +269,27 @@ def test_nas_estimate_reports_buckets_and_missing_keys(tmp_path, demo):
     specs = demo.layer_specs()
     fill_table(tmp_path / "partial.sqlite", specs, skip={s.key() for s in specs[::5]}).close()
     keys = tmp_path / "missing.txt"
-    proc = nas("estimate", "--table", tmp_path / "partial.sqlite", "--space", "demo", "--samples", 2000,
-               "--budgets", "1,3", "--missing-keys", keys)
+    proc = nas(
+        "estimate",
+        "--table",
+        tmp_path / "partial.sqlite",
+        "--space",
+        "demo",
+        "--samples",
+        2000,
+        "--budgets",
+        "1,3",
+        "--missing-keys",
+        keys,
+    )
     assert "< 1 ms" in proc.stdout and "missing blocks" in proc.stdout
     listed = [k for k in keys.read_text().splitlines() if not k.startswith("#")]
     assert listed and set(listed) <= {s.key() for s in specs[::5]}
     # A complete table: the keys file of the earlier run must not linger with stale keys.
     fill_table(tmp_path / "full.sqlite", specs).close()
-    proc = nas("estimate", "--table", tmp_path / "full.sqlite", "--space", "demo", "--samples", 200,
-               "--missing-keys", keys)
+    proc = nas(
+        "estimate", "--table", tmp_path / "full.sqlite", "--space", "demo", "--samples", 200, "--missing-keys", keys
+    )
     assert [k for k in keys.read_text().splitlines() if not k.startswith("#")] == []
     assert not keys.with_name(keys.name + ".partial").exists()
     bad = nas("search", "--table", tmp_path / "nope.sqlite", "--budget-ms", 1, check=False)
@@ -245,9 +300,14 @@ def test_nas_estimate_reports_buckets_and_missing_keys(tmp_path, demo):
 def test_ray_workers(tmp_path, demo, estimator, budget, monkeypatch):
     ray = pytest.importorskip("ray")
     monkeypatch.setenv("NAS_TEST_DIR", str(tmp_path))
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join([str(TESTS), str(REPO)]),
-                                       "NAS_TEST_DIR": str(tmp_path)}})
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={
+            "env_vars": {"PYTHONPATH": os.pathsep.join([str(TESTS), str(REPO)]), "NAS_TEST_DIR": str(tmp_path)}
+        },
+    )
     try:
         cfg = config(tmp_path, budget, objective="nas_helpers:flaky", trials=4, ray_address="local")
         result = run_search(demo, estimator, cfg, progress=False)

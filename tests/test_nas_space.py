@@ -1,4 +1,5 @@
 """Search-space definition, vector encoding, decode/encode round trips, Sobol sampling."""
+
 import json
 import math
 
@@ -88,8 +89,9 @@ def test_encode_rejects_networks_outside_the_space(gpunet, demo):
         gpunet.encode(wide)
     with pytest.raises(ValueError, match="precision"):
         gpunet.encode([s.replace(precision="fp16") for s in g])
-    assert np.array_equal(gpunet.with_context(precision="fp16").encode([s.replace(precision="fp16") for s in g]),
-                          gpunet.encode(g))
+    assert np.array_equal(
+        gpunet.with_context(precision="fp16").encode([s.replace(precision="fp16") for s in g]), gpunet.encode(g)
+    )
 
 
 def test_sobol_sample_covers_choices_evenly(gpunet):
@@ -132,24 +134,30 @@ filters = [32]
     assert len(tiny.decode([1, 1, 0, 1])) == 4
 
 
-@pytest.mark.parametrize("stage, message", [
-    ({"op": "irb", "stride": 2, "layers": [0], "filters": [8]}, "never exist"),
-    ({"op": "conv", "filters": [8], "expansion": [2]}, "no expansion"),
-    ({"op": "warp", "filters": [8]}, "not a block op"),
-    ({"op": "irb", "filters": [8], "kernel": [4]}, "odd"),
-    ({"op": "irb", "filters": [8], "act": ["gelu"]}, "act"),
-    ({"op": "irb", "filters": {"min": 8, "max": 4}}, "empty"),
-    ({"op": "irb"}, "filters"),
-    ({"op": "irb", "filters": [8], "colour": [1]}, "unknown keys"),
-])
+@pytest.mark.parametrize(
+    "stage, message",
+    [
+        ({"op": "irb", "stride": 2, "layers": [0], "filters": [8]}, "never exist"),
+        ({"op": "conv", "filters": [8], "expansion": [2]}, "no expansion"),
+        ({"op": "warp", "filters": [8]}, "not a block op"),
+        ({"op": "irb", "filters": [8], "kernel": [4]}, "odd"),
+        ({"op": "irb", "filters": [8], "act": ["gelu"]}, "act"),
+        ({"op": "irb", "filters": {"min": 8, "max": 4}}, "empty"),
+        ({"op": "irb"}, "filters"),
+        ({"op": "irb", "filters": [8], "colour": [1]}, "unknown keys"),
+    ],
+)
 def test_bad_space_files_are_rejected(stage, message):
     with pytest.raises(ValueError, match=message):
         SearchSpace.from_dict({"name": "x", "resolution": [32], "stages": [stage]})
 
 
 def test_malformed_space_documents(tmp_path):
-    for text, message in [("[1, 2]", "a search space is an object"), ('{"name": "x", "resolution": [32], "stages": [3]}',
-                                                                       "stage 0 must be"), ("{", "not valid JSON")]:
+    for text, message in [
+        ("[1, 2]", "a search space is an object"),
+        ('{"name": "x", "resolution": [32], "stages": [3]}', "stage 0 must be"),
+        ("{", "not valid JSON"),
+    ]:
         (tmp_path / "s.json").write_text(text)
         with pytest.raises(ValueError, match=message):
             load_space(tmp_path / "s.json")
@@ -180,8 +188,12 @@ def test_field_order_is_stable():
 def test_sparsity_positions_round_trip(demo):
     sparse = load_space("demo_sparse")
     assert sparse.width == demo.width + 4 and load_space("gpunet_sparse").width == 52
-    assert [p for p in sparse.layout if p.endswith("sparsity")] == ["1.sparsity", "2.sparsity", "3.sparsity",
-                                                                     "4.sparsity"]
+    assert [p for p in sparse.layout if p.endswith("sparsity")] == [
+        "1.sparsity",
+        "2.sparsity",
+        "3.sparsity",
+        "4.sparsity",
+    ]
     seen = set()
     for v in sparse.sample(256, seed=4):
         net = sparse.decode(v)
@@ -214,8 +226,13 @@ def test_sparse_space_layer_specs_hold_both_variants(demo):
     assert keys == dense_keys | twins
     assert {s.sparsity for s in sparse.with_context(sparsity="2:4").layer_specs()} == {"2:4"}
     with pytest.raises(ValueError, match="sparsity must be among"):
-        SearchSpace.from_dict({"name": "x", "resolution": [32], "stages": [
-            {"op": "head", "stride": 2, "filters": [16], "sparsity": ["dense", "1:4"]}]})
+        SearchSpace.from_dict(
+            {
+                "name": "x",
+                "resolution": [32],
+                "stages": [{"op": "head", "stride": 2, "filters": [16], "sparsity": ["dense", "1:4"]}],
+            }
+        )
     # A space-level sparsity is the default of stages that list none.
     doc = json.loads(json.dumps(demo.to_dict()))
     doc["sparsity"] = "2:4"

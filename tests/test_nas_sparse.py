@@ -1,11 +1,14 @@
 """Sparsity-aware NAS (issue 18): candidates whose stages choose dense or 2:4. The proxy and the
 training objective see the pruned weights, `profiler build` measures both variants (and only with a
 backend that runs 2:4), `nas search` marks the 2:4 stages and exports ONNX that keeps the pattern."""
+
 import json
 
 import numpy as np
 import pytest
 import torch
+from nas_helpers import CONTEXT, fake_ms, one_torch_thread, stats  # noqa: F401 (autouse fixture)
+from test_nas_search import nas
 
 import pysparse24
 from profiler.blocks import build_network
@@ -16,15 +19,25 @@ from profiler.nas.space import SearchSpace, load_space
 from profiler.nas.train import train_candidate
 from profiler.table import LatencyTable
 
-from nas_helpers import CONTEXT, fake_ms, one_torch_thread, stats  # noqa: F401 (autouse fixture)
-from test_nas_search import nas
-
 # Three stages at 16 px: a tiny network every test here can build, train and time in a moment.
-TINY = {"name": "tiny_sparse", "resolution": [16], "stages": [
-    {"name": "stem", "op": "head", "stride": 2, "kernel": [3], "filters": [16]},
-    {"name": "body", "op": "irb", "stride": 1, "layers": [1, 2], "kernel": [3], "expansion": [2],
-     "filters": [16, 24], "sparsity": ["dense", "2:4"]},
-    {"name": "tail", "op": "tail", "stride": 1, "kernel": [1], "filters": [32], "sparsity": ["dense", "2:4"]}]}
+TINY = {
+    "name": "tiny_sparse",
+    "resolution": [16],
+    "stages": [
+        {"name": "stem", "op": "head", "stride": 2, "kernel": [3], "filters": [16]},
+        {
+            "name": "body",
+            "op": "irb",
+            "stride": 1,
+            "layers": [1, 2],
+            "kernel": [3],
+            "expansion": [2],
+            "filters": [16, 24],
+            "sparsity": ["dense", "2:4"],
+        },
+        {"name": "tail", "op": "tail", "stride": 1, "kernel": [1], "filters": [32], "sparsity": ["dense", "2:4"]},
+    ],
+}
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +91,8 @@ def test_digits_training_keeps_the_masks_and_learns(tiny):
     assert {n.split(".")[0] for n, _ in masked} == {str(i) for i, s in enumerate(net) if s.sparsity == "2:4"}
     initial = dict(build_candidate(net).named_modules())
     for name, layer in masked:
-        assert is_2_4(layer.weight)                                      # the pattern survived training
-        assert not torch.equal(layer.weight, initial[name].weight)       # and the kept weights moved
+        assert is_2_4(layer.weight)  # the pattern survived training
+        assert not torch.equal(layer.weight, initial[name].weight)  # and the kept weights moved
     with pytest.raises(ValueError, match="needs a classifier"):
         train_candidate(net[:-1])
 
@@ -91,7 +104,8 @@ def test_build_enumerates_both_variants_and_needs_a_sparse_executor(tmp_path, ti
     dense = {s.key() for s in specs if s.sparsity == "dense"}
     sparse = {s.key() for s in specs if s.sparsity == "2:4"}
     assert {s.replace(sparsity="dense").key() for s in specs if s.sparsity == "2:4"} == dense - {
-        s.key() for s in specs if s.op == "head"}
+        s.key() for s in specs if s.op == "head"
+    }
     assert len(sparse) == len(dense) - 1  # every layer but the head, twice
     assert {s.sparsity for s in specs_from_source(space=str(path), sparsity="dense")} == {"dense"}
     with pytest.raises(ValueError, match="onnxruntime backend cannot execute 2:4"):
@@ -100,9 +114,16 @@ def test_build_enumerates_both_variants_and_needs_a_sparse_executor(tmp_path, ti
     # The torch backend runs the 2:4 variants through pysparse24's sparse modules.
     fast = {"threads": 1, "cpus": None, "policy": None}
     from pysparse24.timing import TimingPolicy
-    ref = BackendRef("profiler.backends.torch_backend:TorchBackend",
-                     {**fast, "policy": TimingPolicy(warmup_min=2, warmup_s=0.0, min_repeats=5, max_repeats=5,
-                                                     min_time_s=0.0, budget_s=0.2)})
+
+    ref = BackendRef(
+        "profiler.backends.torch_backend:TorchBackend",
+        {
+            **fast,
+            "policy": TimingPolicy(
+                warmup_min=2, warmup_s=0.0, min_repeats=5, max_repeats=5, min_time_s=0.0, budget_s=0.2
+            ),
+        },
+    )
     report = build_table(tmp_path / "torch.sqlite", specs, ref, progress=False)
     assert report.measured == len(specs) and report.failed == 0, LatencyTable(tmp_path / "torch.sqlite").errors()
     with LatencyTable(tmp_path / "torch.sqlite") as table:
@@ -124,8 +145,26 @@ def test_nas_search_cli_marks_sparse_stages_and_exports_2_4_onnx(tmp_path, tiny)
     space_file.write_text(json.dumps(TINY))
     fill_both(tmp_path / "lut.sqlite", tiny).close()
     out = tmp_path / "out"
-    proc = nas("search", "--table", tmp_path / "lut.sqlite", "--space", space_file, "--budget-ms", "p100",
-               "--trials", 4, "--initial", 3, "--pool", 64, "--objective", "nas_helpers:cheap", "--out", out, "-q")
+    proc = nas(
+        "search",
+        "--table",
+        tmp_path / "lut.sqlite",
+        "--space",
+        space_file,
+        "--budget-ms",
+        "p100",
+        "--trials",
+        4,
+        "--initial",
+        3,
+        "--pool",
+        64,
+        "--objective",
+        "nas_helpers:cheap",
+        "--out",
+        out,
+        "-q",
+    )
     assert "2:4 stages" in proc.stdout
     doc = json.loads((out / "ranked.json").read_text())
     for row in doc["candidates"]:
@@ -140,10 +179,12 @@ def test_nas_search_cli_marks_sparse_stages_and_exports_2_4_onnx(tmp_path, tiny)
         assert sum(w.is_2to4 for w in weights) >= expected and "2:4 (verified in the file)" in proc.stdout
     # The all-2:4 candidate exported the same way keeps the pattern in every pruned layer.
     from profiler.nas.candidate import export_candidate_onnx
+
     v = all_sparse(tiny)
     found = export_candidate_onnx(tiny.decode(v), tmp_path / "sparse.onnx")
-    assert sum(w.is_2to4 for w in found) == len([1 for n, m in build_candidate(tiny.decode(v)).named_modules()
-                                                  if hasattr(m, "parametrizations")])
+    assert sum(w.is_2to4 for w in found) == len(
+        [1 for n, m in build_candidate(tiny.decode(v)).named_modules() if hasattr(m, "parametrizations")]
+    )
 
 
 def test_random_sampler_baseline(tmp_path, tiny, monkeypatch):
@@ -158,15 +199,25 @@ def test_random_sampler_baseline(tmp_path, tiny, monkeypatch):
         SearchConfig(budget_ms=1.0, sampler="tpe")
     asked = {"gp": 0, "random": 0}
     for name, cls in (("gp", optuna.samplers.GPSampler), ("random", optuna.samplers.RandomSampler)):
+
         class Counting(cls):
             def sample_independent(self, *a, _name=name, **kw):
                 asked[_name] += 1
                 return super().sample_independent(*a, **kw)
+
         monkeypatch.setattr(optuna.samplers, cls.__name__, Counting)
     results = []
     for sampler in ("gp", "random"):
-        config = SearchConfig(budget_ms=10.0, trials=5, initial=2, pool=64, objective="nas_helpers:cheap",
-                              storage=tmp_path / f"{sampler}.sqlite", sampler=sampler, explore_every=0)
+        config = SearchConfig(
+            budget_ms=10.0,
+            trials=5,
+            initial=2,
+            pool=64,
+            objective="nas_helpers:cheap",
+            storage=tmp_path / f"{sampler}.sqlite",
+            sampler=sampler,
+            explore_every=0,
+        )
         results.append(run_search(tiny, estimator, config, progress=False))
     assert all(len(r.ranked) == 5 for r in results)
     assert asked["random"] > 0  # the random run's proposals came from the RandomSampler

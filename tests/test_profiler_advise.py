@@ -1,5 +1,6 @@
 """profiler.advise: trace a model's Linear/Conv2d layers into specs, measure them dense and 2:4 on the
 torch backend (pysparse24's sparse modules), advise, and the command line with its bad inputs."""
+
 import dataclasses
 import json
 import os
@@ -20,13 +21,19 @@ from profiler import cli as profiler_cli
 from profiler.backends import TimingPolicy, get_backend
 from profiler.blocks import build_module, export_onnx, input_shape_of, output_shape, random_input
 from profiler.spec import LayerSpec
-from pysparse24.timing import LatencyStats
 from profiler.table import LatencyTable
+from pysparse24.timing import LatencyStats
 
 REPO = Path(__file__).resolve().parent.parent
 FAST = TimingPolicy(warmup_min=2, warmup_s=0.0, min_repeats=10, min_time_s=0.0, budget_s=0.2)
-SPARSE_CTX = {"backend": "torch", "precision": "fp32", "batch": 1, "device": "test", "threads": 1,
-              "sparse_executor": "pysparse24 cpu kernels"}
+SPARSE_CTX = {
+    "backend": "torch",
+    "precision": "fp32",
+    "batch": 1,
+    "device": "test",
+    "threads": 1,
+    "sparse_executor": "pysparse24 cpu kernels",
+}
 
 
 @pytest.fixture(autouse=True)
@@ -55,7 +62,7 @@ class Net(nn.Module):
 
     def forward(self, x):
         x = self.wide(self.valid(self.dw(self.pw(torch.relu(self.bn(self.stem(x)))))))
-        t = x.flatten(2).transpose(1, 2)          # (N, tokens, C)
+        t = x.flatten(2).transpose(1, 2)  # (N, tokens, C)
         return self.shared(self.shared(self.fc(t)))
 
 
@@ -65,8 +72,10 @@ def test_trace_maps_each_call_to_a_spec_with_the_same_work():
 
     def keep_output(name):
         def hook(module, args, output):
-            outputs.setdefault(name, output.shape)   # returns None: the output stays the layer's
+            outputs.setdefault(name, output.shape)  # returns None: the output stays the layer's
+
         return hook
+
     hooks = [m.register_forward_hook(keep_output(n)) for n, m in model.named_modules() if n]
     calls = adv.trace(model, x)
     for h in hooks:
@@ -81,7 +90,7 @@ def test_trace_maps_each_call_to_a_spec_with_the_same_work():
     assert by["fc"].spec == LayerSpec("linear_only", (1, 32, 49, 1), 64, act="none")
     assert calls[-1].spec == calls[-2].spec
     for c in calls:
-        if c.spec is not None:   # the block the spec builds produces the layer's real output
+        if c.spec is not None:  # the block the spec builds produces the layer's real output
             real = outputs[c.layer]
             block = build_module(c.spec)(torch.randn(input_shape_of(c.spec)))
             assert block.shape == real and output_shape(c.spec)[1] == real[-1 if c.kind == "Linear" else 1]
@@ -98,11 +107,16 @@ def test_single_layer_blocks_compute_the_torch_layer():
     module = build_module(conv)
     x = torch.from_numpy(random_input(conv.in_shape, seed=5))
     torch.testing.assert_close(module(x), F.conv2d(x, module.weight, None, 2, 1, 1, 2))
-    import onnxruntime as ort   # the same definition exports (the ONNX Runtime / TensorRT graph)
+    import onnxruntime as ort  # the same definition exports (the ONNX Runtime / TensorRT graph)
+
     session = ort.InferenceSession(export_onnx(lin), providers=["CPUExecutionProvider"])
     x = random_input(input_shape_of(lin), seed=6)
-    np.testing.assert_allclose(session.run(None, {"input": x})[0], module_out := build_module(lin)(
-        torch.from_numpy(x)).detach().numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        session.run(None, {"input": x})[0],
+        module_out := build_module(lin)(torch.from_numpy(x)).detach().numpy(),
+        rtol=1e-5,
+        atol=1e-5,
+    )
     assert module_out.shape == (2, 5, 40)
     for bad in (dict(act="relu"), dict(in_shape=(1, 24, 5, 2))):
         with pytest.raises(ValueError, match="linear_only"):
@@ -158,8 +172,9 @@ def test_summarize_advises_the_layers_that_pay_and_predicts_with_the_calibration
 
 def test_a_failed_write_leaves_the_previous_advice(tmp_path, monkeypatch):
     calls = adv.trace(Net().eval(), torch.randn(1, 3, 32, 32))
-    with _table_with(tmp_path / "t.sqlite", calls, dict.fromkeys(["stem", "pw", "dw", "valid", "fc", "shared"], 1.0),
-                     {}) as t:
+    with _table_with(
+        tmp_path / "t.sqlite", calls, dict.fromkeys(["stem", "pw", "dw", "valid", "fc", "shared"], 1.0), {}
+    ) as t:
         advice = adv.summarize(calls, t)
     path = tmp_path / "advice.json"
     path.write_text("previous")
@@ -173,12 +188,16 @@ def test_a_failed_write_leaves_the_previous_advice(tmp_path, monkeypatch):
 
 def test_an_advice_naming_a_layer_the_model_lacks_converts_nothing(tmp_path):
     calls = adv.trace(Net().eval(), torch.randn(1, 3, 32, 32))
-    with _table_with(tmp_path / "t.sqlite", calls, dict.fromkeys(["stem", "pw", "dw", "valid", "fc", "shared"], 2.0),
-                     dict.fromkeys(["pw", "fc"], 1.0)) as t:
+    with _table_with(
+        tmp_path / "t.sqlite",
+        calls,
+        dict.fromkeys(["stem", "pw", "dw", "valid", "fc", "shared"], 2.0),
+        dict.fromkeys(["pw", "fc"], 1.0),
+    ) as t:
         adv.summarize(calls, t).write(tmp_path / "advice.json")
     advice = adv.Advice.load(tmp_path / "advice.json")
     assert list(advice) == ["pw", "fc"]
-    other = nn.Sequential(nn.Linear(32, 64)).eval()     # another model: no layer "pw" or "fc"
+    other = nn.Sequential(nn.Linear(32, 64)).eval()  # another model: no layer "pw" or "fc"
     before = {k: v.clone() for k, v in other.state_dict().items()}
     with pytest.raises(ValueError, match="'fc'|'pw'"):
         sparse_torch.sparsify(other, "2:4", layers=advice, progress=False)
@@ -192,7 +211,7 @@ def test_torch_backend_runs_2_4_through_the_sparse_modules():
     assert backend.context()["sparse_executor"] == "pysparse24 cpu kernels"
     spec = LayerSpec("irb", (1, 16, 8, 8), 16, kernel=3, expansion=2, sparsity="2:4")
     runner = backend.runner(spec)
-    assert [r.kind for r in runner.sparse_layers] == ["Conv2d", "Conv2d"]   # the two 1x1 convs; dw stays dense
+    assert [r.kind for r in runner.sparse_layers] == ["Conv2d", "Conv2d"]  # the two 1x1 convs; dw stays dense
     assert runner(3) and backend.measure(spec).median_ms > 0
     with pytest.raises(ValueError, match="no layer of this 2:4 block can run sparse .*groups=16"):
         backend.measure(LayerSpec("dwconv2d", (1, 16, 8, 8), 16, kernel=3, sparsity="2:4"))
@@ -205,7 +224,7 @@ def test_advise_end_to_end_resumes_and_its_advice_converts_the_model(tmp_path):
     table = tmp_path / "t.sqlite"
     log = []
     advice = adv.advise(model, x, table, backend_options={"policy": FAST}, progress=False, log=log.append)
-    assert "5 measured, 1 failed" in log[0]            # 3 layers dense + 2:4; "4" has 6 outputs: no sparse tile
+    assert "5 measured, 1 failed" in log[0]  # 3 layers dense + 2:4; "4" has 6 outputs: no sparse tile
     rows = {r.layer: r for r in advice.per_layer}
     assert set(rows) == {"0", "2", "4"} and rows["4"].sparse_ms is None and "output channels" in rows["4"].reason
     assert all(rows[n].dense_ms > 0 and rows[n].sparse_ms > 0 for n in ("0", "2"))
@@ -262,16 +281,20 @@ def cli(tmp_path, monkeypatch, capsys):
     def run(*args):
         code = profiler_cli.main(["advise", *args, "--table", "t.sqlite", "--out", "advice.json", "-q"])
         return code, capsys.readouterr()
+
     return run
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--model", "usermodels:mlp", "--input-shape", "1x3x8x8"], "does not run on the example input (1, 3, 8, 8)"),
-    (["--model", "usermodels:nope", "--input-shape", "1x64"], "module 'usermodels' has no callable 'nope'"),
-    (["--model", "usermodels:not_a_model", "--input-shape", "1x64"], "gave a int, not a torch.nn.Module"),
-    (["--model", "missingmodule:mlp", "--input-shape", "1x64"], "cannot import 'missingmodule'"),
-    (["--model", "usermodels:mlp", "--input-shape", "1xax64"], "must look like 1x3x224x224"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--model", "usermodels:mlp", "--input-shape", "1x3x8x8"], "does not run on the example input (1, 3, 8, 8)"),
+        (["--model", "usermodels:nope", "--input-shape", "1x64"], "module 'usermodels' has no callable 'nope'"),
+        (["--model", "usermodels:not_a_model", "--input-shape", "1x64"], "gave a int, not a torch.nn.Module"),
+        (["--model", "missingmodule:mlp", "--input-shape", "1x64"], "cannot import 'missingmodule'"),
+        (["--model", "usermodels:mlp", "--input-shape", "1xax64"], "must look like 1x3x224x224"),
+    ],
+)
 def test_cli_bad_input_is_one_error_line_and_writes_nothing(cli, tmp_path, args, message):
     code, out = cli(*args)
     assert code == 2 and message in out.err and out.err.count("error:") == 1, out.err
@@ -295,11 +318,15 @@ def test_cli_advises_and_refuses_a_table_of_another_context(cli, tmp_path):
 def test_pysparse24_cli_runs_commands_other_packages_register(monkeypatch, capsys):
     """`pysparse24 advise` comes from the profiler package's entry point (pysparse24 never imports it)."""
     import tomllib
+
     declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["entry-points"]
     assert declared["pysparse24.commands"] == {"advise": "profiler.advise"}
     entry = EntryPoint("advise", "profiler.advise", pysparse24.cli.PLUGIN_GROUP)
-    monkeypatch.setattr(pysparse24.cli.importlib.metadata, "entry_points",
-                        lambda group: [entry] if group == pysparse24.cli.PLUGIN_GROUP else [])
+    monkeypatch.setattr(
+        pysparse24.cli.importlib.metadata,
+        "entry_points",
+        lambda group: [entry] if group == pysparse24.cli.PLUGIN_GROUP else [],
+    )
     assert "advise" in pysparse24.cli.build_parser().format_help()
     code = pysparse24.cli.main(["advise", "--model", "x", "--input-shape", "1x64", "--table", "t", "--out", "a.json"])
     assert code == 2 and "error: --model must be 'module:function'" in capsys.readouterr().err

@@ -1,4 +1,5 @@
 """profiler.backends: one measure() interface; TensorRT up to the engine build (timing: test_timing.py)."""
+
 import collections
 import importlib.util
 import json
@@ -11,10 +12,16 @@ import pytest
 
 from profiler.backends import BackendUnavailable, TimingPolicy, get_backend
 from profiler.backends.base import pin_cpus
-from profiler.backends.tensorrt_backend import (build_engine, build_plan, layer_tactics, onnx_for_plan,
-                                                require_sparse_tactic)
+from profiler.backends.tensorrt_backend import (
+    build_engine,
+    build_plan,
+    layer_tactics,
+    onnx_for_plan,
+    require_sparse_tactic,
+)
 from profiler.blocks import output_shape
 from profiler.spec import LayerSpec
+
 
 @pytest.fixture(autouse=True)
 def restore_cpu_affinity():
@@ -78,7 +85,7 @@ def test_tensorrt_build_plan():
     assert (p.onnx_precision, p.builder_flags, p.strongly_typed) == ("fp32", ("FP16",), False)
     p = build_plan("int8", "2:4", 10)
     assert (p.onnx_precision, p.builder_flags, p.strongly_typed) == ("int8", ("INT8", "SPARSE_WEIGHTS"), False)
-    p = build_plan("fp16", "2:4", 11)     # 11.x: no FP16 flag, the graph carries fp16
+    p = build_plan("fp16", "2:4", 11)  # 11.x: no FP16 flag, the graph carries fp16
     assert (p.onnx_precision, p.builder_flags, p.strongly_typed) == ("fp16", ("SPARSE_WEIGHTS",), True)
     assert build_plan("fp32", "dense", 11).builder_flags == ()
     with pytest.raises(ValueError, match="TensorRT 8"):
@@ -106,42 +113,64 @@ def test_tensorrt_absent_is_a_clear_error():
 
 def _recording_tensorrt(log):
     """A stand-in `tensorrt` module recording what build_engine asks of it (TensorRT 10 API names)."""
+
     class Config:
-        def set_memory_pool_limit(self, pool, size): log["workspace"] = size
-        def set_flag(self, flag): log.setdefault("flags", []).append(flag)
+        def set_memory_pool_limit(self, pool, size):
+            log["workspace"] = size
+
+        def set_flag(self, flag):
+            log.setdefault("flags", []).append(flag)
+
         def create_timing_cache(self, data):
             log["cache_in"] = bytes(data)
             return "cache"
-        def set_timing_cache(self, cache, ignore_mismatch): log["cache_set"] = cache
-        def get_timing_cache(self): return types.SimpleNamespace(serialize=lambda: b"timings-v2")
+
+        def set_timing_cache(self, cache, ignore_mismatch):
+            log["cache_set"] = cache
+
+        def get_timing_cache(self):
+            return types.SimpleNamespace(serialize=lambda: b"timings-v2")
 
     class Parser:
-        def __init__(self, network, logger): pass
+        def __init__(self, network, logger):
+            pass
+
         def parse(self, data):
             log["onnx"] = data
             return True
 
     class Builder:
-        def __init__(self, logger): pass
+        def __init__(self, logger):
+            pass
+
         def create_network(self, flags):
             log["network_flags"] = flags
             return "network"
-        def create_builder_config(self): return Config()
+
+        def create_builder_config(self):
+            return Config()
+
         def build_serialized_network(self, network, config):
             log["verbosity"] = config.profiling_verbosity
             return b"plan"
 
     class Runtime:
-        def __init__(self, logger): pass
-        def deserialize_cuda_engine(self, data): return ("engine", data)
+        def __init__(self, logger):
+            pass
+
+        def deserialize_cuda_engine(self, data):
+            return ("engine", data)
 
     return types.SimpleNamespace(
         Logger=type("Logger", (), {"WARNING": 2, "__init__": lambda self, level: None}),
-        Builder=Builder, OnnxParser=Parser, Runtime=Runtime,
+        Builder=Builder,
+        OnnxParser=Parser,
+        Runtime=Runtime,
         BuilderFlag=types.SimpleNamespace(FP16="FP16", INT8="INT8", SPARSE_WEIGHTS="SPARSE_WEIGHTS"),
         NetworkDefinitionCreationFlag=types.SimpleNamespace(STRONGLY_TYPED=1),
         MemoryPoolType=types.SimpleNamespace(WORKSPACE="ws"),
-        ProfilingVerbosity=types.SimpleNamespace(DETAILED="detailed"))
+        ProfilingVerbosity=types.SimpleNamespace(DETAILED="detailed"),
+    )
 
 
 def test_tensorrt_engine_build_sets_the_plan(monkeypatch, tmp_path):
@@ -153,7 +182,7 @@ def test_tensorrt_engine_build_sets_the_plan(monkeypatch, tmp_path):
     engine = build_engine(b"onnx-bytes", plan, str(cache), workspace_bytes=123)
     assert engine == ("engine", b"plan")
     assert log["flags"] == ["SPARSE_WEIGHTS"] and log["network_flags"] == 1 << 1 and log["workspace"] == 123
-    assert log["verbosity"] == "detailed"   # the layer information then names each layer's tactic
+    assert log["verbosity"] == "detailed"  # the layer information then names each layer's tactic
     assert log["cache_in"] == b"timings-v1" and cache.read_bytes() == b"timings-v2"
     build_engine(b"onnx", build_plan("fp16", "dense", 10), None)
     assert log["flags"][-1] == "FP16" and log["network_flags"] == 0
@@ -185,32 +214,85 @@ def test_onnxruntime_refuses_2_4_and_records_no_sparse_executor():
 # Engine layer information as IEngineInspector.get_engine_information(LayerInformationFormat.JSON) prints
 # it for an engine built with ProfilingVerbosity.DETAILED and SPARSE_WEIGHTS (field names from the
 # TensorRT documentation and trt-engine-explorer; tactic names of TensorRT's sparse "sptensor" kernels).
-ENGINE_INFO = json.dumps({"Layers": [
-    {"Name": "Reformatting CopyNode for Input Tensor 0 to /0/conv/Conv", "LayerType": "Reformat",
-     "Inputs": [{"Name": "input", "Location": "Device", "Dimensions": [1, 64, 56, 56],
-                 "Format/Datatype": "Row major linear FP32"}],
-     "Outputs": [{"Name": "Reformatted Input Tensor 0 to /0/conv/Conv", "Location": "Device",
-                  "Dimensions": [1, 64, 56, 56], "Format/Datatype": "Channel major FP16 format where channel % 8 == 0"}],
-     "ParameterType": "Reformat", "Origin": "REFORMAT", "TacticValue": "0x00000000000003e8", "StreamId": 0,
-     "Metadata": ""},
-    {"Name": "/0/conv/Conv + /0/act/Relu", "LayerType": "CaskConvolution",
-     "Inputs": [{"Name": "Reformatted Input Tensor 0 to /0/conv/Conv", "Dimensions": [1, 64, 56, 56]}],
-     "Outputs": [{"Name": "/0/act/Relu_output_0", "Dimensions": [1, 256, 56, 56]}],
-     "ParameterType": "Convolution", "Kernel": [1, 1], "PaddingMode": "kEXPLICIT_ROUND_DOWN", "PrePadding": [0, 0],
-     "PostPadding": [0, 0], "Stride": [1, 1], "Dilation": [1, 1], "OutMaps": 256, "Groups": 1,
-     "Weights": {"Type": "Half", "Count": 16384}, "Bias": {"Type": "Float", "Count": 256}, "HasBias": 1,
-     "HasReLU": 1, "HasSparseWeights": 1, "AllowSparse": 1, "Activation": "RELU",
-     "TacticName": "sm80_xmma_fprop_sparse_conv_implicit_gemm_f16f16_f16f32_f32_nhwckrsc_nhwc_tilesize128x128x64_"
-                   "stage3_warpsize2x2x1_g1_sptensor16x8x32_t1r1s1", "TacticValue": "0x5a4b30c1e99f2d07",
-     "StreamId": 0, "Metadata": "[ONNX Layer: /0/conv/Conv]"},
-    {"Name": "/1/conv/Conv", "LayerType": "CaskConvolution", "ParameterType": "Convolution", "Groups": 256,
-     "AllowSparse": 0, "TacticName": "sm80_xmma_fprop_direct_group_f16f16_f32_f32_nhwckrsc_nhwc_hmma_k64c64r3s3_"
-                                      "stride1x1_tile16x64x32", "TacticValue": "0x0a8a1e7c44a1bd10"},
-    {"Name": "/2/Gemm", "LayerType": "CaskGemmConvolution", "ParameterType": "Convolution", "AllowSparse": 1,
-     "TacticName": "sm90_xmma_gemm_f16f16_f16f32_f32_tn_n_tilesize128x256x64_warpgroupsize1x1x1_execute_segment_k_off_"
-                   "kernel_trt", "TacticValue": "0x0000000000020327"},
-    {"Name": "{ForeignNode[/3/Add]}", "LayerType": "Myelin", "ParameterType": "Myelin"}],
-    "Bindings": ["input", "output"]})
+ENGINE_INFO = json.dumps(
+    {
+        "Layers": [
+            {
+                "Name": "Reformatting CopyNode for Input Tensor 0 to /0/conv/Conv",
+                "LayerType": "Reformat",
+                "Inputs": [
+                    {
+                        "Name": "input",
+                        "Location": "Device",
+                        "Dimensions": [1, 64, 56, 56],
+                        "Format/Datatype": "Row major linear FP32",
+                    }
+                ],
+                "Outputs": [
+                    {
+                        "Name": "Reformatted Input Tensor 0 to /0/conv/Conv",
+                        "Location": "Device",
+                        "Dimensions": [1, 64, 56, 56],
+                        "Format/Datatype": "Channel major FP16 format where channel % 8 == 0",
+                    }
+                ],
+                "ParameterType": "Reformat",
+                "Origin": "REFORMAT",
+                "TacticValue": "0x00000000000003e8",
+                "StreamId": 0,
+                "Metadata": "",
+            },
+            {
+                "Name": "/0/conv/Conv + /0/act/Relu",
+                "LayerType": "CaskConvolution",
+                "Inputs": [{"Name": "Reformatted Input Tensor 0 to /0/conv/Conv", "Dimensions": [1, 64, 56, 56]}],
+                "Outputs": [{"Name": "/0/act/Relu_output_0", "Dimensions": [1, 256, 56, 56]}],
+                "ParameterType": "Convolution",
+                "Kernel": [1, 1],
+                "PaddingMode": "kEXPLICIT_ROUND_DOWN",
+                "PrePadding": [0, 0],
+                "PostPadding": [0, 0],
+                "Stride": [1, 1],
+                "Dilation": [1, 1],
+                "OutMaps": 256,
+                "Groups": 1,
+                "Weights": {"Type": "Half", "Count": 16384},
+                "Bias": {"Type": "Float", "Count": 256},
+                "HasBias": 1,
+                "HasReLU": 1,
+                "HasSparseWeights": 1,
+                "AllowSparse": 1,
+                "Activation": "RELU",
+                "TacticName": "sm80_xmma_fprop_sparse_conv_implicit_gemm_f16f16_f16f32_f32_nhwckrsc_nhwc_tilesize128x128x64_"
+                "stage3_warpsize2x2x1_g1_sptensor16x8x32_t1r1s1",
+                "TacticValue": "0x5a4b30c1e99f2d07",
+                "StreamId": 0,
+                "Metadata": "[ONNX Layer: /0/conv/Conv]",
+            },
+            {
+                "Name": "/1/conv/Conv",
+                "LayerType": "CaskConvolution",
+                "ParameterType": "Convolution",
+                "Groups": 256,
+                "AllowSparse": 0,
+                "TacticName": "sm80_xmma_fprop_direct_group_f16f16_f32_f32_nhwckrsc_nhwc_hmma_k64c64r3s3_"
+                "stride1x1_tile16x64x32",
+                "TacticValue": "0x0a8a1e7c44a1bd10",
+            },
+            {
+                "Name": "/2/Gemm",
+                "LayerType": "CaskGemmConvolution",
+                "ParameterType": "Convolution",
+                "AllowSparse": 1,
+                "TacticName": "sm90_xmma_gemm_f16f16_f16f32_f32_tn_n_tilesize128x256x64_warpgroupsize1x1x1_execute_segment_k_off_"
+                "kernel_trt",
+                "TacticValue": "0x0000000000020327",
+            },
+            {"Name": "{ForeignNode[/3/Add]}", "LayerType": "Myelin", "ParameterType": "Myelin"},
+        ],
+        "Bindings": ["input", "output"],
+    }
+)
 
 
 def test_tensorrt_layer_information_names_the_sparse_tactics():

@@ -1,4 +1,5 @@
 """profiler.blocks: one definition per block -> torch module and ONNX graph that agree."""
+
 import collections
 
 import numpy as np
@@ -8,8 +9,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from profiler.blocks import (build_module, build_network, check_network, export_onnx, output_shape,
-                             random_input)
+from profiler.blocks import build_module, build_network, check_network, export_onnx, output_shape, random_input
 from profiler.spec import LayerSpec
 
 # Every op type, and each GPUNet family variant (SE, D family, groups, swish, stride 1/2, k 3/5).
@@ -49,7 +49,7 @@ def _ort_out(onnx_bytes, x):
 @pytest.mark.parametrize("spec", ALL_OPS, ids=lambda s: f"{s.op}-k{s.kernel}s{s.stride}-d{int(s.distill)}")
 def test_torch_and_onnxruntime_agree_and_output_shape_is_exact(spec):
     x = random_input(spec.in_shape, seed=11)
-    want = _torch_out(build_module(spec), x)      # same seed -> same weights as export_onnx(spec)
+    want = _torch_out(build_module(spec), x)  # same seed -> same weights as export_onnx(spec)
     got = _ort_out(export_onnx(spec), x)
     assert got.shape == want.shape
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
@@ -95,7 +95,7 @@ def test_network_chains_shapes_and_matches_onnxruntime():
     np.testing.assert_allclose(_ort_out(export_onnx(net), x), want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
     assert want.shape == (1, 1000)
 
-    wrong = irb.replace(in_shape=(1, 24, 8, 8))       # ceil(15 / 2): not what the fused block produces
+    wrong = irb.replace(in_shape=(1, 24, 8, 8))  # ceil(15 / 2): not what the fused block produces
     with pytest.raises(ValueError, match="layer 2 expects input"):
         check_network([head, fused, wrong])
     with pytest.raises(ValueError, match="last layer"):
@@ -104,15 +104,18 @@ def test_network_chains_shapes_and_matches_onnxruntime():
         check_network([])
 
 
-@pytest.mark.parametrize("spec, message", [
-    (LayerSpec("irb", (1, 16, 8, 8), 16, act="swish", distill=True), "ReLU-only"),
-    (LayerSpec("conv", (1, 16, 8, 8), 16, se=True), "se=True"),
-    (LayerSpec("irb", (1, 16, 8, 8), 16, groups=2), "groups"),
-    (LayerSpec("maxpool", (1, 16, 8, 8), 8, kernel=3), "keeps the channel count"),
-    (LayerSpec("linear", (1, 16, 2, 2), 8), r"\(N, C, 1, 1\)"),
-    (LayerSpec("fused_irb", (1, 16, 3, 3), 16, kernel=5, stride=2), "larger than"),
-    (LayerSpec("head_large", (1, 3, 32, 32), 16, kernel=4, stride=2, distill=True), "odd kernels"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        (LayerSpec("irb", (1, 16, 8, 8), 16, act="swish", distill=True), "ReLU-only"),
+        (LayerSpec("conv", (1, 16, 8, 8), 16, se=True), "se=True"),
+        (LayerSpec("irb", (1, 16, 8, 8), 16, groups=2), "groups"),
+        (LayerSpec("maxpool", (1, 16, 8, 8), 8, kernel=3), "keeps the channel count"),
+        (LayerSpec("linear", (1, 16, 2, 2), 8), r"\(N, C, 1, 1\)"),
+        (LayerSpec("fused_irb", (1, 16, 3, 3), 16, kernel=5, stride=2), "larger than"),
+        (LayerSpec("head_large", (1, 3, 32, 32), 16, kernel=4, stride=2, distill=True), "odd kernels"),
+    ],
+)
 def test_unsupported_blocks_are_refused_with_a_reason(spec, message):
     with pytest.raises(ValueError, match=message):
         build_module(spec)
@@ -135,7 +138,7 @@ def test_reduced_precision_graphs(tmp_path):
     ops = collections.Counter(n.op_type for n in onnx.load_from_string(int8).graph.node)
     assert ops["QuantizeLinear"] >= 3 and ops["DequantizeLinear"] >= 6
     got = _ort_out(int8, x)
-    assert np.abs(got - want).max() < 0.05 * np.abs(want).max()   # int8 error, not a different network
+    assert np.abs(got - want).max() < 0.05 * np.abs(want).max()  # int8 error, not a different network
 
 
 def test_export_of_a_plain_module_needs_its_input_shape():
@@ -143,30 +146,34 @@ def test_export_of_a_plain_module_needs_its_input_shape():
     with pytest.raises(ValueError, match="input_shape"):
         export_onnx(module)
     x = random_input((1, 4, 8, 8), seed=1)
-    np.testing.assert_allclose(_ort_out(export_onnx(module, input_shape=(1, 4, 8, 8)), x),
-                               _torch_out(module, x), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        _ort_out(export_onnx(module, input_shape=(1, 4, 8, 8)), x), _torch_out(module, x), rtol=1e-4, atol=1e-5
+    )
     with pytest.raises(TypeError):
         output_shape("conv")
 
 
 def test_two_four_sparsity():
     import pysparse24
+
     spec = LayerSpec("irb", (1, 16, 8, 8), 16, kernel=3, expansion=2, sparsity="2:4")
     if not hasattr(pysparse24, "prune"):
         with pytest.raises(NotImplementedError, match="pysparse24.prune"):
             build_module(spec)
         return
     module = build_module(spec)
-    pointwise = [m for m in module.modules() if isinstance(m, torch.nn.Conv2d) and m.in_channels % 4 == 0
-                 and m.groups == 1]
+    pointwise = [
+        m for m in module.modules() if isinstance(m, torch.nn.Conv2d) and m.in_channels % 4 == 0 and m.groups == 1
+    ]
     assert len(pointwise) == 2
     for conv in pointwise:
         groups = conv.weight.detach().movedim(1, -1).reshape(-1, 4)
         assert ((groups != 0).sum(dim=1) == 2).all()
     # The graph TensorRT gets keeps the pattern through BN folding, and still computes the same thing.
     graph = onnx.load_from_string(export_onnx(spec)).graph
-    weights = [onnx.numpy_helper.to_array(i) for i in graph.initializer if i.dims[1:] == [16, 1, 1] or
-               i.dims[1:] == [32, 1, 1]]
+    weights = [
+        onnx.numpy_helper.to_array(i) for i in graph.initializer if i.dims[1:] == [16, 1, 1] or i.dims[1:] == [32, 1, 1]
+    ]
     assert len(weights) == 2
     for w in weights:
         assert ((np.moveaxis(w, 1, -1).reshape(-1, 4) != 0).sum(axis=1) == 2).all()

@@ -1,6 +1,7 @@
 """The table builder (issue 5, part 5): measure only what is missing, commit as it goes, survive
 failures, crashes, hangs and SIGKILL. Measurements come from a small but real numpy backend
 (tests/profiler_numpy_backend.py) run in spawned worker processes."""
+
 import os
 import signal
 import sqlite3
@@ -120,6 +121,7 @@ def test_specs_from_keys_file_and_space(tmp_path):
     demo = specs_from_source(space="demo", samples=4, seed=1, batch=2)
     assert demo and len({s.key() for s in demo}) == len(demo) and all(s.batch == 2 for s in demo)
     from profiler.nas.gpunet import load_gpunet_config
+
     gpunet0 = load_gpunet_config("GPUNet-0", batch=2)
     assert specs_from_source(networks=["GPUNet-0", "GPUNet-0"], batch=2) == unique_specs(gpunet0)
     with pytest.raises(ValueError, match="exactly one source"):
@@ -154,8 +156,25 @@ def test_ctrl_c_then_sigkill_mid_build_then_resume_loses_and_duplicates_nothing(
     path, log, keys = tmp_path / "lut.sqlite", tmp_path / "measured.log", tmp_path / "keys.txt"
     specs = make_specs(16)
     keys.write_text("\n".join(s.key() for s in specs))
-    cmd = [sys.executable, "-m", "profiler", "build", "--table", str(path), "--keys", str(keys), "--quiet",
-           "--backend", FACTORY, "-o", "repeats=3", "-o", "sleep_s=0.15", "-o", f"log={log}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "profiler",
+        "build",
+        "--table",
+        str(path),
+        "--keys",
+        str(keys),
+        "--quiet",
+        "--backend",
+        FACTORY,
+        "-o",
+        "repeats=3",
+        "-o",
+        "sleep_s=0.15",
+        "-o",
+        f"log={log}",
+    ]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(REPO), os.environ.get("PYTHONPATH", "")])}
     start = dict(env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -190,13 +209,18 @@ def test_ctrl_c_then_sigkill_mid_build_then_resume_loses_and_duplicates_nothing(
 def test_ray_dispatch_on_a_local_cluster(tmp_path):
     """The --ray path on a private 2-CPU local cluster (Ray's start-up alone takes ~15 s here)."""
     ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'pysparse24[ray]'")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join([str(TESTS), str(REPO)])}})
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join([str(TESTS), str(REPO)])}},
+    )
     try:
         path = tmp_path / "lut.sqlite"
         specs = make_specs(5) + make_specs(1, op="maxpool") + make_specs(1, op="avgpool")
-        report = build_table(path, specs, backend(crash_op="maxpool", fail_op="avgpool"), ray_address="local",
-                             progress=False)
+        report = build_table(
+            path, specs, backend(crash_op="maxpool", fail_op="avgpool"), ray_address="local", progress=False
+        )
         assert (report.measured, report.failed) == (5, 2)
         with LatencyTable(path) as t:
             assert len(t) == 5 and t.context["backend"] == "numpy-matmul-test"

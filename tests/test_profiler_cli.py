@@ -1,4 +1,5 @@
 """The `profiler` command: build, show, export, import (validate is registered; tested by its owner)."""
+
 import subprocess
 import sys
 from pathlib import Path
@@ -7,8 +8,8 @@ import pytest
 
 from profiler.cli import main
 from profiler.spec import LayerSpec
-from pysparse24.timing import LatencyStats
 from profiler.table import LatencyTable
+from pysparse24.timing import LatencyStats
 
 TESTS = Path(__file__).resolve().parent
 CTX = {"device": "Test CPU", "backend": "onnxruntime", "precision": "fp32", "batch": 1, "threads": 1}
@@ -19,7 +20,10 @@ def table_path(tmp_path, rng):
     path = tmp_path / "lut.sqlite"
     with LatencyTable(path, CTX) as t:
         for c in (8, 16, 32):
-            t.put(LayerSpec("conv2d", (1, c, 16, 16), 2 * c, kernel=3), LatencyStats.from_samples(rng.uniform(1, 2, 9) * c, 2))
+            t.put(
+                LayerSpec("conv2d", (1, c, 16, 16), 2 * c, kernel=3),
+                LatencyStats.from_samples(rng.uniform(1, 2, 9) * c, 2),
+            )
         t.put_error(LayerSpec("se", (1, 8, 4, 4), 8), "RuntimeError: not supported")
         t.set_calibration({"overhead_ms": 0.25})
     return path
@@ -31,8 +35,20 @@ def test_build_then_show(tmp_path, monkeypatch, capsys):
     specs = [LayerSpec("linear", (1, c, 1, 1), 10) for c in (16, 32)] + [LayerSpec("maxpool", (1, 8, 8, 8), 8)]
     keys.write_text("\n".join(s.key() for s in specs))
     table = tmp_path / "lut.sqlite"
-    argv = ["build", "--table", str(table), "--keys", str(keys), "--quiet",
-            "--backend", "profiler_numpy_backend:NumpyMatmulBackend", "-o", "repeats=2", "-o", "fail_op=\"maxpool\""]
+    argv = [
+        "build",
+        "--table",
+        str(table),
+        "--keys",
+        str(keys),
+        "--quiet",
+        "--backend",
+        "profiler_numpy_backend:NumpyMatmulBackend",
+        "-o",
+        "repeats=2",
+        "-o",
+        'fail_op="maxpool"',
+    ]
     assert main(argv) == 0
     assert "3 unique specs: 0 already in the table, 2 measured, 1 failed" in capsys.readouterr().out
     assert main(argv) == 0

@@ -1,4 +1,5 @@
 """LatencyTable: the SQLite latency store (issue 5, part 4)."""
+
 import json
 import sqlite3
 import threading
@@ -7,11 +8,18 @@ import numpy as np
 import pytest
 
 from profiler.spec import LayerSpec
-from pysparse24.timing import LatencyStats
 from profiler.table import ContextMismatchError, LatencyTable, read_export
+from pysparse24.timing import LatencyStats
 
-CTX = {"device": "Test CPU", "driver": "none", "runtime": "ort 1.20", "backend": "onnxruntime",
-       "precision": "fp32", "batch": 1, "threads": 2}
+CTX = {
+    "device": "Test CPU",
+    "driver": "none",
+    "runtime": "ort 1.20",
+    "backend": "onnxruntime",
+    "precision": "fp32",
+    "batch": 1,
+    "threads": 2,
+}
 
 
 def spec(c=16, out=32, op="irb", **kw):
@@ -229,8 +237,10 @@ def test_csv_export_is_plain_csv_with_its_metadata_beside_it(tmp_path, rng):
     assert meta["context"]["device"] == CTX["device"] and meta["calibration"] == {"overhead_ms": 0.05}
 
     text = (tmp_path / "lut.csv").read_text()
-    legacy = (f"# {meta['format']} schema_version={meta['schema_version']}\n"
-              f"# context: {json.dumps(meta['context'])}\n# calibration: {json.dumps(meta['calibration'])}\n" + text)
+    legacy = (
+        f"# {meta['format']} schema_version={meta['schema_version']}\n"
+        f"# context: {json.dumps(meta['context'])}\n# calibration: {json.dumps(meta['calibration'])}\n" + text
+    )
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "lut.csv").write_text(legacy)
     assert read_export(tmp_path / "old" / "lut.csv")["entries"] == rows
@@ -245,7 +255,9 @@ def test_import_refuses_other_context_and_bad_files(tmp_path, rng):
         t.put(spec(), stats(rng))
         t.export(tmp_path / "a.json")
     with LatencyTable(tmp_path / "b.sqlite", {**CTX, "backend": "tensorrt"}) as other:
-        with pytest.raises(ContextMismatchError, match="backend \\(table: 'tensorrt', the data in .*a.json: 'onnxruntime'\\)"):
+        with pytest.raises(
+            ContextMismatchError, match="backend \\(table: 'tensorrt', the data in .*a.json: 'onnxruntime'\\)"
+        ):
             other.import_file(tmp_path / "a.json")
         assert len(other) == 0
         bad = json.loads((tmp_path / "a.json").read_text())
@@ -276,9 +288,11 @@ def test_2_4_rows_need_a_sparse_executor_in_the_context(tmp_path, rng):
 
 
 def test_views_split_the_key_and_pair_dense_with_2_4(tmp_path, rng):
-    specs = [LayerSpec("conv2d", (2, 24, 14, 7), 40, kernel=3, stride=2, act="swish", groups=4),
-             LayerSpec("irb", (1, 16, 28, 28), 32, kernel=5, expansion=3.82, se=True),
-             LayerSpec("linear", (8, 768, 1, 1), 3072, act="none", precision="fp16", distill=True)]
+    specs = [
+        LayerSpec("conv2d", (2, 24, 14, 7), 40, kernel=3, stride=2, act="swish", groups=4),
+        LayerSpec("irb", (1, 16, 28, 28), 32, kernel=5, expansion=3.82, se=True),
+        LayerSpec("linear", (8, 768, 1, 1), 3072, act="none", precision="fp16", distill=True),
+    ]
     medians = {}
     with LatencyTable(tmp_path / "t.sqlite", SPARSE_CTX) as t:
         for s in specs:
@@ -286,27 +300,42 @@ def test_views_split_the_key_and_pair_dense_with_2_4(tmp_path, rng):
                 key = s.replace(sparsity=sparsity)
                 t.put(key, stats(rng, scale))
                 medians[key.key()] = t.get(key).median_ms
-        t.put(spec(), stats(rng))   # dense only: no pair
+        t.put(spec(), stats(rng))  # dense only: no pair
         frame = t.to_pandas()
         pairs = t.to_pandas("sparse_vs_dense")
         with pytest.raises(ValueError, match="view must be one of"):
             t.to_pandas("latency; DROP TABLE latency")
     assert len(frame) == 7 and len(pairs) == 3
-    for row in frame.to_dict("records"):   # every column equals the field LayerSpec.from_key reads
+    for row in frame.to_dict("records"):  # every column equals the field LayerSpec.from_key reads
         s = LayerSpec.from_key(row["key"])
         assert (row["batch"], row["in_channels"], row["in_h"], row["in_w"]) == s.in_shape
-        assert (row["op"], row["out_channels"], row["kernel"], row["stride"], row["act"], row["groups"]) == \
-            (s.op, s.out_channels, s.kernel, s.stride, s.act, s.groups)
-        assert (row["expansion"], bool(row["se"]), bool(row["distill"]), row["precision"], row["sparsity"]) == \
-            (s.expansion, s.se, s.distill, s.precision, s.sparsity)
-        assert row["layer"] + "|" + s.sparsity == row["key"] and row["median_ms"] == medians.get(row["key"], row["median_ms"])
+        assert (row["op"], row["out_channels"], row["kernel"], row["stride"], row["act"], row["groups"]) == (
+            s.op,
+            s.out_channels,
+            s.kernel,
+            s.stride,
+            s.act,
+            s.groups,
+        )
+        assert (row["expansion"], bool(row["se"]), bool(row["distill"]), row["precision"], row["sparsity"]) == (
+            s.expansion,
+            s.se,
+            s.distill,
+            s.precision,
+            s.sparsity,
+        )
+        assert row["layer"] + "|" + s.sparsity == row["key"] and row["median_ms"] == medians.get(
+            row["key"], row["median_ms"]
+        )
     for row in pairs.to_dict("records"):
         dense, sparse = medians[row["layer"] + "|dense"], medians[row["layer"] + "|2:4"]
         assert (row["dense_ms"], row["sparse_ms"]) == (dense, sparse)
         assert row["speedup"] == pytest.approx(dense / sparse)
     # A plain SQLite client sees the same views (they live in the file).
     con = sqlite3.connect(tmp_path / "t.sqlite")
-    assert con.execute("SELECT count(*) FROM sparse_vs_dense WHERE op = 'linear' AND precision = 'fp16'").fetchone() == (1,)
+    assert con.execute(
+        "SELECT count(*) FROM sparse_vs_dense WHERE op = 'linear' AND precision = 'fp16'"
+    ).fetchone() == (1,)
     con.close()
 
 

@@ -1,4 +1,5 @@
 """profiler.calibration and profiler.validate: the estimate formula and the validation run."""
+
 import json
 
 import numpy as np
@@ -45,32 +46,51 @@ def test_fit_with_one_layer_count_and_bad_input():
 
 def test_metrics():
     measured = np.array([1.0, 2.0, 3.0, 4.0])
-    m = metrics(measured * [1.05, 0.8, 1.2, 0.7], measured)     # ranks 1 2 4 3
+    m = metrics(measured * [1.05, 0.8, 1.2, 0.7], measured)  # ranks 1 2 4 3
     assert m["n"] == 4 and m["within_10pct"] == 0.25 and m["mape_pct"] == pytest.approx(18.75)
     assert m["spearman"] == pytest.approx(0.8) and m["max_abs_err_pct"] == pytest.approx(30.0)
 
 
 def test_validate_command_end_to_end(tmp_path):
-    backend = get_backend("onnxruntime", threads=1, cpus=None)   # no pinning of the test process
+    backend = get_backend("onnxruntime", threads=1, cpus=None)  # no pinning of the test process
     path = tmp_path / "lut.sqlite"
-    LatencyTable(path, context=backend.context()).close()          # empty: validate fills what it needs
+    LatencyTable(path, context=backend.context()).close()  # empty: validate fills what it needs
     out = tmp_path / "val"
+
     def argv(calibrate, seed, *extra):
-        return ["validate", "--table", str(path), "--networks", "3", "--calibrate", str(calibrate),
-                "--rounds", "1", "--seed", str(seed), "--out", str(out), "-o", "cpus=null", *extra]
+        return [
+            "validate",
+            "--table",
+            str(path),
+            "--networks",
+            "3",
+            "--calibrate",
+            str(calibrate),
+            "--rounds",
+            "1",
+            "--seed",
+            str(seed),
+            "--out",
+            str(out),
+            "-o",
+            "cpus=null",
+            *extra,
+        ]
+
     assert profiler_main(argv(3, 5)) == 0
     report = json.loads((out / "validation.json").read_text())
     assert (out / "scatter.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with LatencyTable(path) as table:
-        assert table.calibration() == report["calibration"]         # stored for NAS
+        assert table.calibration() == report["calibration"]  # stored for NAS
         nets = report["networks"]
         assert len(nets) == 3 and len(report["calibration_networks"]) == 3
-        for net in nets:                                             # sums really come from the table
+        for net in nets:  # sums really come from the table
             assert net["sum_ms"] == pytest.approx(float(table.medians_ms(net["keys"]).sum()))
-            assert net["estimate_ms"] == pytest.approx(float(
-                calibration.apply(net["sum_ms"], len(net["keys"]), report["calibration"])))
+            assert net["estimate_ms"] == pytest.approx(
+                float(calibration.apply(net["sum_ms"], len(net["keys"]), report["calibration"]))
+            )
             assert net["measured_ms"] > 0
-        space = load_space("demo")                                   # networks of the demo space
+        space = load_space("demo")  # networks of the demo space
         for net in nets:
             assert space.encode([LayerSpec.from_key(k) for k in net["keys"]]).shape == (space.width,)
     assert set(report["metrics"]) == {"calibrated", "plain_sum"}
@@ -87,6 +107,8 @@ def test_validate_refuses_another_context(tmp_path):
     path = tmp_path / "lut.sqlite"
     other = {**get_backend("onnxruntime", cpus=None).context(), "device": "some other CPU"}
     LatencyTable(path, context=other).close()
-    assert profiler_main(["validate", "--table", str(path), "--networks", "3", "--out", str(tmp_path),
-                          "-o", "cpus=null"]) == 2
+    assert (
+        profiler_main(["validate", "--table", str(path), "--networks", "3", "--out", str(tmp_path), "-o", "cpus=null"])
+        == 2
+    )
     assert profiler_main(["validate", "--table", str(tmp_path / "nope.sqlite"), "--out", str(tmp_path)]) == 2

@@ -1,6 +1,7 @@
 """How the code is organised, checked: library code leaves matplotlib's global backend alone, library
 errors name parameters (command lines map them to their flags), the import graph has no cycle and
 never points from pysparse24 to profiler, and `ruff check` passes."""
+
 import ast
 import re
 import shutil
@@ -25,8 +26,13 @@ def test_library_never_switches_the_matplotlib_backend():
     for path in LIBRARY:
         tree = ast.parse(path.read_text(), str(path))
         for node in ast.walk(tree):
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
-                     [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
             if any(n.startswith("matplotlib.pyplot") for n in names):
                 offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} imports pyplot")
         for call in _calls(tree):
@@ -96,11 +102,11 @@ def import_graph() -> dict[str, set[str]]:
             elif isinstance(node, ast.ImportFrom):
                 base = node.module or ""
                 if node.level:
-                    anchor = package.split(".")[:len(package.split(".")) - (node.level - 1)]
+                    anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
                     base = ".".join(anchor + ([base] if base else []))
                 targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names]
             elif isinstance(node, ast.Constant) and isinstance(node.value, str) and "." in node.value:
-                targets = [node.value]   # a module named for importlib (lazy subcommands)
+                targets = [node.value]  # a module named for importlib (lazy subcommands)
             else:
                 continue
             # An edge into one's own package is no design cycle: Python has the package loaded first.
@@ -142,8 +148,8 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_no_import_cycles():
     graph = import_graph()
-    assert "pysparse24.cuda.ops" in graph["pysparse24.masks"]      # the graph sees lazy imports ...
-    assert "profiler.validate" in graph["profiler.cli"]            # ... and importlib's by name
+    assert "pysparse24.cuda.ops" in graph["pysparse24.masks"]  # the graph sees lazy imports ...
+    assert "profiler.validate" in graph["profiler.cli"]  # ... and importlib's by name
     assert _cycles(graph) == []
 
 
@@ -151,14 +157,21 @@ def test_profiler_never_imported_by_pysparse24():
     """profiler builds on pysparse24. The one exception is the `pysparse24` command, which forwards
     `pysparse24 lut|nas ...` to profiler's command lines by module name."""
     graph = import_graph()
-    assert [(m, t) for m, ts in graph.items() if m.startswith("pysparse24") and m != "pysparse24.cli" for t in ts
-            if t.split(".")[0] == "profiler"] == []
+    assert [
+        (m, t)
+        for m, ts in graph.items()
+        if m.startswith("pysparse24") and m != "pysparse24.cli"
+        for t in ts
+        if t.split(".")[0] == "profiler"
+    ] == []
 
 
-def test_ruff_check_passes():
-    """`make test` runs `ruff check .` too; here so that every branch's test run sees a finding first."""
+def test_ruff_check_and_format_pass():
+    """`make test` runs `ruff check .` and `ruff format --check .` too; here so that every branch's
+    test run sees a finding first."""
     ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
     if ruff is None:
         pytest.skip("ruff is not installed (pip install -e '.[test]' brings it)")
-    done = subprocess.run([ruff, "check", "--no-cache", "."], cwd=ROOT, capture_output=True, text=True)
-    assert done.returncode == 0, done.stdout + done.stderr
+    for command in (["check", "--no-cache", "."], ["format", "--check", "--no-cache", "."]):
+        done = subprocess.run([ruff, *command], cwd=ROOT, capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout + done.stderr

@@ -1,13 +1,14 @@
 """ONNX export keeps 2:4 (checked by reading the initializers back) and .safetensors round trips."""
+
 import numpy as np
 import onnx
 import pytest
 import torch
 from onnx import numpy_helper
 from safetensors.torch import load_file
+from torch_models import ConvNet, randomize_batch_norms, seeded
 
 from pysparse24.torch import export_onnx, save_safetensors, sparse_layers, sparsify, verify_onnx_sparsity
-from torch_models import ConvNet, randomize_batch_norms, seeded
 
 PRUNED = ("conv2", "conv3", "fc1")
 
@@ -27,7 +28,12 @@ def test_onnx_weights_stay_2to4_and_compute_the_same(rng, tmp_path):
     weights = export_onnx(model, torch.randn(1, 3, 8, 8), path)
 
     assert {w.node: w.is_2to4 for w in weights} == {
-        "/conv1/Conv": False, "/conv2/Conv": True, "/conv3/Conv": True, "/fc1/Gemm": True, "/fc2/Gemm": False}
+        "/conv1/Conv": False,
+        "/conv2/Conv": True,
+        "/conv3/Conv": True,
+        "/fc1/Gemm": True,
+        "/fc2/Gemm": False,
+    }
     # Independent reading of the file: groups of four input channels hold at most two non-zeros.
     for node, axis in (("/conv2/Conv", 1), ("/conv3/Conv", 1), ("/fc1/Gemm", 1)):
         w = np.moveaxis(onnx_weight_of(path, node), axis, -1)
@@ -35,6 +41,7 @@ def test_onnx_weights_stay_2to4_and_compute_the_same(rng, tmp_path):
         assert np.count_nonzero(w) > 0.45 * w.size  # pruned, not zeroed out
 
     import onnxruntime
+
     x = torch.randn(5, 3, 8, 8)  # another batch size: the batch axis is dynamic
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     with torch.no_grad():
@@ -49,8 +56,12 @@ def test_nested_sequentials_are_found(rng, tmp_path):
     ("/1/1.0/Conv"): verification still finds every pruned layer of nested Sequentials."""
     seeded(rng)
     inner = torch.nn.Sequential(torch.nn.Conv2d(8, 16, 3, padding=1), torch.nn.ReLU())
-    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 1), torch.nn.Sequential(inner, torch.nn.Conv2d(16, 16, 1)),
-                                torch.nn.Flatten(), torch.nn.Linear(16 * 4 * 4, 8)).eval()
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 1),
+        torch.nn.Sequential(inner, torch.nn.Conv2d(16, 16, 1)),
+        torch.nn.Flatten(),
+        torch.nn.Linear(16 * 4 * 4, 8),
+    ).eval()
     report = sparsify(model)
     assert [r.name for r in report.sparsified] == ["1.0.0", "1.1", "3"]
     weights = export_onnx(model, torch.randn(1, 3, 4, 4), tmp_path / "nested.onnx")
@@ -83,7 +94,9 @@ def test_safetensors_loads_into_the_dense_architecture(rng, tmp_path):
 
 
 def test_pysparse24_compress_takes_the_saved_file(rng, tmp_path):
-    checkpoint = pytest.importorskip("pysparse24.checkpoint", reason="the lead's `pysparse24 compress` is not merged yet")
+    checkpoint = pytest.importorskip(
+        "pysparse24.checkpoint", reason="the lead's `pysparse24 compress` is not merged yet"
+    )
     seeded(rng)
     model = ConvNet()
     sparsify(model)

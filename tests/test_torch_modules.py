@@ -1,6 +1,7 @@
 """SparseLinear / SparseConv2d, the pysparse24:: custom ops and to_sparse_: outputs against the dense
 pruned layer in float64 (exact for int8), conversion reports and errors, state_dict round trips
 through safetensors, torch.compile / torch.export, and the torch semi-structured (cutlass) bridge."""
+
 import numpy as np
 import pytest
 import torch
@@ -8,11 +9,11 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.sparse._semi_structured_conversions import sparse_semi_structured_from_dense_cutlass
+from torch_models import seeded
 
 import pysparse24
 import pysparse24.cuda as pcuda
 from pysparse24.torch import SparseConv2d, SparseLinear, sparsify, to_sparse_
-from torch_models import seeded
 
 FLOATS = [torch.float32, torch.bfloat16]
 
@@ -35,8 +36,8 @@ def assert_matches_float64(got, want64, magnitude64, dtype):
     """|got - exact| within the output's rounding plus float32 accumulation over the reduction;
     `magnitude64` is sum |x| |w| (+ |b|), the scale of the accumulation error."""
     assert got.dtype == dtype
-    rounding = {torch.float32: 2.0 ** -24, torch.bfloat16: 2.0 ** -8}[dtype]
-    bound = rounding * want64.abs() + 2.0 ** -17 * magnitude64
+    rounding = {torch.float32: 2.0**-24, torch.bfloat16: 2.0**-8}[dtype]
+    bound = rounding * want64.abs() + 2.0**-17 * magnitude64
     err = (got.double() - want64).abs()
     assert (err <= bound).all(), f"max error {err.max().item():.3g}, excess {(err - bound).max().item():.3g}"
 
@@ -53,16 +54,24 @@ def test_linear_matches_float64(rng, dtype):
             got = SparseLinear.from_dense(dense)(x)
         w, b = dense.weight.double(), None if dense.bias is None else dense.bias.double()
         assert got.shape == (*lead, m)
-        assert_matches_float64(got, F.linear(x.double(), w, b), F.linear(x.double().abs(), w.abs(),
-                               None if b is None else b.abs()), dtype)
+        assert_matches_float64(
+            got, F.linear(x.double(), w, b), F.linear(x.double().abs(), w.abs(), None if b is None else b.abs()), dtype
+        )
 
 
 def conv_case(rng, dtype):
     c = 8 * int(rng.integers(1, 5))
     r, s = (int(v) for v in rng.choice([1, 3, 5], size=2))
-    conv = nn.Conv2d(c, 8 * int(rng.integers(1, 5)), (r, s), stride=tuple(int(v) for v in rng.integers(1, 3, 2)),
-                     padding=tuple(int(v) for v in rng.integers(0, 3, 2)),
-                     dilation=tuple(int(v) for v in rng.integers(1, 3, 2)), bias=bool(rng.integers(2)), dtype=dtype)
+    conv = nn.Conv2d(
+        c,
+        8 * int(rng.integers(1, 5)),
+        (r, s),
+        stride=tuple(int(v) for v in rng.integers(1, 3, 2)),
+        padding=tuple(int(v) for v in rng.integers(0, 3, 2)),
+        dilation=tuple(int(v) for v in rng.integers(1, 3, 2)),
+        bias=bool(rng.integers(2)),
+        dtype=dtype,
+    )
     h, w = (int(v) for v in rng.integers(2 * max(r, s) + 1, 15, size=2))
     return pruned_(conv, rng), (int(rng.integers(1, 3)), c, h, w)
 
@@ -100,7 +109,7 @@ def test_int8_layers_are_exact(rng):
     """int8 weights and activations accumulate in int32, bias int32: equal to an int64 reference."""
     k, m = 64, 24
     w = pysparse24.prune(torch.from_numpy(rng.integers(-128, 128, (m, k), dtype=np.int8)))
-    bias = torch.from_numpy(rng.integers(-2**20, 2**20, m, dtype=np.int32))
+    bias = torch.from_numpy(rng.integers(-(2**20), 2**20, m, dtype=np.int32))
     linear = nn.Linear(k, m)
     linear.weight, linear.bias = nn.Parameter(w, requires_grad=False), nn.Parameter(bias, requires_grad=False)
     x = torch.from_numpy(rng.integers(-128, 128, (3, 5, k), dtype=np.int8))
@@ -244,8 +253,11 @@ def test_compile_fullgraph_and_export(rng, mode):
     to_sparse_(net)
     torch._dynamo.reset()
     compiled = torch.compile(net, fullgraph=True, backend="aot_eager", dynamic=True)
-    for memory_format, shape in ((torch.channels_last, (2, 8, 6, 6)), (torch.contiguous_format, (2, 8, 6, 6)),
-                                 (torch.channels_last, (3, 8, 9, 7))):
+    for memory_format, shape in (
+        (torch.channels_last, (2, 8, 6, 6)),
+        (torch.contiguous_format, (2, 8, 6, 6)),
+        (torch.channels_last, (3, 8, 9, 7)),
+    ):
         x = random_input(rng, shape, torch.float32).to(memory_format=memory_format)
         with torch.no_grad():
             want = net(x)
@@ -268,9 +280,16 @@ def test_conv_fake_strides_match_the_real_output(rng):
         x = random_input(rng, (2, 8, 7, 5), torch.float32).to(memory_format=memory_format)
         real = conv(x)
         with FakeTensorMode(allow_non_fake_inputs=True) as mode:
-            fake = torch.ops.pysparse24.conv2d(mode.from_tensor(x), mode.from_tensor(conv.values),
-                                               mode.from_tensor(conv.meta), mode.from_tensor(conv.bias),
-                                               [3, 3], [2, 2], [1, 1], [1, 1])
+            fake = torch.ops.pysparse24.conv2d(
+                mode.from_tensor(x),
+                mode.from_tensor(conv.values),
+                mode.from_tensor(conv.meta),
+                mode.from_tensor(conv.bias),
+                [3, 3],
+                [2, 2],
+                [1, 1],
+                [1, 1],
+            )
         assert (fake.shape, fake.stride(), fake.dtype) == (real.shape, real.stride(), real.dtype)
 
 
@@ -285,7 +304,7 @@ def test_cutlass_weights_round_trip_through_torch_semi_structured(rng, dtype):
     t = c.to_torch_semi_structured()
     assert isinstance(t, torch.sparse.SparseSemiStructuredTensorCUTLASS) and t.shape == dense.shape
     if dtype == torch.float32:  # torch's own float32 decoder round-trips through half (see test_compress)
-        torch.testing.assert_close(t.to_dense(), pysparse24.decompress(c), rtol=2 ** -10, atol=0)
+        torch.testing.assert_close(t.to_dense(), pysparse24.decompress(c), rtol=2**-10, atol=0)
     else:
         assert torch.equal(t.to_dense(), pysparse24.decompress(c))  # torch's own (pure Python) decoder
     back = pysparse24.Compressed.from_torch_semi_structured(t)
@@ -294,7 +313,8 @@ def test_cutlass_weights_round_trip_through_torch_semi_structured(rng, dtype):
     # And from torch's reference conversion into ours.
     packed, meta = sparse_semi_structured_from_dense_cutlass(pysparse24.decompress(c))
     ours = pysparse24.Compressed.from_torch_semi_structured(
-        torch.sparse.SparseSemiStructuredTensorCUTLASS(dense.shape, packed, meta, None, None, None))
+        torch.sparse.SparseSemiStructuredTensorCUTLASS(dense.shape, packed, meta, None, None, None)
+    )
     assert torch.equal(pysparse24.decompress(ours), pysparse24.decompress(c))
     with pytest.raises(ValueError, match="cutlass layout"):
         pysparse24.compress(pysparse24.prune(dense), format="packed").to_torch_semi_structured()
@@ -328,13 +348,22 @@ def host_case(rng, dtype, rows, cols):
         w = pysparse24.prune(torch.from_numpy(rng.integers(-127, 128, (rows, cols), dtype=np.int8)))  # negatable
         x = torch.from_numpy(rng.integers(-128, 128, (2, 3, cols), dtype=np.int8))
         return w, x, torch.from_numpy(rng.integers(-1000, 1000, rows, dtype=np.int32))
-    return pysparse24.prune(random_input(rng, (rows, cols), dtype)), random_input(rng, (2, 3, cols), dtype), \
-        random_input(rng, (rows,), dtype)
+    return (
+        pysparse24.prune(random_input(rng, (rows, cols), dtype)),
+        random_input(rng, (2, 3, cols), dtype),
+        random_input(rng, (rows,), dtype),
+    )
 
 
-@pytest.mark.parametrize("dtype, rows, cols, sparse", [
-    (torch.float32, 32, 64, False), (torch.bfloat16, 32, 64, True), (torch.bfloat16, 24, 64, False),
-    (torch.int8, 32, 64, True)])
+@pytest.mark.parametrize(
+    "dtype, rows, cols, sparse",
+    [
+        (torch.float32, 32, 64, False),
+        (torch.bfloat16, 32, 64, True),
+        (torch.bfloat16, 24, 64, False),
+        (torch.int8, 32, 64, True),
+    ],
+)
 def test_gpu_path_uses_the_cusparselt_contract(rng, dtype, rows, cols, sparse, monkeypatch):
     """The CUDA branch's use of the wrapper (6 rows padded to the multiple, transposes, int32 output
     and bias, dense fallback for float32 and for shapes cuSPARSELt refuses, the prepared-weight
@@ -372,9 +401,11 @@ def test_gpu_int8_weight_cuSPARSELt_refuses_is_an_error(rng):
 
 
 def gpu_test(test):
-    for mark in (pytest.mark.gpu,
-                 pytest.mark.skipif(not pcuda.is_available(), reason=pcuda.unavailable_reason() or "available"),
-                 pytest.mark.skipif(not torch.cuda.is_available(), reason="torch sees no CUDA device (CPU-only torch?)")):
+    for mark in (
+        pytest.mark.gpu,
+        pytest.mark.skipif(not pcuda.is_available(), reason=pcuda.unavailable_reason() or "available"),
+        pytest.mark.skipif(not torch.cuda.is_available(), reason="torch sees no CUDA device (CPU-only torch?)"),
+    ):
         test = mark(test)
     return test
 

@@ -1,18 +1,19 @@
 """One-shot pruning from calibration data (sparsify(method="wanda" | "sparsegpt")), checked against
 float64 references written from the papers' definitions, not from pysparse24.torch.oneshot."""
+
 import copy
 
 import numpy as np
 import pytest
 import torch
-from torch import nn
 import torch.nn.functional as F
+from reference import reference_mask
+from torch import nn
+from torch_models import ConvNet, randomize_batch_norms, seeded
 
 from pysparse24.torch import sparse_layers, sparsify, undo
 from pysparse24.torch.oneshot import SingularHessian, gemm_input, gemm_weight, inverse_hessian_factor, sparsegpt_prune
 from pysparse24.torch.permutation import channels_last_matrix
-from reference import reference_mask
-from torch_models import ConvNet, randomize_batch_norms, seeded
 
 
 def calibration_batches(shape, batches=3, generator=None):
@@ -26,8 +27,7 @@ def correlated_inputs(rng, batches, tokens, features):
     """Tokens x features with strongly correlated, differently scaled features (as in real activations)."""
     mixing = rng.standard_normal((features, features)) * rng.uniform(0.1, 3, size=(features, 1))
     mixing += 2 * np.eye(features)
-    return [torch.tensor(rng.standard_normal((tokens, features)) @ mixing, dtype=torch.float32)
-            for _ in range(batches)]
+    return [torch.tensor(rng.standard_normal((tokens, features)) @ mixing, dtype=torch.float32) for _ in range(batches)]
 
 
 def assert_n_m_along_inputs(weight, n, m):
@@ -44,7 +44,7 @@ def test_wanda_linear_mask_is_the_float64_reference(rng):
     report = sparsify(layer, method="wanda", calibration=batches, progress=False)
 
     x = torch.cat([b.reshape(-1, 32) for b in batches]).double().numpy()
-    scores = np.abs(dense.double().numpy()) * np.sqrt((x ** 2).sum(0))  # |W_ij| * ||X_j||_2
+    scores = np.abs(dense.double().numpy()) * np.sqrt((x**2).sum(0))  # |W_ij| * ||X_j||_2
     expected = reference_mask(scores, 2, 4)
     got = layer.weight.detach().numpy()
     np.testing.assert_array_equal(got != 0, expected)
@@ -69,12 +69,16 @@ def test_wanda_conv_groups_along_input_channels(rng):
     assert_n_m_along_inputs(conv.weight, 2, 4)
 
 
-@pytest.mark.parametrize("conv", [
-    lambda: nn.Conv2d(8, 16, 3, padding=1),
-    lambda: nn.Conv2d(8, 16, (3, 2), stride=2, dilation=(2, 1), padding=2, padding_mode="reflect"),
-    lambda: nn.Conv1d(4, 8, 5, padding="same"),
-    lambda: nn.Conv3d(4, 8, 3, stride=(1, 2, 1), padding=1, padding_mode="circular"),
-], ids=["2d", "2d-strided-dilated-reflect", "1d-same", "3d-circular"])
+@pytest.mark.parametrize(
+    "conv",
+    [
+        lambda: nn.Conv2d(8, 16, 3, padding=1),
+        lambda: nn.Conv2d(8, 16, (3, 2), stride=2, dilation=(2, 1), padding=2, padding_mode="reflect"),
+        lambda: nn.Conv1d(4, 8, 5, padding="same"),
+        lambda: nn.Conv3d(4, 8, 3, stride=(1, 2, 1), padding=1, padding_mode="circular"),
+    ],
+    ids=["2d", "2d-strided-dilated-reflect", "1d-same", "3d-circular"],
+)
 def test_gemm_input_times_gemm_weight_is_the_convolution(rng, conv):
     seeded(rng)
     conv = conv()
@@ -95,7 +99,7 @@ def reference_sparsegpt(W, H, n, m):
     for i in range(columns):
         if i % m == 0:
             saliency = np.stack([W[:, j] ** 2 / np.linalg.inv(H[j:, j:])[0, 0] for j in range(i, i + m)], 1)
-            keep[:, i:i + m] = reference_mask(saliency, n, m)
+            keep[:, i : i + m] = reference_mask(saliency, n, m)
         inverse = np.linalg.inv(H[i:, i:])
         error = W[:, i] * ~keep[:, i]
         W[:, i:] -= np.outer(error / inverse[0, 0], inverse[0])
@@ -137,10 +141,10 @@ def test_sparsegpt_reconstructs_better_than_wanda_and_magnitude(rng):
 def test_masks_are_n_m_along_input_channels(rng, pattern, method):
     seeded(rng)
     n, m = (int(p) for p in pattern.split(":"))
-    model = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 1), nn.Flatten(),
-                          nn.Linear(16 * 16, 8))
-    report = sparsify(model, pattern, method=method, calibration=calibration_batches((4, 8, 4, 4), 2),
-                      progress=False)
+    model = nn.Sequential(
+        nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 1), nn.Flatten(), nn.Linear(16 * 16, 8)
+    )
+    report = sparsify(model, pattern, method=method, calibration=calibration_batches((4, 8, 4, 4), 2), progress=False)
     assert [r.name for r in report.sparsified] == ["0", "2", "4"]
     for _, module, fixed in sparse_layers(model):
         assert_n_m_along_inputs(module.weight, n, m)
@@ -181,8 +185,13 @@ def test_layers_are_pruned_in_execution_order_on_pruned_activations(rng):
 def test_layers_selects_and_reports_the_rest(rng):
     seeded(rng)
     model = ConvNet()
-    report = sparsify(model, method="sparsegpt", calibration=calibration_batches((4, 3, 8, 8), 2),
-                      layers=["conv2", "fc1"], progress=False)
+    report = sparsify(
+        model,
+        method="sparsegpt",
+        calibration=calibration_batches((4, 3, 8, 8), 2),
+        layers=["conv2", "fc1"],
+        progress=False,
+    )
     assert [r.name for r in report.sparsified] == ["conv2", "fc1"]
     assert {r.name: r.skipped for r in report.skipped}["conv3"] == "not in layers="
     assert [name for name, _, _ in sparse_layers(model)] == ["conv2", "fc1"]
@@ -255,23 +264,45 @@ class WithUnusedHead(nn.Module):
         return self.body(x)
 
 
-@pytest.mark.parametrize("kwargs,error,match", [
-    (dict(method="magnitude", calibration=[torch.zeros(2, 16)]), ValueError, "uses no calibration"),
-    (dict(method="wanda"), ValueError, "need calibration"),
-    (dict(method="sparsegpt", calibration=[]), ValueError, "calibration is empty"),
-    (dict(method="sparsegpt", calibration=torch.zeros(2, 16)), TypeError, "single Tensor"),
-    (dict(method="sparsegpt", calibration=5), TypeError, "iterable of batches"),
-    (dict(method="obs", calibration=[torch.zeros(2, 16)]), ValueError, "method must be one of"),
-    (dict(method="sparsegpt", calibration=[torch.zeros(2, 16)], damping=-1), ValueError, "damping"),
-    (dict(method="wanda", calibration=[torch.zeros(2, 16)], layers="body"), TypeError, "list of layer names"),
-    (dict(method="wanda", calibration=[torch.zeros(2, 16)], layers=["tail"]), ValueError, "'tail'.*does not have"),
-    (dict(method="wanda", calibration=[torch.randn(2, 16), torch.randn(2, 15)]), ValueError,
-     "calibration batch 1 does not run through the model"),
-    (dict(method="wanda", calibration=[torch.randn(2, 16)]), ValueError, r"\['head'\] saw no calibration data"),
-    (dict(method="sparsegpt", calibration=[torch.randn(2, 16), torch.full((2, 16), float("nan"))]), ValueError,
-     "batch 1 gives layer 'body' an input with NaN"),
-], ids=["magnitude-with-data", "missing", "empty", "one-tensor", "not-iterable", "bad-method", "bad-damping",
-        "layers-string", "layers-unknown", "batch-fails", "layer-sees-nothing", "nan-input"])
+@pytest.mark.parametrize(
+    "kwargs,error,match",
+    [
+        (dict(method="magnitude", calibration=[torch.zeros(2, 16)]), ValueError, "uses no calibration"),
+        (dict(method="wanda"), ValueError, "need calibration"),
+        (dict(method="sparsegpt", calibration=[]), ValueError, "calibration is empty"),
+        (dict(method="sparsegpt", calibration=torch.zeros(2, 16)), TypeError, "single Tensor"),
+        (dict(method="sparsegpt", calibration=5), TypeError, "iterable of batches"),
+        (dict(method="obs", calibration=[torch.zeros(2, 16)]), ValueError, "method must be one of"),
+        (dict(method="sparsegpt", calibration=[torch.zeros(2, 16)], damping=-1), ValueError, "damping"),
+        (dict(method="wanda", calibration=[torch.zeros(2, 16)], layers="body"), TypeError, "list of layer names"),
+        (dict(method="wanda", calibration=[torch.zeros(2, 16)], layers=["tail"]), ValueError, "'tail'.*does not have"),
+        (
+            dict(method="wanda", calibration=[torch.randn(2, 16), torch.randn(2, 15)]),
+            ValueError,
+            "calibration batch 1 does not run through the model",
+        ),
+        (dict(method="wanda", calibration=[torch.randn(2, 16)]), ValueError, r"\['head'\] saw no calibration data"),
+        (
+            dict(method="sparsegpt", calibration=[torch.randn(2, 16), torch.full((2, 16), float("nan"))]),
+            ValueError,
+            "batch 1 gives layer 'body' an input with NaN",
+        ),
+    ],
+    ids=[
+        "magnitude-with-data",
+        "missing",
+        "empty",
+        "one-tensor",
+        "not-iterable",
+        "bad-method",
+        "bad-damping",
+        "layers-string",
+        "layers-unknown",
+        "batch-fails",
+        "layer-sees-nothing",
+        "nan-input",
+    ],
+)
 def test_bad_input(kwargs, error, match):
     model = WithUnusedHead()
     if "head" not in match:
@@ -305,16 +336,22 @@ def test_a_failure_midway_rolls_back_the_layers_already_pruned(rng):
 
 def test_layers_naming_a_non_prunable_module():
     with pytest.raises(ValueError, match="'1', a ReLU"):
-        sparsify(nn.Sequential(nn.Linear(8, 8), nn.ReLU()), method="wanda", calibration=[torch.zeros(1, 8)],
-                 layers=["1"], progress=False)
+        sparsify(
+            nn.Sequential(nn.Linear(8, 8), nn.ReLU()),
+            method="wanda",
+            calibration=[torch.zeros(1, 8)],
+            layers=["1"],
+            progress=False,
+        )
 
 
 def test_singular_hessian_raises_the_damping_then_fails_clearly():
     # mean diagonal 0.49: 1% damping leaves -0.0151 on the diagonal, 10% makes it positive definite
     upper, used = inverse_hessian_factor(torch.tensor([[1.0, 0.0], [0.0, -0.02]], dtype=torch.float64), 0.01)
     assert used == pytest.approx(0.1)
-    torch.testing.assert_close(upper.T @ upper, torch.linalg.inv(torch.diag(torch.tensor([1.049, 0.029],
-                                                                                         dtype=torch.float64))))
+    torch.testing.assert_close(
+        upper.T @ upper, torch.linalg.inv(torch.diag(torch.tensor([1.049, 0.029], dtype=torch.float64)))
+    )
     with pytest.raises(SingularHessian, match="not positive definite even dampened by 10 x"):
         inverse_hessian_factor(torch.diag(torch.tensor([1.0, 1.0, 1.0, -10.0], dtype=torch.float64)), 0.01)
     with pytest.raises(SingularHessian, match="NaN or Inf"):

@@ -1,16 +1,17 @@
 """Channel permutation: the C++ search on matrices, and permute_channels on models."""
+
 import itertools
 
 import numpy as np
 import pytest
 import torch
+from reference import reference_mask
 from torch import nn
+from torch_models import BranchNet, ConvNet, randomize_batch_norms, seeded
 
 import pysparse24
 from pysparse24.torch import find_permutation, permute_channels, sparsify
 from pysparse24.torch.permutation import channels_last_matrix
-from reference import reference_mask
-from torch_models import BranchNet, ConvNet, randomize_batch_norms, seeded
 
 
 def kept_2to4(matrix):
@@ -36,7 +37,7 @@ def test_wide_weights_are_searched_in_blocks(rng):
     w = rng.standard_normal((8, 48)).astype(np.float32)
     r = find_permutation(w, block_channels=16, escape_attempts=5)
     for start in (0, 16, 32):  # every block keeps its own channels
-        assert sorted(r.permutation[start:start + 16].tolist()) == list(range(start, start + 16))
+        assert sorted(r.permutation[start : start + 16].tolist()) == list(range(start, start + 16))
     assert r.kept_before == pytest.approx(kept_2to4(w), rel=1e-5)
     assert r.kept_after == pytest.approx(kept_2to4(w[:, r.permutation]), rel=1e-5)
     assert r.kept_after > r.kept_before
@@ -60,18 +61,23 @@ def test_search_finds_the_known_optimum():
 
 def test_two_stripes_reach_the_exhaustive_optimum(rng):
     w = rng.standard_normal((16, 8)).astype(np.float32)
-    best = max(kept_2to4(w[:, list(group) + [c for c in range(8) if c not in group]])
-               for group in itertools.combinations(range(8), 4))
+    best = max(
+        kept_2to4(w[:, list(group) + [c for c in range(8) if c not in group]])
+        for group in itertools.combinations(range(8), 4)
+    )
     assert find_permutation(w).kept_after == pytest.approx(best, rel=1e-6)
 
 
-@pytest.mark.parametrize("bad, message", [
-    (np.ones((4, 6), np.float32), "divisible by 4"),
-    (np.ones((2, 4, 4), np.float32), "2-D"),
-    (np.array([[1, np.nan, 0, 0]], np.float32), "finite"),
-    (np.array([[1, np.inf, 0, 0]], np.float32), "finite"),
-    (np.zeros((0, 8), np.float32), "rows >= 1"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (np.ones((4, 6), np.float32), "divisible by 4"),
+        (np.ones((2, 4, 4), np.float32), "2-D"),
+        (np.array([[1, np.nan, 0, 0]], np.float32), "finite"),
+        (np.array([[1, np.inf, 0, 0]], np.float32), "finite"),
+        (np.zeros((0, 8), np.float32), "rows >= 1"),
+    ],
+)
 def test_search_rejects_bad_input(bad, message):
     with pytest.raises(ValueError, match=message):
         find_permutation(bad)

@@ -1,16 +1,17 @@
 """sparsify / finalize / undo / restore: masks along the input channels, kept through training."""
+
 import copy
 
 import numpy as np
 import pytest
 import torch
+from reference import reference_mask
 from torch import nn
 from torch.nn.utils import parametrize
+from torch_models import ConvNet, randomize_batch_norms, seeded
 
 from pysparse24.torch import finalize, restore, sparse_layers, sparsify, undo
 from pysparse24.torch.permutation import channels_last_matrix
-from reference import reference_mask
-from torch_models import ConvNet, randomize_batch_norms, seeded
 
 PRUNED = ("conv2", "conv3", "fc1")
 
@@ -35,7 +36,9 @@ def test_prunes_eligible_layers_with_the_reference_mask(rng):
         expected = reference_mask(channels_last_matrix(w).numpy(), 2, 4)  # float64, written from the definition
         got = model.get_submodule(r.name).weight.detach()
         np.testing.assert_array_equal(channels_last_matrix(got).numpy() != 0, expected)
-        np.testing.assert_array_equal(channels_last_matrix(got).numpy()[expected], channels_last_matrix(w).numpy()[expected])
+        np.testing.assert_array_equal(
+            channels_last_matrix(got).numpy()[expected], channels_last_matrix(w).numpy()[expected]
+        )
         kept = np.abs(channels_last_matrix(w).double().numpy())
         assert r.kept_magnitude == pytest.approx(kept[expected].sum() / kept.sum())
         assert 0.5 < r.kept_magnitude < 1
@@ -49,7 +52,9 @@ def test_skips_grouped_excluded_and_already_sparse():
     report = sparsify(model, exclude=("2",))
     assert {r.name: r.skipped for r in report} == {
         "0": "grouped convolution (groups=2) has no dense GEMM to sparsify",
-        "1": None, "2": "excluded by the caller"}
+        "1": None,
+        "2": "excluded by the caller",
+    }
     assert "already parametrized" in sparsify(model).skipped[1].skipped
 
 
@@ -59,10 +64,14 @@ def test_bad_pattern(pattern):
         sparsify(nn.Linear(8, 8), pattern)
 
 
-@pytest.mark.parametrize("make_optimizer", [
-    lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=1e-2),
-    lambda p: torch.optim.AdamW(p, lr=1e-2),
-], ids=["sgd-momentum-decay", "adamw"])
+@pytest.mark.parametrize(
+    "make_optimizer",
+    [
+        lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=1e-2),
+        lambda p: torch.optim.AdamW(p, lr=1e-2),
+    ],
+    ids=["sgd-momentum-decay", "adamw"],
+)
 def test_masks_survive_training(rng, make_optimizer):
     seeded(rng)
     model = ConvNet()

@@ -1,8 +1,9 @@
 """Small models for the tests of pysparse24.torch, with random (not trained) weights and statistics."""
+
 import numpy as np
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 
 def seeded(rng: np.random.Generator) -> None:

@@ -1,4 +1,5 @@
 """Latency backends behind one interface (see base.Backend): get_backend(name, **options)."""
+
 from __future__ import annotations
 
 from pysparse24.timing import TimingPolicy, least_disturbed, measure_adaptive, measure_interleaved
@@ -23,5 +24,13 @@ def get_backend(name: str, **options) -> Backend:
     return cls(**options)
 
 
-__all__ = ["Backend", "BackendUnavailable", "TimingPolicy", "measure_adaptive", "measure_interleaved",
-           "least_disturbed", "get_backend", "BACKEND_NAMES"]
+__all__ = [
+    "Backend",
+    "BackendUnavailable",
+    "TimingPolicy",
+    "measure_adaptive",
+    "measure_interleaved",
+    "least_disturbed",
+    "get_backend",
+    "BACKEND_NAMES",
+]

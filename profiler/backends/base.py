@@ -11,6 +11,7 @@ A backend that really executes 2:4 layers names its executor in `sparse_executor
 context); one that cannot (it would run the pruned weights at dense speed) refuses sparsity "2:4",
 so a table never holds a dense timing under a sparse key.
 """
+
 from __future__ import annotations
 
 import os
@@ -32,7 +33,7 @@ class BackendUnavailable(RuntimeError):
 
 class Backend(ABC):
     name: str = "?"
-    sparse_executor: str | None = None   # what runs "2:4" layers sparse; None: this backend cannot
+    sparse_executor: str | None = None  # what runs "2:4" layers sparse; None: this backend cannot
 
     def __init__(self, precision: str = "fp32", batch: int = 1, policy: TimingPolicy | None = None):
         if precision not in PRECISIONS:
@@ -55,16 +56,17 @@ class Backend(ABC):
         specs = check_network(specs)
         for spec in specs:
             if spec.precision != self.precision or spec.batch != self.batch:
-                raise ValueError(f"{self.name} backend is set up for {self.precision}, batch {self.batch}; "
-                                 f"got a spec with {spec.precision}, batch {spec.batch}: {spec.key()}")
+                raise ValueError(
+                    f"{self.name} backend is set up for {self.precision}, batch {self.batch}; "
+                    f"got a spec with {spec.precision}, batch {spec.batch}: {spec.key()}"
+                )
             if spec.sparsity == "2:4" and self.sparse_executor is None:
                 raise ValueError(cannot_run_sparse(self.name))
         return self._runner(specs)
 
     def context(self) -> dict:
         executor = {} if self.sparse_executor is None else {SPARSE_EXECUTOR: self.sparse_executor}
-        return {"backend": self.name, "precision": self.precision, "batch": self.batch, **executor,
-                **self._context()}
+        return {"backend": self.name, "precision": self.precision, "batch": self.batch, **executor, **self._context()}
 
     # -- what each backend provides ------------------------------------------------------------
     @abstractmethod
@@ -126,14 +128,20 @@ def gpu_context() -> dict:
     info = {}
     try:
         import torch
+
         if torch.cuda.is_available():
             info["device"] = torch.cuda.get_device_name()
             info["cuda_runtime"] = torch.version.cuda
     except ImportError:
         pass
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=20, check=True).stdout
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        ).stdout
         name, driver = out.splitlines()[0].split(", ")
         info.setdefault("device", name)
         info["driver"] = driver

@@ -3,6 +3,7 @@
 Timed as ORT users time it: wall clock around InferenceSession.run (the CUDA EP synchronises before
 run() returns). Thread counts are always set explicitly (never "all cores") and recorded.
 """
+
 from __future__ import annotations
 
 from pysparse24.timing import wall_clock_sampler
@@ -14,8 +15,9 @@ from .base import Backend, BackendUnavailable, cpu_context, gpu_context, pin_cpu
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
-    def __init__(self, precision="fp32", batch=1, device="auto", threads=1, inter_op_threads=1,
-                 cpus="auto", policy=None):
+    def __init__(
+        self, precision="fp32", batch=1, device="auto", threads=1, inter_op_threads=1, cpus="auto", policy=None
+    ):
         """threads: ORT intra-op threads (1 = the calling thread does all the work, no pool);
         cpus: pin the process to these CPUs ('auto': `threads` CPUs; None: no pinning)."""
         super().__init__(precision, batch, policy)
@@ -32,8 +34,10 @@ class OnnxRuntimeBackend(Backend):
         use_cuda = device == "cuda" or (device == "auto" and "CUDAExecutionProvider" in available)
         self.providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if use_cuda else ["CPUExecutionProvider"]
         if precision == "fp16" and not use_cuda:
-            raise ValueError("fp16 on ONNX Runtime needs the CUDA execution provider "
-                             "(the CPU provider has no fp16 convolutions); use fp32 or int8 on CPU")
+            raise ValueError(
+                "fp16 on ONNX Runtime needs the CUDA execution provider "
+                "(the CPU provider has no fp16 convolutions); use fp32 or int8 on CPU"
+            )
         if int(threads) < 1 or int(inter_op_threads) < 1:
             raise ValueError("threads and inter_op_threads must be >= 1")
         self.intra_op_threads = int(threads)
@@ -50,8 +54,7 @@ class OnnxRuntimeBackend(Backend):
         return so
 
     def _runner(self, specs):
-        session = self._ort.InferenceSession(export_onnx(specs), self._session_options(),
-                                             providers=self.providers)
+        session = self._ort.InferenceSession(export_onnx(specs), self._session_options(), providers=self.providers)
         dtype = "float16" if self.precision == "fp16" else "float32"
         feed = {"input": random_input(input_shape_of(specs[0]), seed=1, dtype=dtype)}
         if self.providers[0] == "CUDAExecutionProvider":
@@ -65,8 +68,14 @@ class OnnxRuntimeBackend(Backend):
     def _context(self):
         on_gpu = self.providers[0] == "CUDAExecutionProvider"
         info = gpu_context() if on_gpu else cpu_context(self.intra_op_threads)
-        info.update({"runtime": f"onnxruntime {self._ort.__version__}", "provider": self.providers[0],
-                     "intra_op_threads": self.intra_op_threads, "inter_op_threads": self.inter_op_threads,
-                     "pinned": self.pinned is not None})
+        info.update(
+            {
+                "runtime": f"onnxruntime {self._ort.__version__}",
+                "provider": self.providers[0],
+                "intra_op_threads": self.intra_op_threads,
+                "inter_op_threads": self.inter_op_threads,
+                "pinned": self.pinned is not None,
+            }
+        )
         info.setdefault("threads", self.intra_op_threads)
         return info

@@ -21,6 +21,7 @@ Not run here: TensorRT cannot be installed on the development machines. The JSON
 on a sample written after the TensorRT documentation's format; the rest is written against the
 TensorRT 10/11 Python API.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,18 +34,20 @@ from ..blocks import export_onnx
 from ..spec import SPARSITIES
 from .base import Backend, BackendUnavailable, gpu_context
 
-INSTALL_HINT = ("the tensorrt backend needs TensorRT 10 or 11 and a CUDA GPU: "
-                "pip install tensorrt --extra-index-url https://pypi.nvidia.com (with torch built for CUDA)")
+INSTALL_HINT = (
+    "the tensorrt backend needs TensorRT 10 or 11 and a CUDA GPU: "
+    "pip install tensorrt --extra-index-url https://pypi.nvidia.com (with torch built for CUDA)"
+)
 
 
-TENSORRT_PRECISIONS = ("fp32", "fp16", "int8")   # the graphs export_onnx writes
+TENSORRT_PRECISIONS = ("fp32", "fp16", "int8")  # the graphs export_onnx writes
 
 
 @dataclass(frozen=True)
 class BuildPlan:
-    onnx_precision: str            # the precision export_onnx bakes into the graph TensorRT parses
+    onnx_precision: str  # the precision export_onnx bakes into the graph TensorRT parses
     builder_flags: tuple[str, ...]  # names of trt.BuilderFlag members to set
-    strongly_typed: bool           # create the network with NetworkDefinitionCreationFlag.STRONGLY_TYPED
+    strongly_typed: bool  # create the network with NetworkDefinitionCreationFlag.STRONGLY_TYPED
 
 
 def build_plan(precision: str, sparsity: str, trt_major: int) -> BuildPlan:
@@ -69,9 +72,9 @@ def onnx_for_plan(specs, plan: BuildPlan) -> bytes:
 @dataclass(frozen=True)
 class LayerTactic:
     name: str
-    kind: str       # ParameterType ("Convolution", "Gemm", ...) or LayerType ("Reformat", "Myelin", ...)
-    tactic: str     # the kernel TensorRT chose ("" when the layer information does not say)
-    sparse: bool    # a sparse tensor-core kernel (TensorRT names them "..._sparse_..." / "..._sptensor...")
+    kind: str  # ParameterType ("Convolution", "Gemm", ...) or LayerType ("Reformat", "Myelin", ...)
+    tactic: str  # the kernel TensorRT chose ("" when the layer information does not say)
+    sparse: bool  # a sparse tensor-core kernel (TensorRT names them "..._sparse_..." / "..._sptensor...")
 
 
 _SPARSE_TACTIC_MARKERS = ("sparse", "sptensor")
@@ -85,13 +88,20 @@ def layer_tactics(engine_information: str) -> list[LayerTactic]:
         raise ValueError(f"not TensorRT engine layer information (JSON with a 'Layers' list): {exc!r}") from None
     tactics = []
     for layer in layers:
-        if not isinstance(layer, dict):   # ProfilingVerbosity.LAYER_NAMES_ONLY: names without tactics
-            raise ValueError("the engine's layer information has names only: build it with "
-                             "ProfilingVerbosity.DETAILED to see the tactics")
+        if not isinstance(layer, dict):  # ProfilingVerbosity.LAYER_NAMES_ONLY: names without tactics
+            raise ValueError(
+                "the engine's layer information has names only: build it with "
+                "ProfilingVerbosity.DETAILED to see the tactics"
+            )
         tactic = str(layer.get("TacticName", ""))
-        tactics.append(LayerTactic(name=str(layer.get("Name", "")),
-                                   kind=str(layer.get("ParameterType") or layer.get("LayerType", "")),
-                                   tactic=tactic, sparse=any(m in tactic.lower() for m in _SPARSE_TACTIC_MARKERS)))
+        tactics.append(
+            LayerTactic(
+                name=str(layer.get("Name", "")),
+                kind=str(layer.get("ParameterType") or layer.get("LayerType", "")),
+                tactic=tactic,
+                sparse=any(m in tactic.lower() for m in _SPARSE_TACTIC_MARKERS),
+            )
+        )
     return tactics
 
 
@@ -99,9 +109,11 @@ def require_sparse_tactic(tactics: list[LayerTactic]) -> list[LayerTactic]:
     """The sparse layers of a 2:4 engine; an error when TensorRT chose dense kernels everywhere."""
     sparse = [t for t in tactics if t.sparse]
     if not sparse:
-        raise RuntimeError(f"TensorRT picked no sparse tactic for any of the {len(tactics)} layers of this 2:4 network "
-                           f"(SPARSE_WEIGHTS set; dense kernels were faster or the layers not eligible): refusing to "
-                           f"store a dense timing under a 2:4 key")
+        raise RuntimeError(
+            f"TensorRT picked no sparse tactic for any of the {len(tactics)} layers of this 2:4 network "
+            f"(SPARSE_WEIGHTS set; dense kernels were faster or the layers not eligible): refusing to "
+            f"store a dense timing under a 2:4 key"
+        )
     return sparse
 
 
@@ -113,8 +125,7 @@ def _import_tensorrt():
     return trt
 
 
-def build_engine(onnx_bytes: bytes, plan: BuildPlan, timing_cache: str | None = None,
-                 workspace_bytes: int = 1 << 30):
+def build_engine(onnx_bytes: bytes, plan: BuildPlan, timing_cache: str | None = None, workspace_bytes: int = 1 << 30):
     """Parse the ONNX graph and build a deserialised ICudaEngine; the timing cache file (if given)
     is read before and rewritten after the build, so repeated builds skip kernel timing."""
     trt = _import_tensorrt()
@@ -127,7 +138,7 @@ def build_engine(onnx_bytes: bytes, plan: BuildPlan, timing_cache: str | None = 
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise RuntimeError(f"TensorRT could not parse the ONNX graph: {errors}")
     config = builder.create_builder_config()
-    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED   # layer information names the tactics
+    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # layer information names the tactics
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_bytes)
     for flag in plan.builder_flags:
         config.set_flag(getattr(trt.BuilderFlag, flag))
@@ -143,7 +154,7 @@ def build_engine(onnx_bytes: bytes, plan: BuildPlan, timing_cache: str | None = 
         tmp = f"{timing_cache}.tmp{os.getpid()}"
         with open(tmp, "wb") as f:
             f.write(memoryview(config.get_timing_cache().serialize()))
-        os.replace(tmp, timing_cache)   # atomic: a killed build never leaves half a cache
+        os.replace(tmp, timing_cache)  # atomic: a killed build never leaves half a cache
     return trt.Runtime(logger).deserialize_cuda_engine(serialized)
 
 
@@ -155,6 +166,7 @@ class TensorRTBackend(Backend):
         super().__init__(precision, batch, policy)
         self._trt = _import_tensorrt()
         import torch
+
         if not torch.cuda.is_available():
             raise BackendUnavailable("the tensorrt backend needs a CUDA GPU visible to torch")
         self.major = int(self._trt.__version__.split(".")[0])
@@ -164,32 +176,41 @@ class TensorRTBackend(Backend):
     def _runner(self, specs):
         import numpy as np
         import torch
+
         plan = build_plan(self.precision, specs[0].sparsity, self.major)
         engine = build_engine(onnx_for_plan(specs, plan), plan, self.timing_cache, self.workspace_bytes)
-        tactics = layer_tactics(engine.create_engine_inspector().get_engine_information(
-            self._trt.LayerInformationFormat.JSON))
+        tactics = layer_tactics(
+            engine.create_engine_inspector().get_engine_information(self._trt.LayerInformationFormat.JSON)
+        )
         if specs[0].sparsity == "2:4":
             require_sparse_tactic(tactics)
         context = engine.create_execution_context()
         stream = torch.cuda.Stream()
-        buffers = []   # keep the tensors alive as long as the runner
+        buffers = []  # keep the tensors alive as long as the runner
         for i in range(engine.num_io_tensors):
             name = engine.get_tensor_name(i)
             shape = tuple(engine.get_tensor_shape(name))
             dtype = torch.from_numpy(np.empty(0, self._trt.nptype(engine.get_tensor_dtype(name)))).dtype
             is_input = engine.get_tensor_mode(name) == self._trt.TensorIOMode.INPUT
-            t = (torch.randn(shape, device="cuda").to(dtype) if is_input
-                 else torch.full(shape, float("nan"), device="cuda").to(dtype))
+            t = (
+                torch.randn(shape, device="cuda").to(dtype)
+                if is_input
+                else torch.full(shape, float("nan"), device="cuda").to(dtype)
+            )
             context.set_tensor_address(name, t.data_ptr())
             buffers.append(t)
 
         def run():
             context.execute_async_v3(stream.cuda_stream)
+
         sample = cuda_event_sampler(run, stream)
         sample.keepalive = (engine, context, buffers)
         sample.layer_tactics = tactics
         return sample
 
     def _context(self):
-        return {**gpu_context(), "runtime": f"tensorrt {self._trt.__version__}",
-                "typing": "strong" if self.major >= 11 else "weak"}
+        return {
+            **gpu_context(),
+            "runtime": f"tensorrt {self._trt.__version__}",
+            "typing": "strong" if self.major >= 11 else "weak",
+        }

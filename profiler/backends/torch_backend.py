@@ -6,6 +6,7 @@ kernels, cuSPARSELt on CUDA), so a 2:4 row is a real sparse timing. A 2:4 block 
 can run sparse is refused (its timing would be a dense one under a sparse key). 4-D activations
 are channels_last, the layout in which oneDNN's convolutions and the sparse convs are fastest.
 """
+
 from __future__ import annotations
 
 import torch
@@ -26,8 +27,9 @@ def sparse_twin_(module: torch.nn.Module) -> list:
     report = to_sparse_(module)
     if not report.converted:
         reasons = "; ".join(sorted({f"{r.name or r.kind}: {r.skipped}" for r in report.skipped})) or "no conv/linear"
-        raise ValueError(f"no layer of this 2:4 block can run sparse ({reasons}): refusing to time it dense "
-                         f"under a 2:4 key")
+        raise ValueError(
+            f"no layer of this 2:4 block can run sparse ({reasons}): refusing to time it dense under a 2:4 key"
+        )
     return report.converted
 
 
@@ -38,8 +40,10 @@ class TorchBackend(Backend):
         """threads: torch intra-op threads; cpus: pin the process ('auto': `threads` CPUs; None: don't)."""
         super().__init__(precision, batch, policy)
         if precision not in DTYPES:
-            raise ValueError(f"the torch backend runs {'/'.join(DTYPES)} eager modules; int8 is measured with "
-                             "onnxruntime or tensorrt (explicit Q/DQ graphs)")
+            raise ValueError(
+                f"the torch backend runs {'/'.join(DTYPES)} eager modules; int8 is measured with "
+                "onnxruntime or tensorrt (explicit Q/DQ graphs)"
+            )
         if device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
         if device == "cuda" and not torch.cuda.is_available():
@@ -48,7 +52,7 @@ class TorchBackend(Backend):
         if int(threads) < 1:
             raise ValueError("threads must be >= 1")
         self.threads = int(threads)
-        torch.set_num_threads(self.threads)   # process-wide: fixed for every measurement
+        torch.set_num_threads(self.threads)  # process-wide: fixed for every measurement
         self.pinned = pin_cpus(self.threads, cpus)
         self.sparse_executor = "pysparse24 " + ("cusparselt" if self.device == "cuda" else "cpu kernels")
 
@@ -64,12 +68,20 @@ class TorchBackend(Backend):
         def run():
             with torch.inference_mode():
                 module(x)
+
         sample = cuda_event_sampler(run) if self.device == "cuda" else wall_clock_sampler(run)
         sample.sparse_layers = converted
         return sample
 
     def _context(self):
         info = gpu_context() if self.device == "cuda" else cpu_context(self.threads)
-        info.update({"runtime": f"torch {torch.__version__}", "device_kind": self.device,
-                     "threads": self.threads, "pinned": self.pinned is not None, "memory_format": "channels_last"})
+        info.update(
+            {
+                "runtime": f"torch {torch.__version__}",
+                "device_kind": self.device,
+                "threads": self.threads,
+                "pinned": self.pinned is not None,
+                "memory_format": "channels_last",
+            }
+        )
         return info

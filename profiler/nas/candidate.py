@@ -6,6 +6,7 @@ fixed while the kept weights move, and pysparse24.torch.export_onnx checks that 
 keep the pattern. Both come from sparsify's magnitude rule, so a candidate pruned here at
 initialization holds exactly the weights build_network gives it.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -24,8 +25,13 @@ def dense_twin(network: Sequence[LayerSpec], seed: int = 0) -> nn.Sequential:
 
 def sparse_block_layers(module: nn.Sequential, network: Sequence[LayerSpec]) -> list[str]:
     """Names of the Conv2d/Linear layers inside the candidate's 2:4 blocks (module[i] is block i)."""
-    return [f"{i}.{name}" for i, spec in enumerate(network) if spec.sparsity == "2:4"
-            for name, layer in module[i].named_modules() if isinstance(layer, (nn.Conv2d, nn.Linear))]
+    return [
+        f"{i}.{name}"
+        for i, spec in enumerate(network)
+        if spec.sparsity == "2:4"
+        for name, layer in module[i].named_modules()
+        if isinstance(layer, (nn.Conv2d, nn.Linear))
+    ]
 
 
 def prune_sparse_blocks(module: nn.Sequential, network: Sequence[LayerSpec]):

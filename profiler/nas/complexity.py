@@ -5,6 +5,7 @@ what profiler.blocks builds, so comparing them with the published GPUNet figures
 MACs count convolutions and fully-connected layers (the usual "FLOPs" of NAS papers, which are
 multiply-adds); BN, activations, pooling and residual adds are left out, as those papers do.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -11,6 +11,7 @@ A candidate whose blocks include one the table lacks gets NaN, never a number: a
 priced at 0 would make it look fast. The missing keys can be written as a keys file for
 `pysparse24 lut build --keys`.
 """
+
 from __future__ import annotations
 
 import functools
@@ -22,7 +23,6 @@ import numpy as np
 from ..calibration import apply as apply_calibration
 from ..spec import LayerSpec
 from .space import FIELD_ORDER, SearchSpace
-
 
 CHUNK = 1 << 15  # candidates priced per pass in LatencyEstimator.estimate
 
@@ -44,8 +44,9 @@ class SpaceIndex:
             geo = space.geometry[s]
             choice_dims = tuple(len(stage.choices(f)) for f in FIELD_ORDER[1:])
             self._first.append(self._id_array(s, True, (len(geo.sizes_in), len(geo.channels_in), *choice_dims)))
-            self._rest.append(self._id_array(s, False, (len(geo.sizes_in), *choice_dims))
-                              if stage.max_layers > 1 else None)
+            self._rest.append(
+                self._id_array(s, False, (len(geo.sizes_in), *choice_dims)) if stage.max_layers > 1 else None
+            )
 
     def _id_array(self, stage_i: int, first: bool, dims: tuple[int, ...]) -> np.ndarray:
         ids = np.empty(dims, dtype=np.int32)
@@ -102,8 +103,8 @@ def space_index(space: SearchSpace) -> SpaceIndex:
 
 @dataclass
 class Estimate:
-    latency_ms: np.ndarray       # calibrated estimate per candidate; NaN where a block is missing
-    n_layers: np.ndarray         # blocks per candidate
+    latency_ms: np.ndarray  # calibrated estimate per candidate; NaN where a block is missing
+    n_layers: np.ndarray  # blocks per candidate
     missing_keys: list[str] = field(default_factory=list)  # keys those NaN candidates need
 
     @property
@@ -116,8 +117,10 @@ class Estimate:
         from pysparse24._files import atomic_output
 
         with atomic_output(path) as tmp:
-            tmp.write_text("# layer specs the NAS estimate needed but the table lacks\n"
-                           + "".join(k + "\n" for k in self.missing_keys))
+            tmp.write_text(
+                "# layer specs the NAS estimate needed but the table lacks\n"
+                + "".join(k + "\n" for k in self.missing_keys)
+            )
         return len(self.missing_keys)
 
 
@@ -154,9 +157,9 @@ class LatencyEstimator:
         n_layers = np.empty(len(vectors), dtype=np.int64)
         missing_ids: set[int] = set()
         for start in range(0, len(vectors), CHUNK):
-            ids, counts = self.index.ids_and_counts(vectors[start:start + CHUNK], first_row=start)
-            part = latency[start:start + CHUNK] = self.latency(ids, counts)
-            n_layers[start:start + CHUNK] = counts.sum(axis=1)
+            ids, counts = self.index.ids_and_counts(vectors[start : start + CHUNK], first_row=start)
+            part = latency[start : start + CHUNK] = self.latency(ids, counts)
+            n_layers[start : start + CHUNK] = counts.sum(axis=1)
             nan_rows = np.isnan(part)
             if nan_rows.any():
                 used = ids[nan_rows][counts[nan_rows] > 0]
@@ -171,7 +174,7 @@ class LatencyEstimator:
         width = max(len(net) for net in networks)
         ids = np.full((len(networks), width), len(keys), dtype=np.int64)
         for row, net in enumerate(networks):
-            ids[row, :len(net)] = [position[spec.key()] for spec in net]
+            ids[row, : len(net)] = [position[spec.key()] for spec in net]
         counts = (ids < len(keys)).astype(np.float64)
         missing = [k for k, ms in zip(keys, block_ms) if np.isnan(ms)]
         return Estimate(self.latency(ids, counts, block_ms), counts.sum(axis=1).astype(np.int64), missing)
@@ -180,9 +183,9 @@ class LatencyEstimator:
 @dataclass(frozen=True)
 class SubSpace:
     label: str
-    low_ms: float                # inclusive
-    high_ms: float               # exclusive
-    indices: np.ndarray          # candidate rows in this latency range
+    low_ms: float  # inclusive
+    high_ms: float  # exclusive
+    indices: np.ndarray  # candidate rows in this latency range
 
     @property
     def count(self) -> int:

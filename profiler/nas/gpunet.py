@@ -6,6 +6,7 @@ Residual_Block with `groups`, EpilogueD), mirrored by LayerSpec.distill. The def
 published builder's (gpunet_builder.py): a head without "act" is swish, a tail is ReLU, and the D
 family is ReLU-only without SE.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,9 +16,13 @@ from ..spec import LayerSpec
 
 # Published name -> config file (DeepLearningExamples configs/batch1/GV100).
 GPUNET_MODELS = {
-    "GPUNet-0": "0.65ms.json", "GPUNet-1": "0.85ms.json", "GPUNet-2": "1.75ms.json",
-    "GPUNet-P0": "0.5ms-D.json", "GPUNet-P1": "0.8ms-D.json",
-    "GPUNet-D1": "1.25ms-D.json", "GPUNet-D2": "2.25ms-D.json",
+    "GPUNet-0": "0.65ms.json",
+    "GPUNet-1": "0.85ms.json",
+    "GPUNet-2": "1.75ms.json",
+    "GPUNet-P0": "0.5ms-D.json",
+    "GPUNet-P1": "0.8ms-D.json",
+    "GPUNet-D1": "1.25ms-D.json",
+    "GPUNet-D2": "2.25ms-D.json",
 }
 _NUM_CLASSES = 1000  # profiler.blocks' tail is an ImageNet-1k classifier, as every published GPUNet
 CONFIG_DIR = Path(__file__).parent / "configs"  # the seven published files, shipped with the package
@@ -36,18 +41,26 @@ def _layer_spec(layer: dict, distill: bool, shape: tuple[int, int, int, int], co
             raise ValueError(f"tail num_classes={layer['num_classes']}: the blocks build {_NUM_CLASSES}-class heads")
         return LayerSpec(op="tail", act="relu", **common)
     if kind == "conv":
-        return LayerSpec(op="conv", kernel=int(layer["kernel_size"]), stride=int(layer["stride"]),
-                         act=layer["act"], **common)
+        return LayerSpec(
+            op="conv", kernel=int(layer["kernel_size"]), stride=int(layer["stride"]), act=layer["act"], **common
+        )
     if kind in ("irb", "fused_irb"):
-        return LayerSpec(op=kind, kernel=int(layer["kernel_size"]), stride=int(layer["stride"]),
-                         expansion=float(layer["expansion"]), groups=int(layer.get("groups", 1)),
-                         se=False if distill else bool(layer.get("use_se", False)),
-                         act="relu" if distill else layer["act"], **common)
+        return LayerSpec(
+            op=kind,
+            kernel=int(layer["kernel_size"]),
+            stride=int(layer["stride"]),
+            expansion=float(layer["expansion"]),
+            groups=int(layer.get("groups", 1)),
+            se=False if distill else bool(layer.get("use_se", False)),
+            act="relu" if distill else layer["act"],
+            **common,
+        )
     raise ValueError(f"unknown layer_type {kind!r}")
 
 
-def load_gpunet_config(path: str | Path, batch: int = 1, precision: str = "fp32",
-                       sparsity: str = "dense") -> list[LayerSpec]:
+def load_gpunet_config(
+    path: str | Path, batch: int = 1, precision: str = "fp32", sparsity: str = "dense"
+) -> list[LayerSpec]:
     """A published GPUNet JSON config (a path, or a model name such as "GPUNet-0") -> its blocks as
     LayerSpecs, input shapes chained from the data layer's resolution with profiler.blocks.output_shape
     (the modules' own geometry)."""
@@ -73,8 +86,10 @@ def load_gpunet_config(path: str | Path, batch: int = 1, precision: str = "fp32"
         if "layer_type" not in layer or "num_out_channels" not in layer:
             raise ValueError(f"{where}: needs 'layer_type' and 'num_out_channels'")
         if int(layer.get("num_in_channels", shape[1])) != shape[1]:
-            raise ValueError(f"{where}: num_in_channels={layer['num_in_channels']} but the previous layer "
-                             f"produces {shape[1]} channels")
+            raise ValueError(
+                f"{where}: num_in_channels={layer['num_in_channels']} but the previous layer "
+                f"produces {shape[1]} channels"
+            )
         try:
             spec = _layer_spec(layer, distill, shape, context)
         except KeyError as exc:

@@ -13,6 +13,7 @@ masks pysparse24.torch.sparsify makes.
 Users plug their own objective (a trainer, an accuracy predictor) as "module:function"; the shipped
 trainer is profiler.nas.train:digits_accuracy (short training, 2:4 stages pruned and retrained).
 """
+
 from __future__ import annotations
 
 import math

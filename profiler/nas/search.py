@@ -20,6 +20,7 @@ were in flight are marked failed and queued again. One driver per study.
 An evaluation that raises, or whose worker dies, is retried `retries` times, then recorded as failed
 with its error; the search goes on.
 """
+
 from __future__ import annotations
 
 import concurrent.futures as cf
@@ -40,30 +41,29 @@ from .estimate import LatencyEstimator
 from .proxy import DEFAULT_OBJECTIVE, evaluate_keys, load_objective
 from .space import SearchSpace
 
-
 SAMPLERS = ("gp", "random")
 
 
 @dataclass
 class SearchConfig:
-    budget_ms: float                  # sub-space upper edge (inclusive)
-    trials: int = 20                  # scored (or given-up) candidates wanted in the study
-    min_ms: float = 0.0               # sub-space lower edge (inclusive)
+    budget_ms: float  # sub-space upper edge (inclusive)
+    trials: int = 20  # scored (or given-up) candidates wanted in the study
+    min_ms: float = 0.0  # sub-space lower edge (inclusive)
     objective: str = DEFAULT_OBJECTIVE
     storage: str | Path = "nas_study.sqlite"
-    study_name: str | None = None     # default: "<space>-<min>-<budget>ms"
-    workers: int = 0                  # 0: evaluate in this process; N: N local worker processes
-    ray_address: str | None = None    # evaluate on Ray ("local", "auto", "ray://host:10001")
+    study_name: str | None = None  # default: "<space>-<min>-<budget>ms"
+    workers: int = 0  # 0: evaluate in this process; N: N local worker processes
+    ray_address: str | None = None  # evaluate on Ray ("local", "auto", "ray://host:10001")
     retries: int = 2
-    timeout_s: float | None = None    # per evaluation; a hung one is recorded as failed (needs a worker
-                                      # process: with workers=0 one is started)
+    timeout_s: float | None = None  # per evaluation; a hung one is recorded as failed (needs a worker
+    # process: with workers=0 one is started)
     seed: int = 0
-    initial: int = 8                  # first trials: Sobol candidates already inside the sub-space
-    explore_every: int = 3            # then every Nth trial is the next unused one of them (0: never)
-    pool: int = 4096                  # Sobol candidates priced: the seeds and the stand-ins for
-                                      # out-of-budget proposals come from its in-budget part
-    sampler: str = "gp"               # "gp": Bayesian optimization; "random": uniform proposals, the
-                                      # same seeding and budget handling (the baseline BO must beat)
+    initial: int = 8  # first trials: Sobol candidates already inside the sub-space
+    explore_every: int = 3  # then every Nth trial is the next unused one of them (0: never)
+    pool: int = 4096  # Sobol candidates priced: the seeds and the stand-ins for
+    # out-of-budget proposals come from its in-budget part
+    sampler: str = "gp"  # "gp": Bayesian optimization; "random": uniform proposals, the
+    # same seeding and budget handling (the baseline BO must beat)
 
     def __post_init__(self) -> None:
         if not (self.budget_ms > 0 and 0 <= self.min_ms < self.budget_ms):
@@ -88,10 +88,10 @@ class Candidate:
 @dataclass
 class SearchResult:
     study_name: str
-    ranked: list[Candidate]          # scored, in-budget candidates, best score first
-    pareto: list[Candidate]          # non-dominated (lower latency, higher score), fastest first
+    ranked: list[Candidate]  # scored, in-budget candidates, best score first
+    pareto: list[Candidate]  # non-dominated (lower latency, higher score), fastest first
     out_of_budget: int = 0
-    failed: int = 0                  # given up after retries, or interrupted by a stopped search
+    failed: int = 0  # given up after retries, or interrupted by a stopped search
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -112,6 +112,7 @@ def pareto_front(candidates: list[Candidate]) -> list[Candidate]:
 # ------------------------------------------------------------------------------------------------
 # Evaluators: where scoring runs. submit() takes a token and a network (as keys); results() yields
 # (token, score | None, error | None) as evaluations finish.
+
 
 class TimedOut(str):
     """The error of an evaluation that ran past `timeout_s`: recorded as failed without retries (a
@@ -166,8 +167,7 @@ class ProcessEvaluator:
 
     @staticmethod
     def _new_pool():
-        return cf.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
-                                      initializer=_single_threaded)
+        return cf.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_single_threaded)
 
     def submit(self, token, keys: list[str]) -> None:
         busy = {i for _, i, _ in self._futures.values()}
@@ -222,14 +222,19 @@ class RayEvaluator:
     died (max_retries); an exception comes back to the driver, which retries it. A task running past
     `timeout_s` is cancelled (force: its worker process is killed) and comes back as TimedOut."""
 
-    def __init__(self, objective: str, address: str, retries: int, workers: int,
-                 timeout_s: float | None = None) -> None:
+    def __init__(
+        self, objective: str, address: str, retries: int, workers: int, timeout_s: float | None = None
+    ) -> None:
         import ray
 
         self._ray = ray
         if not ray.is_initialized():
-            ray.init(address=None if address == "local" else address, include_dashboard=False,
-                     log_to_driver=False, logging_level=logging.WARNING)
+            ray.init(
+                address=None if address == "local" else address,
+                include_dashboard=False,
+                log_to_driver=False,
+                logging_level=logging.WARNING,
+            )
         self.capacity = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
         self._task = ray.remote(num_cpus=1, max_retries=retries)(_ray_evaluate)
         self.objective, self.timeout_s = objective, timeout_s
@@ -269,8 +274,10 @@ def _ray_evaluate(objective: str, keys: list[str]) -> float:
 
 # ------------------------------------------------------------------------------------------------
 
-def run_search(space: SearchSpace, estimator: LatencyEstimator, config: SearchConfig,
-               progress: bool = True) -> SearchResult:
+
+def run_search(
+    space: SearchSpace, estimator: LatencyEstimator, config: SearchConfig, progress: bool = True
+) -> SearchResult:
     import optuna
     from optuna.distributions import IntDistribution
     from optuna.trial import TrialState
@@ -279,13 +286,16 @@ def run_search(space: SearchSpace, estimator: LatencyEstimator, config: SearchCo
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     name = config.study_name or f"{space.name}-{config.min_ms:g}-{config.budget_ms:g}ms"
     storage = optuna.storages.RDBStorage(f"sqlite:///{Path(config.storage).resolve()}")
-    sampler = (optuna.samplers.GPSampler(seed=config.seed, n_startup_trials=config.initial) if config.sampler == "gp"
-               else optuna.samplers.RandomSampler(seed=config.seed))
-    study = optuna.create_study(storage=storage, study_name=name, direction="maximize", sampler=sampler,
-                                load_if_exists=True)
+    sampler = (
+        optuna.samplers.GPSampler(seed=config.seed, n_startup_trials=config.initial)
+        if config.sampler == "gp"
+        else optuna.samplers.RandomSampler(seed=config.seed)
+    )
+    study = optuna.create_study(
+        storage=storage, study_name=name, direction="maximize", sampler=sampler, load_if_exists=True
+    )
     _check_study_matches(study, space, config)
-    distributions = {label: IntDistribution(0, int(card) - 1)
-                     for label, card in zip(space.layout, space.cardinalities)}
+    distributions = {label: IntDistribution(0, int(card) - 1) for label, card in zip(space.layout, space.cardinalities)}
 
     queued: set[tuple] = set()  # vectors enqueued by this driver and not asked for yet
 
@@ -295,8 +305,11 @@ def run_search(space: SearchSpace, estimator: LatencyEstimator, config: SearchCo
         study.enqueue_trial({label: int(v) for label, v in zip(space.layout, vector)})
 
     stand_ins = _in_budget_pool(space, estimator, config)
-    used = {tuple(t.params[label] for label in space.layout)  # queued (WAITING) trials have no params yet
-            for t in study.get_trials(deepcopy=False) if len(t.params) == len(space.layout)}
+    used = {
+        tuple(t.params[label] for label in space.layout)  # queued (WAITING) trials have no params yet
+        for t in study.get_trials(deepcopy=False)
+        if len(t.params) == len(space.layout)
+    }
     # A previous driver that died left its in-flight trials RUNNING: fail them and queue them again.
     # One killed inside study.ask() has no parameters yet: an enqueued one still has the values it
     # was queued with, a sampled one has nothing to re-run (the sampler proposes afresh).
@@ -307,23 +320,28 @@ def run_search(space: SearchSpace, estimator: LatencyEstimator, config: SearchCo
         if all(label in params for label in space.layout):
             queue(np.array([params[label] for label in space.layout]))
     if not study.get_trials(deepcopy=False):
-        for vector in stand_ins[:config.initial]:
+        for vector in stand_ins[: config.initial]:
             queue(vector)
 
     def finished() -> int:
         """Scored trials plus given-up ones: what `trials` counts."""
-        return sum(t.state == TrialState.COMPLETE or t.user_attrs.get("gave_up", False)
-                   for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)))
+        return sum(
+            t.state == TrialState.COMPLETE or t.user_attrs.get("gave_up", False)
+            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL))
+        )
 
     evaluator = _make_evaluator(config)
-    in_flight: dict[int, tuple] = {}   # trial number -> (trial, keys, attempts)
+    in_flight: dict[int, tuple] = {}  # trial number -> (trial, keys, attempts)
     bar = Progress("search", config.trials, finished(), enabled=progress)
     try:
         while finished() + len(in_flight) < config.trials or in_flight:
             while len(in_flight) < evaluator.capacity and finished() + len(in_flight) < config.trials:
                 proposed = len(study.get_trials(deepcopy=False))
-                if (config.explore_every and proposed >= config.initial
-                        and (proposed - config.initial) % config.explore_every == config.explore_every - 1):
+                if (
+                    config.explore_every
+                    and proposed >= config.initial
+                    and (proposed - config.initial) % config.explore_every == config.explore_every - 1
+                ):
                     fresh = next((v for v in stand_ins if tuple(v.tolist()) not in used), None)
                     if fresh is not None:
                         queue(fresh)
@@ -345,9 +363,11 @@ def run_search(space: SearchSpace, estimator: LatencyEstimator, config: SearchCo
                         bar.note("stopping: every in-budget candidate of the Sobol pool is used (raise --pool)")
                         break
                     queue(stand_in)
-                    bar.describe(f"trial {trial.number}: {_fmt(latency)}, "
-                                 f"{'out of the sub-space' if outside else 'already scored'}; "
-                                 "its nearest unused in-budget candidate goes next")
+                    bar.describe(
+                        f"trial {trial.number}: {_fmt(latency)}, "
+                        f"{'out of the sub-space' if outside else 'already scored'}; "
+                        "its nearest unused in-budget candidate goes next"
+                    )
                     continue
                 keys = [s.key() for s in estimator.space.decode(vector)]
                 in_flight[trial.number] = (trial, keys, 0)
@@ -403,10 +423,15 @@ def _in_budget_pool(space: SearchSpace, estimator: LatencyEstimator, config: Sea
     inside = np.flatnonzero((latency >= config.min_ms) & (latency <= config.budget_ms))
     if inside.size == 0:
         finite = latency[np.isfinite(latency)]
-        spread = (f"estimates span {finite.min():.4g}..{finite.max():.4g} ms" if finite.size
-                  else "no candidate could be priced (the table lacks their blocks)")
-        raise ValueError(f"none of {config.pool} Sobol candidates lies in the sub-space "
-                         f"[{config.min_ms:g}, {config.budget_ms:g}] ms; {spread}")
+        spread = (
+            f"estimates span {finite.min():.4g}..{finite.max():.4g} ms"
+            if finite.size
+            else "no candidate could be priced (the table lacks their blocks)"
+        )
+        raise ValueError(
+            f"none of {config.pool} Sobol candidates lies in the sub-space "
+            f"[{config.min_ms:g}, {config.budget_ms:g}] ms; {spread}"
+        )
     return vectors[inside]
 
 
@@ -422,8 +447,12 @@ def _nearest_unused(pool: np.ndarray, vector: np.ndarray, cardinalities: np.ndar
 
 def _check_study_matches(study, space: SearchSpace, config: SearchConfig) -> None:
     """A resumed study must be the same search: same space, sub-space and objective."""
-    identity = {"space": json.dumps(space.to_dict(), sort_keys=True), "budget_ms": config.budget_ms,
-                "min_ms": config.min_ms, "objective": config.objective}
+    identity = {
+        "space": json.dumps(space.to_dict(), sort_keys=True),
+        "budget_ms": config.budget_ms,
+        "min_ms": config.min_ms,
+        "objective": config.objective,
+    }
     stored = {k: study.user_attrs.get(k) for k in identity}
     if all(v is None for v in stored.values()):
         for k, v in identity.items():
@@ -431,8 +460,10 @@ def _check_study_matches(study, space: SearchSpace, config: SearchConfig) -> Non
         return
     differ = [k for k in identity if stored[k] != identity[k]]
     if differ:
-        raise ValueError(f"study {study.study_name!r} in this storage was started with another "
-                         f"{', '.join(differ)}; give another study name or storage file")
+        raise ValueError(
+            f"study {study.study_name!r} in this storage was started with another "
+            f"{', '.join(differ)}; give another study name or storage file"
+        )
 
 
 def _make_evaluator(config: SearchConfig):

@@ -30,6 +30,7 @@ Fields with a single choice take no position. `space.layout` names every positio
 `gpunet_sparse` adds a sparsity position to stages 1-8 (the head's 3 input channels cannot be 2:4): 52.
 A sparsity position's index 0 is "dense", 1 is "2:4" as the spaces list them.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -109,11 +110,14 @@ class Stage:
         if "filters" not in d:
             raise ValueError(f"{where}: 'filters' is required")
         fields = {f: _values(d[f], f, where) for f in FIELD_ORDER if f in d}
-        if op not in EXPANDING_OPS and (set(fields.get("expansion", (1,))) != {1}
-                                        or set(fields.get("se", (False,))) != {False}):
+        if op not in EXPANDING_OPS and (
+            set(fields.get("expansion", (1,))) != {1} or set(fields.get("se", (False,))) != {False}
+        ):
             raise ValueError(f"{where}: op {op!r} has no expansion or SE; only {EXPANDING_OPS} do")
         stage = cls(
-            name=name, op=op, stride=int(d.get("stride", 1)),
+            name=name,
+            op=op,
+            stride=int(d.get("stride", 1)),
             layers=tuple(int(v) for v in fields.get("layers", (1,))),
             kernel=tuple(int(v) for v in fields.get("kernel", (3,))),
             act=tuple(str(v) for v in fields.get("act", ("relu",))),
@@ -147,8 +151,12 @@ class Stage:
             raise ValueError(f"{where}: " + "; ".join(problems))
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "op": self.op, "stride": self.stride,
-                **{f: list(getattr(self, f)) for f in FIELD_ORDER}}
+        return {
+            "name": self.name,
+            "op": self.op,
+            "stride": self.stride,
+            **{f: list(getattr(self, f)) for f in FIELD_ORDER},
+        }
 
 
 @dataclass(frozen=True)
@@ -172,8 +180,10 @@ class SearchSpace:
         if any(r < 1 for r in self.resolutions):
             raise ValueError(f"space {self.name!r}: resolutions must be positive")
         if self.precision not in PRECISIONS or self.sparsity not in SPARSITIES or self.batch < 1:
-            raise ValueError(f"space {self.name!r}: bad context batch={self.batch} precision={self.precision!r} "
-                             f"sparsity={self.sparsity!r}")
+            raise ValueError(
+                f"space {self.name!r}: bad context batch={self.batch} precision={self.precision!r} "
+                f"sparsity={self.sparsity!r}"
+            )
         names = [s.name for s in self.stages]
         if len(set(names)) != len(names):
             raise ValueError(f"space {self.name!r}: stage names repeat: {names}")
@@ -190,26 +200,45 @@ class SearchSpace:
             if key not in d:
                 raise ValueError(f"search space: {key!r} is required")
         return cls(
-            name=str(d["name"]), description=str(d.get("description", "")),
+            name=str(d["name"]),
+            description=str(d.get("description", "")),
             resolutions=tuple(int(r) for r in _values(d["resolution"], "resolution", "search space")),
             stages=tuple(Stage.from_dict(s, i, str(d.get("sparsity", "dense"))) for i, s in enumerate(d["stages"])),
-            in_channels=int(d.get("in_channels", 3)), batch=int(d.get("batch", 1)),
-            precision=str(d.get("precision", "fp32")), sparsity=str(d.get("sparsity", "dense")),
+            in_channels=int(d.get("in_channels", 3)),
+            batch=int(d.get("batch", 1)),
+            precision=str(d.get("precision", "fp32")),
+            sparsity=str(d.get("sparsity", "dense")),
         )
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "description": self.description, "in_channels": self.in_channels,
-                "batch": self.batch, "precision": self.precision, "sparsity": self.sparsity,
-                "resolution": list(self.resolutions), "stages": [s.to_dict() for s in self.stages]}
+        return {
+            "name": self.name,
+            "description": self.description,
+            "in_channels": self.in_channels,
+            "batch": self.batch,
+            "precision": self.precision,
+            "sparsity": self.sparsity,
+            "resolution": list(self.resolutions),
+            "stages": [s.to_dict() for s in self.stages],
+        }
 
-    def with_context(self, batch: int | None = None, precision: str | None = None,
-                     sparsity: str | None = None) -> "SearchSpace":
+    def with_context(
+        self, batch: int | None = None, precision: str | None = None, sparsity: str | None = None
+    ) -> "SearchSpace":
         """The same space, decoded for another batch / precision (a table's context); a `sparsity`
         puts every stage at that one sparsity (`profiler build --sparsity 2:4`: all blocks 2:4)."""
-        stages = self.stages if sparsity is None else tuple(
-            dataclasses.replace(s, sparsity=(sparsity,)) for s in self.stages)
-        return dataclasses.replace(self, batch=self.batch if batch is None else int(batch), stages=stages,
-                                   precision=precision or self.precision, sparsity=sparsity or self.sparsity)
+        stages = (
+            self.stages
+            if sparsity is None
+            else tuple(dataclasses.replace(s, sparsity=(sparsity,)) for s in self.stages)
+        )
+        return dataclasses.replace(
+            self,
+            batch=self.batch if batch is None else int(batch),
+            stages=stages,
+            precision=precision or self.precision,
+            sparsity=sparsity or self.sparsity,
+        )
 
     # ---------------------------------------------------------------- vector layout
     @property
@@ -232,8 +261,10 @@ class SearchSpace:
     @property
     def cardinalities(self) -> np.ndarray:
         """Number of choices at every vector position."""
-        return np.array([len(self.resolutions) if i < 0 else len(self.stages[i].choices(f))
-                         for i, f in self._positions], dtype=np.int64)
+        return np.array(
+            [len(self.resolutions) if i < 0 else len(self.stages[i].choices(f)) for i, f in self._positions],
+            dtype=np.int64,
+        )
 
     @property
     def size(self) -> int:
@@ -251,8 +282,10 @@ class SearchSpace:
         if v.ndim == 1:
             v = v[None, :]
         if v.ndim != 2 or v.shape[1] != self.width:
-            raise ValueError(f"space {self.name!r} vectors have {self.width} positions ({', '.join(self.layout)}); "
-                             f"got shape {np.shape(vectors)}")
+            raise ValueError(
+                f"space {self.name!r} vectors have {self.width} positions ({', '.join(self.layout)}); "
+                f"got shape {np.shape(vectors)}"
+            )
         if v.dtype.kind == "f":
             if not np.all(np.isfinite(v)) or np.any(v != np.round(v)):
                 raise ValueError("vector positions must be integers (choice indices)")
@@ -264,8 +297,10 @@ class SearchSpace:
             bad = (row < 0) | (row >= card)
             if bad.any():
                 first = int(np.argmax(bad))
-                raise ValueError(f"invalid vector (row {first_row + first}): position {pos} ({self.layout[pos]}) = {row[first]} "
-                                 f"is outside 0..{card - 1}")
+                raise ValueError(
+                    f"invalid vector (row {first_row + first}): position {pos} ({self.layout[pos]}) = {row[first]} "
+                    f"is outside 0..{card - 1}"
+                )
             columns[pos] = row
         return columns
 
@@ -280,12 +315,20 @@ class SearchSpace:
         return columns[0], per_stage
 
     # ---------------------------------------------------------------- decode / encode
-    def _block(self, stage: Stage, j: int, c: int, h: int, kernel, act, expansion, filters, se,
-               sparsity) -> LayerSpec:
+    def _block(self, stage: Stage, j: int, c: int, h: int, kernel, act, expansion, filters, se, sparsity) -> LayerSpec:
         """Block j of a stage on a (c, h, h) input: only block 0 carries the stage's stride."""
-        return LayerSpec(op=stage.op, in_shape=(self.batch, c, h, h), out_channels=filters, kernel=kernel,
-                         stride=stage.stride if j == 0 else 1, expansion=expansion, se=se, act=act,
-                         precision=self.precision, sparsity=sparsity)
+        return LayerSpec(
+            op=stage.op,
+            in_shape=(self.batch, c, h, h),
+            out_channels=filters,
+            kernel=kernel,
+            stride=stage.stride if j == 0 else 1,
+            expansion=expansion,
+            se=se,
+            act=act,
+            precision=self.precision,
+            sparsity=sparsity,
+        )
 
     def decode(self, vector) -> list[LayerSpec]:
         """One vector -> the network: a list of block LayerSpecs with input shapes chained."""
@@ -304,8 +347,10 @@ class SearchSpace:
     def sparse_stages(self, vector) -> list[str]:
         """Names of the stages that run 2:4 in one candidate (skipped stages are not listed)."""
         _, per_stage = self.choice_indices(vector)
-        pick = [{f: stage.choices(f)[int(np.ravel(idx[f])[0])] for f in ("layers", "sparsity")}
-                for stage, idx in zip(self.stages, per_stage)]
+        pick = [
+            {f: stage.choices(f)[int(np.ravel(idx[f])[0])] for f in ("layers", "sparsity")}
+            for stage, idx in zip(self.stages, per_stage)
+        ]
         return [stage.name for stage, p in zip(self.stages, pick) if p["layers"] and p["sparsity"] == "2:4"]
 
     def encode(self, network: list[LayerSpec]) -> np.ndarray:
@@ -323,8 +368,10 @@ class SearchSpace:
             raise ValueError(f"the network takes {c0} input channels; the space {self.in_channels}")
         for i, s in enumerate(network):
             if (s.batch, s.precision) != (self.batch, self.precision):
-                raise ValueError(f"layer {i}: batch/precision {s.batch}/{s.precision} differ "
-                                 f"from the space's {self.batch}/{self.precision} (see with_context)")
+                raise ValueError(
+                    f"layer {i}: batch/precision {s.batch}/{s.precision} differ "
+                    f"from the space's {self.batch}/{self.precision} (see with_context)"
+                )
         failure = [-1, "no stage assignment fits"]  # the deepest failure is the most useful reason
 
         def fail(pos: int, reason: str) -> None:
@@ -339,7 +386,7 @@ class SearchSpace:
                 return None
             stage = self.stages[stage_i]
             for n in sorted(stage.layers, reverse=True):
-                picks = self._match_stage(stage, network[pos:pos + n], n, c, h, pos, fail)
+                picks = self._match_stage(stage, network[pos : pos + n], n, c, h, pos, fail)
                 if picks is None:
                     continue
                 c_next, h_next = (picks["filters_value"], _output_size(network[pos])) if n else (c, h)
@@ -366,13 +413,21 @@ class SearchSpace:
             fail(pos - 0.5, f"stage {stage.name} needs {n} layers, the network ends first")
             return None
         head = group[0]
-        values = {"kernel": head.kernel, "act": head.act, "expansion": head.expansion,
-                  "filters": head.out_channels, "se": head.se, "sparsity": head.sparsity}
+        values = {
+            "kernel": head.kernel,
+            "act": head.act,
+            "expansion": head.expansion,
+            "filters": head.out_channels,
+            "se": head.se,
+            "sparsity": head.sparsity,
+        }
         picks = {"layers": stage.layers.index(n), "filters_value": head.out_channels}
         for f, value in values.items():
             if value not in stage.choices(f):
-                fail(pos, f"layer {pos} ({head.op}): {f}={value} is not among stage {stage.name}'s "
-                          f"{list(stage.choices(f))}")
+                fail(
+                    pos,
+                    f"layer {pos} ({head.op}): {f}={value} is not among stage {stage.name}'s {list(stage.choices(f))}",
+                )
                 return None
             picks[f] = stage.choices(f).index(value)
         for j, spec in enumerate(group):
@@ -382,8 +437,10 @@ class SearchSpace:
                 fail(pos + j, f"layer {pos + j} is {spec.op!r}; stage {stage.name} holds {stage.op!r}")
                 return None
             if spec != expected:
-                fail(pos + j, f"layer {pos + j} ({spec.key()}) does not continue stage {stage.name} "
-                              f"(expected {expected.key()})")
+                fail(
+                    pos + j,
+                    f"layer {pos + j} ({spec.key()}) does not continue stage {stage.name} (expected {expected.key()})",
+                )
                 return None
         return picks
 
@@ -411,16 +468,38 @@ class SearchSpace:
             out = np.zeros((len(sizes_in), len(stage.kernel)), dtype=np.int64)
             for (h_i, h), (k_i, k) in itertools.product(enumerate(sizes_in), enumerate(stage.kernel)):
                 # Geometry only depends on op, kernel, stride and size; the other fields are placeholders.
-                first = self._block(stage, 0, channels_in[0], h, k, stage.act[0], stage.expansion[0],
-                                    stage.filters[0], stage.se[0], stage.sparsity[0])
+                first = self._block(
+                    stage,
+                    0,
+                    channels_in[0],
+                    h,
+                    k,
+                    stage.act[0],
+                    stage.expansion[0],
+                    stage.filters[0],
+                    stage.se[0],
+                    stage.sparsity[0],
+                )
                 out[h_i, k_i] = _output_size(first)
                 if stage.max_layers > 1:
-                    repeated = self._block(stage, 1, first.out_channels, int(out[h_i, k_i]), k, stage.act[0],
-                                           stage.expansion[0], stage.filters[0], stage.se[0], stage.sparsity[0])
+                    repeated = self._block(
+                        stage,
+                        1,
+                        first.out_channels,
+                        int(out[h_i, k_i]),
+                        k,
+                        stage.act[0],
+                        stage.expansion[0],
+                        stage.filters[0],
+                        stage.se[0],
+                        stage.sparsity[0],
+                    )
                     if _output_size(repeated) != out[h_i, k_i]:
-                        raise ValueError(f"stage {stage.name}: a repeated {stage.op} block changes the spatial "
-                                         f"size ({out[h_i, k_i]} px), so the stage's output size would depend "
-                                         "on its layer count; this space cannot be indexed")
+                        raise ValueError(
+                            f"stage {stage.name}: a repeated {stage.op} block changes the spatial "
+                            f"size ({out[h_i, k_i]} px), so the stage's output size would depend "
+                            "on its layer count; this space cannot be indexed"
+                        )
             geometry.append(StageGeometry(sizes_in, channels_in, out))
             keep = 0 in stage.layers  # an empty stage hands its input on unchanged
             sizes = set(out.ravel().tolist()) | (sizes if keep else set())
@@ -435,7 +514,7 @@ class SearchSpace:
         stage = self.stages[stage_i]
         geo = self.geometry[stage_i]
         for h_i, h in enumerate(geo.sizes_in):
-            for c_i, cin in (enumerate(geo.channels_in) if first else [(None, None)]):
+            for c_i, cin in enumerate(geo.channels_in) if first else [(None, None)]:
                 for combo in itertools.product(*(range(len(stage.choices(f))) for f in FIELD_ORDER[1:])):
                     values = [stage.choices(f)[i] for f, i in zip(FIELD_ORDER[1:], combo)]
                     if first:
@@ -490,4 +569,3 @@ def load_space(source: str | Path) -> SearchSpace:
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ValueError(f"{path}: not valid {'TOML' if path.suffix.lower() == '.toml' else 'JSON'}: {exc}") from None
     return SearchSpace.from_dict(data)
-

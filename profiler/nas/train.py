@@ -17,6 +17,7 @@ with the masks profiler.blocks uses (pysparse24.torch.sparsify, see profiler.nas
 `sparse_epochs` more epochs run with the masks fixed. A candidate without 2:4 blocks trains the same
 number of epochs. The score is validation accuracy in eval mode (BN running statistics).
 """
+
 from __future__ import annotations
 
 import functools
@@ -45,8 +46,15 @@ def digits(resolution: int, channels: int):
     return x[train], y[train], x[val], y[val]
 
 
-def train_candidate(network: list[LayerSpec], dense_epochs: int = 2, sparse_epochs: int = 2,
-                    max_resolution: int = 32, batch: int = 64, lr: float = 3e-3, seed: int = 0):
+def train_candidate(
+    network: list[LayerSpec],
+    dense_epochs: int = 2,
+    sparse_epochs: int = 2,
+    max_resolution: int = 32,
+    batch: int = 64,
+    lr: float = 3e-3,
+    seed: int = 0,
+):
     """Train the candidate as the module docstring says: (validation accuracy in [0, 1], the trained
     model, its 2:4 layers still masked)."""
     import torch

@@ -6,6 +6,7 @@
 Backends ("cpu": pysparse24.matmul vs torch.matmul; "cuda": cuSPARSELt vs cuBLAS) live in a
 registry (backends.register_backend), so every backend shares the same statistics and reports.
 """
+
 from pysparse24.bench.backends import BACKENDS, register_backend
 from pysparse24.bench.gemm import GemmCase, GemmResult, run_cases
 

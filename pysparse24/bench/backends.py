@@ -8,6 +8,7 @@ cold=True cycles through copies of the weight (more than 2.5x the last-level cac
 timed call reads its weight from memory, as the layers of a real model do. (A 4096x4096 bfloat16
 2:4 weight, 19 MB, fits this machine's 32 MB L3: warm repeats would time a cache, not memory.)
 """
+
 from __future__ import annotations
 
 import math
@@ -79,8 +80,9 @@ def random_sparse_weight(M: int, K: int, dtype: str, seed: int = 0):
     return pysparse24.prune(dense)
 
 
-def time_cpu_pair(M: int, N: int, K: int, dtype: str, warmup: int, repeats: int, threads: int,
-                  cold: bool = True) -> dict:
+def time_cpu_pair(
+    M: int, N: int, K: int, dtype: str, warmup: int, repeats: int, threads: int, cold: bool = True
+) -> dict:
     """pysparse24.matmul on the packed weight vs torch on the dense one, same dtype and threads.
 
     Dense baseline: torch.matmul (float32, bfloat16) or torch._int_mm (int8 -> int32, the same
@@ -104,8 +106,11 @@ def time_cpu_pair(M: int, N: int, K: int, dtype: str, warmup: int, repeats: int,
     sparse_out = torch.empty(M, N, dtype=out_dtype)
     c = pysparse24.compress(w)
     dense_weights = _copies(lambda i: w if i == 0 else w.clone(), w.numel() * w.element_size(), cold)
-    sparse_weights = _copies(lambda i: c if i == 0 else pysparse24.Compressed(
-        c.values.clone(), c.meta.clone(), c.shape, c.dtype, c.format), c.nbytes, cold)
+    sparse_weights = _copies(
+        lambda i: c if i == 0 else pysparse24.Compressed(c.values.clone(), c.meta.clone(), c.shape, c.dtype, c.format),
+        c.nbytes,
+        cold,
+    )
     if dtype == "int8":
         dense = _cycling(lambda wi: torch._int_mm(wi, x, out=dense_out), dense_weights)
     else:
@@ -126,12 +131,14 @@ def _check_agreement(sparse_out, dense_out, dtype: str, K: int) -> None:
     scale = np.abs(d).max() + 1e-30
     tolerance = 0.0 if dtype == "int8" else (2.0**-6 if dtype == "bfloat16" else 1e-4)
     if np.abs(s - d).max() > tolerance * scale:
-        raise RuntimeError(f"sparse and dense results disagree for {dtype} (max error "
-                           f"{np.abs(s - d).max():.3g} vs scale {scale:.3g})")
+        raise RuntimeError(
+            f"sparse and dense results disagree for {dtype} (max error {np.abs(s - d).max():.3g} vs scale {scale:.3g})"
+        )
 
 
-def time_cuda_pair(M: int, N: int, K: int, dtype: str, warmup: int, repeats: int, threads: int,
-                   cold: bool = True) -> dict:
+def time_cuda_pair(
+    M: int, N: int, K: int, dtype: str, warmup: int, repeats: int, threads: int, cold: bool = True
+) -> dict:
     """cuSPARSELt vs cuBLAS through pysparse24.cuda (threads and cold do not apply: GPU timing and
     its caches are pysparse24.cuda.gemm_bench's)."""
     try:
@@ -142,7 +149,8 @@ def time_cuda_pair(M: int, N: int, K: int, dtype: str, warmup: int, repeats: int
     except ImportError as exc:
         raise BackendUnavailable(
             f"the cuda backend needs torch with CUDA and pysparse24's CUDA build with cuSPARSELt "
-            f"(pip install 'pysparse24[cuda]' on a machine with an NVIDIA GPU): {exc}") from exc
+            f"(pip install 'pysparse24[cuda]' on a machine with an NVIDIA GPU): {exc}"
+        ) from exc
     reason = cuda.unavailable_reason()
     if reason:
         raise BackendUnavailable(f"the cuda backend cannot run here: {reason}")

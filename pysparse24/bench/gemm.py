@@ -3,6 +3,7 @@
 Each finished case is appended to the JSON results file at once (written atomically), so a sweep
 that is killed loses at most the case in flight, and `resume=True` skips cases already there.
 """
+
 from __future__ import annotations
 
 import json
@@ -59,14 +60,24 @@ class GemmResult:
     extra: dict = field(default_factory=dict)
 
     @classmethod
-    def from_samples(cls, case: GemmCase, backend: str, threads: int, cold: bool,
-                     timings: dict) -> "GemmResult":
+    def from_samples(cls, case: GemmCase, backend: str, threads: int, cold: bool, timings: dict) -> "GemmResult":
         sparse, dense = summarize(timings["sparse_ms"]), summarize(timings["dense_ms"])
         sparse_bytes, dense_bytes = case.bytes_moved()
         gflops = lambda ms: case.flops() / (ms * 1e-3) / 1e9  # noqa: E731
-        return cls(case, backend, threads, cold, sparse, dense, dense["median_ms"] / sparse["median_ms"],
-                   gflops(sparse["median_ms"]), gflops(dense["median_ms"]), sparse_bytes, dense_bytes,
-                   {k: v for k, v in timings.items() if k not in ("sparse_ms", "dense_ms")})
+        return cls(
+            case,
+            backend,
+            threads,
+            cold,
+            sparse,
+            dense,
+            dense["median_ms"] / sparse["median_ms"],
+            gflops(sparse["median_ms"]),
+            gflops(dense["median_ms"]),
+            sparse_bytes,
+            dense_bytes,
+            {k: v for k, v in timings.items() if k not in ("sparse_ms", "dense_ms")},
+        )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -90,9 +101,17 @@ def save_results(results: list[GemmResult], path: Path) -> None:
     os.replace(tmp, path)
 
 
-def run_cases(cases: list[GemmCase], backend: str = "cpu", threads: int = 2, warmup: int = 3,
-              repeats: int = 20, cold: bool = True, json_path: str | Path | None = None,
-              resume: bool = False, progress=None) -> list[GemmResult]:
+def run_cases(
+    cases: list[GemmCase],
+    backend: str = "cpu",
+    threads: int = 2,
+    warmup: int = 3,
+    repeats: int = 20,
+    cold: bool = True,
+    json_path: str | Path | None = None,
+    resume: bool = False,
+    progress=None,
+) -> list[GemmResult]:
     """Times every case (sparse and dense side by side) and returns the results in case order.
 
     json_path: results are saved there after every case; with resume=True the cases already in it

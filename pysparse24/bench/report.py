@@ -1,4 +1,5 @@
 """Showing GEMM results: a rich table, CSV, a Markdown table (for RESULTS.md), a speedup plot."""
+
 from __future__ import annotations
 
 import csv
@@ -6,9 +7,27 @@ from pathlib import Path
 
 from pysparse24.bench.gemm import GemmResult
 
-COLUMNS = ["backend", "dtype", "M", "N", "K", "layer", "threads", "cache",
-           "dense_ms", "dense_p10_ms", "dense_p90_ms", "sparse_ms", "sparse_p10_ms", "sparse_p90_ms",
-           "speedup", "dense_gflops", "sparse_gflops", "dense_MB", "sparse_MB"]
+COLUMNS = [
+    "backend",
+    "dtype",
+    "M",
+    "N",
+    "K",
+    "layer",
+    "threads",
+    "cache",
+    "dense_ms",
+    "dense_p10_ms",
+    "dense_p90_ms",
+    "sparse_ms",
+    "sparse_p10_ms",
+    "sparse_p90_ms",
+    "speedup",
+    "dense_gflops",
+    "sparse_gflops",
+    "dense_MB",
+    "sparse_MB",
+]
 
 
 def rows(results: list[GemmResult]) -> list[dict]:
@@ -16,15 +35,29 @@ def rows(results: list[GemmResult]) -> list[dict]:
     out = []
     for r in results:
         c = r.case
-        out.append({
-            "backend": r.backend, "dtype": c.dtype, "M": c.M, "N": c.N, "K": c.K, "layer": c.layer,
-            "threads": r.threads, "cache": "cold" if r.cold else "warm",
-            "dense_ms": r.dense["median_ms"], "dense_p10_ms": r.dense["p10_ms"], "dense_p90_ms": r.dense["p90_ms"],
-            "sparse_ms": r.sparse["median_ms"], "sparse_p10_ms": r.sparse["p10_ms"],
-            "sparse_p90_ms": r.sparse["p90_ms"], "speedup": r.speedup,
-            "dense_gflops": r.dense_gflops, "sparse_gflops": r.sparse_gflops,
-            "dense_MB": r.dense_bytes / 1e6, "sparse_MB": r.sparse_bytes / 1e6,
-        })
+        out.append(
+            {
+                "backend": r.backend,
+                "dtype": c.dtype,
+                "M": c.M,
+                "N": c.N,
+                "K": c.K,
+                "layer": c.layer,
+                "threads": r.threads,
+                "cache": "cold" if r.cold else "warm",
+                "dense_ms": r.dense["median_ms"],
+                "dense_p10_ms": r.dense["p10_ms"],
+                "dense_p90_ms": r.dense["p90_ms"],
+                "sparse_ms": r.sparse["median_ms"],
+                "sparse_p10_ms": r.sparse["p10_ms"],
+                "sparse_p90_ms": r.sparse["p90_ms"],
+                "speedup": r.speedup,
+                "dense_gflops": r.dense_gflops,
+                "sparse_gflops": r.sparse_gflops,
+                "dense_MB": r.dense_bytes / 1e6,
+                "sparse_MB": r.sparse_bytes / 1e6,
+            }
+        )
     return out
 
 
@@ -41,13 +74,32 @@ def _ms(stats: dict) -> str:
 
 def _cells(r: GemmResult) -> list[str]:
     c = r.case
-    return [r.backend, c.dtype, f"{c.M}x{c.N}x{c.K}", c.layer or "-", _ms(r.dense), _ms(r.sparse),
-            f"{r.speedup:.2f}x", f"{r.dense_gflops:.1f}", f"{r.sparse_gflops:.1f}",
-            f"{r.dense_bytes / 1e6:.1f} / {r.sparse_bytes / 1e6:.1f}"]
+    return [
+        r.backend,
+        c.dtype,
+        f"{c.M}x{c.N}x{c.K}",
+        c.layer or "-",
+        _ms(r.dense),
+        _ms(r.sparse),
+        f"{r.speedup:.2f}x",
+        f"{r.dense_gflops:.1f}",
+        f"{r.sparse_gflops:.1f}",
+        f"{r.dense_bytes / 1e6:.1f} / {r.sparse_bytes / 1e6:.1f}",
+    ]
 
 
-HEADERS = ["backend", "dtype", "MxNxK", "layer", "dense ms [p10-p90]", "sparse ms [p10-p90]",
-           "speedup", "dense GFLOP/s", "sparse GFLOP/s*", "MB dense / sparse"]
+HEADERS = [
+    "backend",
+    "dtype",
+    "MxNxK",
+    "layer",
+    "dense ms [p10-p90]",
+    "sparse ms [p10-p90]",
+    "speedup",
+    "dense GFLOP/s",
+    "sparse GFLOP/s*",
+    "MB dense / sparse",
+]
 
 
 def print_table(results: list[GemmResult], console=None) -> None:
@@ -56,8 +108,10 @@ def print_table(results: list[GemmResult], console=None) -> None:
 
     cache = {"cold" if r.cold else "warm" for r in results}
     threads = {r.threads for r in results}
-    table = Table(title=f"2:4 sparse vs dense GEMM, threads {'/'.join(map(str, sorted(threads)))}, "
-                        f"{'/'.join(sorted(cache))} cache  (* dense-equivalent: 2*M*N*K / time)")
+    table = Table(
+        title=f"2:4 sparse vs dense GEMM, threads {'/'.join(map(str, sorted(threads)))}, "
+        f"{'/'.join(sorted(cache))} cache  (* dense-equivalent: 2*M*N*K / time)"
+    )
     for h in HEADERS:
         table.add_column(h, justify="left" if h in ("backend", "dtype", "layer") else "right")
     for r in results:

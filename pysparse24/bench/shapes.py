@@ -5,6 +5,7 @@ kernel area (im2col); N (tokens, or batch x output pixels) comes from the --n li
 is not a multiple of 8 (the packed format's group of two metadata nibbles) cannot be 2:4 compressed
 and are listed as skipped.
 """
+
 from __future__ import annotations
 
 import re

@@ -5,6 +5,7 @@ Importing this package never needs a GPU, a driver or cuSPARSELt; the entry poin
 Modules: `ops` (mask / compress / decompress kernels), `cusparselt` (sparse GEMM),
 `gemm_bench` (sparse vs dense GEMM timing, compress bandwidth).
 """
+
 from __future__ import annotations
 
 from pysparse24._ext import C as _C
@@ -62,4 +63,12 @@ def require_device():
     return _native
 
 
-__all__ = ["UnavailableError", "CudaError", "build_info", "unavailable_reason", "is_available", "native", "require_device"]
+__all__ = [
+    "UnavailableError",
+    "CudaError",
+    "build_info",
+    "unavailable_reason",
+    "is_available",
+    "native",
+    "require_device",
+]

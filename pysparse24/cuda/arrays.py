@@ -5,6 +5,7 @@ library, so a torch input gives torch outputs and a cupy input cupy outputs. Oth
 imported without a copy: through `__cuda_array_interface__` as cupy arrays, through DLPack as torch
 tensors (and the outputs are of that library).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -149,7 +150,7 @@ def restore_rows(matrix: DeviceArray, moved_shape: tuple, dim: int):
 
 def host_bits(a: DeviceArray, row: int, col: int, count: int) -> np.ndarray:
     """a[row, col:col+count] copied to the host as raw unsigned bits (for error messages)."""
-    piece = a.array[row, col:col + count]
+    piece = a.array[row, col : col + count]
     if a.library == "torch":
         import torch
 
@@ -167,5 +168,17 @@ def require_same_device(*arrays: DeviceArray) -> None:
         raise ValueError(f"arrays are on different devices: {sorted(devices)}")
 
 
-__all__ = ["DeviceArray", "import_array", "element_count", "wrap", "empty", "astype", "current_stream", "dtype_name", "rows_along", "restore_rows",
-           "host_bits", "require_same_device"]
+__all__ = [
+    "DeviceArray",
+    "import_array",
+    "element_count",
+    "wrap",
+    "empty",
+    "astype",
+    "current_stream",
+    "dtype_name",
+    "rows_along",
+    "restore_rows",
+    "host_bits",
+    "require_same_device",
+]

@@ -9,6 +9,7 @@ saying why. Shapes, dtypes, alignment and the GPU's architecture are checked bef
 call, so a violation is a ValueError naming the constraint. Plans (descriptors, selected algorithm,
 split-k) are cached per thread and device, keyed by shape / dtypes / layout.
 """
+
 from __future__ import annotations
 
 import os
@@ -19,8 +20,13 @@ from pysparse24.cuda import UnavailableError, arrays, native, require_device
 _WHEEL = "nvidia-cusparselt-cu13"
 _SONAME = "libcusparseLt.so.0"
 # Output dtype when the caller names none, per input dtype.
-_DEFAULT_OUT = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16", "int8": "int8",
-                "float8_e4m3fn": "bfloat16"}
+_DEFAULT_OUT = {
+    "float32": "float32",
+    "float16": "float16",
+    "bfloat16": "bfloat16",
+    "int8": "int8",
+    "float8_e4m3fn": "bfloat16",
+}
 
 
 def library_candidates() -> list[str]:
@@ -103,20 +109,30 @@ class SparseMatrix:
         self.device = a.device
 
 
-def plan_for(a: SparseMatrix, n: int, *, out_dtype: str | None = None, transpose_b: bool = False,
-             bias: bool = False):
+def plan_for(a: SparseMatrix, n: int, *, out_dtype: str | None = None, transpose_b: bool = False, bias: bool = False):
     """The cached cuSPARSELt plan of `a @ B` with n columns (threads and devices have their own)."""
     lib = _ready()
     out_dtype = arrays.dtype_name(out_dtype) if out_dtype else _DEFAULT_OUT[a.dtype]
     m, k = a.shape
-    spec = lib.GemmSpec(m, n, k, a.dtype, out_dtype, transpose_a=False, transpose_b=transpose_b,
-                        row_major=True, has_bias=bias)
+    spec = lib.GemmSpec(
+        m, n, k, a.dtype, out_dtype, transpose_a=False, transpose_b=transpose_b, row_major=True, has_bias=bias
+    )
     return lib.cached_plan(spec)
 
 
-def matmul(a: SparseMatrix, b, *, bias=None, alpha: float = 1.0, beta: float = 0.0, c=None,
-           out_dtype: str | None = None, transpose_b: bool = False, search: bool = False,
-           split_k: tuple[int, int, int] | None = None):
+def matmul(
+    a: SparseMatrix,
+    b,
+    *,
+    bias=None,
+    alpha: float = 1.0,
+    beta: float = 0.0,
+    c=None,
+    out_dtype: str | None = None,
+    transpose_b: bool = False,
+    search: bool = False,
+    split_k: tuple[int, int, int] | None = None,
+):
     """D (m, n) = alpha * A @ B + beta * C + bias, with B (k, n), or (n, k) when transpose_b.
 
     bias: length-m vector added to every column, converted to the dtype cuSPARSELt reads (float32 for
@@ -162,8 +178,17 @@ def matmul(a: SparseMatrix, b, *, bias=None, alpha: float = 1.0, beta: float = 0
         plan.set_split_k(*split_k)
     workspace = arrays.empty(bw, (max(plan.workspace_size, 1),), "uint8")
     stream = arrays.current_stream(bw)
-    args = (a.compressed.address, bw.address, c_address, d.address, alpha, beta, bias_address, workspace.address,
-            stream)
+    args = (
+        a.compressed.address,
+        bw.address,
+        c_address,
+        d.address,
+        alpha,
+        beta,
+        bias_address,
+        workspace.address,
+        stream,
+    )
     if search:
         plan.search(*args)
         if plan.workspace_size > workspace.shape[0]:  # the chosen algorithm may need more
@@ -179,5 +204,14 @@ def _contiguous(a: arrays.DeviceArray) -> arrays.DeviceArray:
     return arrays.wrap(a.array.contiguous() if a.library == "torch" else a.array.copy())
 
 
-__all__ = ["SparseMatrix", "matmul", "plan_for", "load", "version", "minimum_version", "support_table",
-           "library_candidates", "UnavailableError"]
+__all__ = [
+    "SparseMatrix",
+    "matmul",
+    "plan_for",
+    "load",
+    "version",
+    "minimum_version",
+    "support_table",
+    "library_candidates",
+    "UnavailableError",
+]

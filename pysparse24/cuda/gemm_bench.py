@@ -5,6 +5,7 @@ Every timed run is bracketed by CUDA events on the current stream, after the L2 
 (a buffer twice the L2 size is overwritten), following warm-up runs. The functions return raw
 per-run times; `summarize` turns them into median / p10 / p90, TFLOP/s and the speedup.
 """
+
 from __future__ import annotations
 
 from pysparse24 import timing
@@ -66,8 +67,9 @@ def padded_n(N: int, dtype: str) -> int:
     return -(-N // multiple) * multiple
 
 
-def time_gemm_pair(M: int, N: int, K: int, dtype: str = "float16", warmup: int = 10, repeats: int = 50,
-                   search: bool = True) -> dict:
+def time_gemm_pair(
+    M: int, N: int, K: int, dtype: str = "float16", warmup: int = 10, repeats: int = 50, search: bool = True
+) -> dict:
     """Per-run milliseconds of the dense (cuBLAS) and 2:4 sparse (cuSPARSELt) (M, K) @ (K, N) product,
     B stored column-major (as (N, K) row-major: the activations of a Linear layer, D = W @ X.T).
 
@@ -98,16 +100,34 @@ def time_gemm_pair(M: int, N: int, K: int, dtype: str = "float16", warmup: int =
         # Time the plan itself with buffers made once, as cuBLAS is timed without Python-side set-up.
         workspace = torch.empty(max(plan.workspace_size, 1), dtype=torch.uint8, device="cuda")
         stream = torch.cuda.current_stream().cuda_stream
+
         def run():
-            plan.matmul(sparse_a.compressed.address, b.data_ptr(), d.data_ptr(), d.data_ptr(), 1.0, 0.0, 0,
-                        workspace.data_ptr(), stream)
+            plan.matmul(
+                sparse_a.compressed.address,
+                b.data_ptr(),
+                d.data_ptr(),
+                d.data_ptr(),
+                1.0,
+                0.0,
+                0,
+                workspace.data_ptr(),
+                stream,
+            )
+
         sparse_ms = _time(torch, run, warmup, repeats)
         _check_agreement(torch, d, pruned, b, dtype)
         return {
-            "M": M, "N": N, "K": K, "dtype": dtype, "N_sparse": N_sparse,
-            "dense_ms": dense_ms, "dense_error": dense_error, "sparse_ms": sparse_ms,
+            "M": M,
+            "N": N,
+            "K": K,
+            "dtype": dtype,
+            "N_sparse": N_sparse,
+            "dense_ms": dense_ms,
+            "dense_error": dense_error,
+            "sparse_ms": sparse_ms,
             "flops": 2.0 * M * N * K,  # dense-equivalent work, so TFLOP/s compare directly
-            "algorithm": plan.algorithm, "device": torch.cuda.get_device_name(),
+            "algorithm": plan.algorithm,
+            "device": torch.cuda.get_device_name(),
             "cusparselt": ".".join(map(str, cusparselt.version())),
         }
     finally:
@@ -122,12 +142,14 @@ def _check_agreement(torch, d, pruned, b_nk, dtype: str) -> None:
     scale = reference.abs().max().item() + 1e-30
     tolerance = {"int8": 0.0, "float16": 2e-3, "float32": 5e-3}.get(dtype, 2.0**-6)  # bf16, fp8 -> bf16 out
     if error > tolerance * scale:
-        raise RuntimeError(f"cuSPARSELt and the float64 reference disagree for {dtype}: max error {error:.3g} "
-                           f"vs scale {scale:.3g}")
+        raise RuntimeError(
+            f"cuSPARSELt and the float64 reference disagree for {dtype}: max error {error:.3g} vs scale {scale:.3g}"
+        )
 
 
-def time_compress(M: int, K: int, dtype: str = "float16", format: str = "packed", warmup: int = 5,
-                  repeats: int = 20) -> dict:
+def time_compress(
+    M: int, K: int, dtype: str = "float16", format: str = "packed", warmup: int = 5, repeats: int = 20
+) -> dict:
     """Per-run milliseconds of the compress kernel (prune=True) and of a device-to-device copy of
     the same input. The kernel is timed through the native call with its outputs made once and its
     error slots in device memory, so no host round trip sits inside the events; the slots are
@@ -144,20 +166,42 @@ def time_compress(M: int, K: int, dtype: str = "float16", format: str = "packed"
     meta = torch.empty(meta_shape, dtype=getattr(torch, meta_dtype), device="cuda")
     errors = torch.full((3,), -1, dtype=torch.int64, device="cuda")  # all ones: nothing recorded
     stream = torch.cuda.current_stream().cuda_stream
-    compress_ms = _time(torch, lambda: native.compress(x.data_ptr(), values.data_ptr(), meta.data_ptr(), M, K, K,
-                                                       dtype, format, True, stream=stream,
-                                                       errors=errors.data_ptr()), warmup, repeats)
+    compress_ms = _time(
+        torch,
+        lambda: native.compress(
+            x.data_ptr(),
+            values.data_ptr(),
+            meta.data_ptr(),
+            M,
+            K,
+            K,
+            dtype,
+            format,
+            True,
+            stream=stream,
+            errors=errors.data_ptr(),
+        ),
+        warmup,
+        repeats,
+    )
     if not bool((errors == -1).all()):
         raise RuntimeError(f"the compress kernel recorded bad input while timed: {errors.tolist()}")
     expected_values, expected_meta = ops.compress(x, format, prune=True)
-    if not (torch.equal(values.view(torch.uint8), expected_values.view(torch.uint8)) and torch.equal(meta, expected_meta)):
+    if not (
+        torch.equal(values.view(torch.uint8), expected_values.view(torch.uint8)) and torch.equal(meta, expected_meta)
+    ):
         raise RuntimeError("the timed compress kernel's output differs from ops.compress")
     copy_target = torch.empty_like(x)
     copy_ms = _time(torch, lambda: copy_target.copy_(x), warmup, repeats)
     return {
-        "M": M, "K": K, "dtype": dtype, "format": format,
-        "compress_ms": compress_ms, "copy_ms": copy_ms,
-        "compress_bytes": x.nbytes + values.nbytes + meta.nbytes, "copy_bytes": 2 * x.nbytes,
+        "M": M,
+        "K": K,
+        "dtype": dtype,
+        "format": format,
+        "compress_ms": compress_ms,
+        "copy_ms": copy_ms,
+        "compress_bytes": x.nbytes + values.nbytes + meta.nbytes,
+        "copy_bytes": 2 * x.nbytes,
         "device": torch.cuda.get_device_name(),
     }
 

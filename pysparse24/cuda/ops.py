@@ -3,6 +3,7 @@
 bit for bit (the kernels share csrc/common/sparse24.h with it); they run on the caller's current
 stream, wait for it (to report bad input), and return arrays of the input's library.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -23,8 +24,18 @@ def mask(x, n: int = 2, m: int = 4, dim: int = -1):
     a, moved_shape, dim = _grouped_rows(x, m, dim)
     rows, cols = a.shape
     keep = arrays.empty(a, (rows, cols), "bool")
-    nonfinite, _, _ = lib.mask(a.address, keep.address, rows, cols, a.row_stride, a.dtype, n, m,
-                               stream=arrays.current_stream(a), device=a.device)
+    nonfinite, _, _ = lib.mask(
+        a.address,
+        keep.address,
+        rows,
+        cols,
+        a.row_stride,
+        a.dtype,
+        n,
+        m,
+        stream=arrays.current_stream(a),
+        device=a.device,
+    )
     if nonfinite >= 0:
         raise_nonfinite(nonfinite, moved_shape, dim, "weight")
     return arrays.restore_rows(keep, moved_shape, dim)
@@ -36,8 +47,9 @@ def is_sparse(x, n: int = 2, m: int = 4, dim: int = -1) -> bool:
     lib = require_device()
     a, _, _ = _grouped_rows(x, m, dim)
     rows, cols = a.shape
-    _, overfull, _ = lib.find_overfull(a.address, rows, cols, a.row_stride, a.dtype, n, m,
-                                       stream=arrays.current_stream(a), device=a.device)
+    _, overfull, _ = lib.find_overfull(
+        a.address, rows, cols, a.row_stride, a.dtype, n, m, stream=arrays.current_stream(a), device=a.device
+    )
     return overfull < 0
 
 
@@ -57,8 +69,19 @@ def compress(x, format: str = "packed", prune: bool = False):
     values = arrays.empty(a, (rows, cols // 2), a.dtype)
     shape, meta_dtype = meta_shape(rows, cols, a.dtype, format)
     meta = arrays.empty(a, shape, meta_dtype)
-    nonfinite, overfull, _ = lib.compress(a.address, values.address, meta.address, rows, cols, a.row_stride, a.dtype,
-                                          format, prune, stream=arrays.current_stream(a), device=a.device)
+    nonfinite, overfull, _ = lib.compress(
+        a.address,
+        values.address,
+        meta.address,
+        rows,
+        cols,
+        a.row_stride,
+        a.dtype,
+        format,
+        prune,
+        stream=arrays.current_stream(a),
+        device=a.device,
+    )
     if nonfinite >= 0:
         raise_nonfinite(nonfinite, (rows, cols), 1, "weight")
     if overfull >= 0:
@@ -84,8 +107,9 @@ def decompress(values, meta, shape, dtype, format: str = "packed"):
     if md.dtype != expected_dtype:
         raise ValueError(f"{format} meta must be {expected_dtype} for {dtype}, got {md.dtype}")
     out = arrays.empty(v, (rows, cols), dtype)
-    _, _, bad_meta = lib.decompress(v.address, md.address, out.address, rows, cols, dtype, format,
-                                    stream=arrays.current_stream(v), device=v.device)
+    _, _, bad_meta = lib.decompress(
+        v.address, md.address, out.address, rows, cols, dtype, format, stream=arrays.current_stream(v), device=v.device
+    )
     if bad_meta >= 0:
         raise ValueError(f"corrupt metadata: group {bad_meta} (row-major) has an invalid index code")
     return out.array

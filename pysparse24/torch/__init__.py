@@ -13,14 +13,29 @@ metadata, whose forward is a torch.library op (pysparse24::linear / conv2d; torc
 see them):
     report = pysparse24.torch.to_sparse_(model)                       # layer, shape, kernel, skipped and why
 """
+
 from pysparse24.torch.convert import ConversionReport, LayerConversion, to_sparse_
 from pysparse24.torch.export import export_onnx, save_safetensors, verify_onnx_sparsity
-from pysparse24.torch.permutation import PermutationResult, find_permutation, permute_channels
 from pysparse24.torch.modules import SparseConv2d, SparseLinear
+from pysparse24.torch.permutation import PermutationResult, find_permutation, permute_channels
 from pysparse24.torch.sparsify import SparsityReport, finalize, restore, sparse_layers, sparsify, undo
 
 __all__ = [
-    "ConversionReport", "LayerConversion", "PermutationResult", "SparseConv2d", "SparseLinear", "SparsityReport",
-    "export_onnx", "finalize", "find_permutation", "permute_channels", "restore", "save_safetensors",
-    "sparse_layers", "sparsify", "to_sparse_", "undo", "verify_onnx_sparsity",
+    "ConversionReport",
+    "LayerConversion",
+    "PermutationResult",
+    "SparseConv2d",
+    "SparseLinear",
+    "SparsityReport",
+    "export_onnx",
+    "finalize",
+    "find_permutation",
+    "permute_channels",
+    "restore",
+    "save_safetensors",
+    "sparse_layers",
+    "sparsify",
+    "to_sparse_",
+    "undo",
+    "verify_onnx_sparsity",
 ]

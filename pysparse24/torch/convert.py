@@ -9,6 +9,7 @@ its first bad group as the reason). Naming layers is a promise that they convert
 that is missing, of another type, ineligible or not 2:4 is a ValueError naming it, raised before
 anything is swapped.
 """
+
 from __future__ import annotations
 
 import io
@@ -27,10 +28,10 @@ CANDIDATES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 @dataclass(frozen=True)
 class LayerConversion:
     name: str
-    kind: str                 # the original module's type
-    shape: tuple[int, ...]    # its weight's shape
+    kind: str  # the original module's type
+    shape: tuple[int, ...]  # its weight's shape
     dtype: str
-    kernel: str | None        # what runs it now; None when skipped
+    kernel: str | None  # what runs it now; None when skipped
     skipped: str | None = None
 
 
@@ -79,12 +80,17 @@ def _requested(model: nn.Module, layers) -> set[str] | None:
             raise TypeError(f"layers must hold layer names (str), got {name!r}")
         if name not in modules:
             raise ValueError(f"layer {name!r} is not in the model")
-        reason = "it is the model itself (wrap it, or use SparseLinear/SparseConv2d.from_dense)" if name == "" \
+        reason = (
+            "it is the model itself (wrap it, or use SparseLinear/SparseConv2d.from_dense)"
+            if name == ""
             else blocker(modules[name])
+        )
         if reason:
-            raise ValueError(f"layer {name!r} ({layer_type(modules[name]).__name__} "
-                             f"{tuple(getattr(modules[name], 'weight', torch.empty(0)).shape)}) cannot be made 2:4 "
-                             f"sparse: {reason}")
+            raise ValueError(
+                f"layer {name!r} ({layer_type(modules[name]).__name__} "
+                f"{tuple(getattr(modules[name], 'weight', torch.empty(0)).shape)}) cannot be made 2:4 "
+                f"sparse: {reason}"
+            )
     return names
 
 
@@ -100,8 +106,12 @@ def to_sparse_(model: nn.Module, layers: Iterable[str] | None = None) -> Convers
     for name, module in list(model.named_modules()):
         if not isinstance(module, CANDIDATES):
             continue
-        entry = dict(name=name, kind=layer_type(module).__name__, shape=tuple(module.weight.shape),
-                     dtype=str(module.weight.dtype).removeprefix("torch."))
+        entry = dict(
+            name=name,
+            kind=layer_type(module).__name__,
+            shape=tuple(module.weight.shape),
+            dtype=str(module.weight.dtype).removeprefix("torch."),
+        )
         if requested is not None and name not in requested:
             report.append(LayerConversion(**entry, kernel=None, skipped="not in layers="))
             continue

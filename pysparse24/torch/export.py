@@ -1,5 +1,6 @@
 """Export a sparsified model: ONNX for TensorRT (`trtexec --onnx=... --sparsity=enable`) with the
 2:4 pattern verified in the written file, and .safetensors for `pysparse24 compress` (no pickle)."""
+
 from __future__ import annotations
 
 import copy
@@ -25,8 +26,8 @@ def _deployable_copy(model: nn.Module) -> tuple[nn.Module, list[str]]:
 
 @dataclass(frozen=True)
 class OnnxWeight:
-    node: str        # ONNX node name, e.g. "/features/conv2/Conv"
-    op: str          # Conv | Gemm | MatMul
+    node: str  # ONNX node name, e.g. "/features/conv2/Conv"
+    op: str  # Conv | Gemm | MatMul
     initializer: str
     shape: tuple[int, ...]
     input_axis: int  # the axis holding the input channels (the 2:4 groups run along it)
@@ -73,7 +74,7 @@ def _module_of_node(node_name: str) -> str:
     "/1/body/body.0/body.0.0/Conv" -> "1.body.0.0"."""
     parts, previous = [], None
     for scope in node_name.strip("/").split("/")[:-1]:
-        parts.append(scope[len(previous) + 1:] if previous and scope.startswith(previous + ".") else scope)
+        parts.append(scope[len(previous) + 1 :] if previous and scope.startswith(previous + ".") else scope)
         previous = scope
     return ".".join(parts)
 
@@ -101,9 +102,16 @@ def export_onnx(model: nn.Module, example_input, path, opset: int = 17) -> list[
     with atomic_output(path) as partial:  # only a verified file gets the real name
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # "legacy exporter": chosen on purpose, see above
-            torch.onnx.export(deployable, (example_input,), str(partial), dynamo=False, opset_version=opset,
-                              input_names=["input"], output_names=["output"],
-                              dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
+            torch.onnx.export(
+                deployable,
+                (example_input,),
+                str(partial),
+                dynamo=False,
+                opset_version=opset,
+                input_names=["input"],
+                output_names=["output"],
+                dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+            )
         weights = verify_onnx_sparsity(partial, pruned)
     return weights
 

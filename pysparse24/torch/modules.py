@@ -15,6 +15,7 @@ channels_last input those patches are the input itself. A channels_last input gi
 channels_last output. Grouped and depthwise convs have no GEMM over C to make sparse (each output
 channel sees C/groups inputs, for depthwise one): they stay dense.
 """
+
 from __future__ import annotations
 
 import torch
@@ -155,8 +156,9 @@ class SparseLinear(_SparseModule):
     def from_dense(cls, module: nn.Linear) -> SparseLinear:
         if layer_type(module) is not nn.Linear:
             raise TypeError(f"SparseLinear.from_dense expects an nn.Linear, got {layer_type(module).__name__}")
-        sparse = cls(module.in_features, module.out_features, module.bias is not None, module.weight.dtype,
-                     module.weight.device)
+        sparse = cls(
+            module.in_features, module.out_features, module.bias is not None, module.weight.dtype, module.weight.device
+        )
         sparse._load(module)
         return sparse
 
@@ -164,17 +166,30 @@ class SparseLinear(_SparseModule):
         return torch.ops.pysparse24.linear(x, self.values, self.meta, self.bias)
 
     def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
-                f"dtype={self.values.dtype}")
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
+            f"dtype={self.values.dtype}"
+        )
 
 
 class SparseConv2d(_SparseModule):
     """nn.Conv2d's forward (groups=1, zero padding) with the weight 2:4 along the input channels."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
-                 bias: bool = True, dtype=torch.float32, device=None):
-        kernel_size, stride, padding, dilation = (nn.modules.utils._pair(v)
-                                                  for v in (kernel_size, stride, padding, dilation))
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size,
+        stride=1,
+        padding=0,
+        dilation=1,
+        bias: bool = True,
+        dtype=torch.float32,
+        device=None,
+    ):
+        kernel_size, stride, padding, dilation = (
+            nn.modules.utils._pair(v) for v in (kernel_size, stride, padding, dilation)
+        )
         super().__init__(out_channels, kernel_size[0] * kernel_size[1] * in_channels, bias, dtype, device)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride, self.padding, self.dilation = kernel_size, stride, padding, dilation
@@ -186,17 +201,35 @@ class SparseConv2d(_SparseModule):
         reason = ineligibility(module)
         if reason:
             raise ValueError(f"cannot convert Conv2d {tuple(module.weight.shape)}: {reason}")
-        sparse = cls(module.in_channels, module.out_channels, module.kernel_size, module.stride,
-                     _conv_padding(module), module.dilation, module.bias is not None, module.weight.dtype,
-                     module.weight.device)
+        sparse = cls(
+            module.in_channels,
+            module.out_channels,
+            module.kernel_size,
+            module.stride,
+            _conv_padding(module),
+            module.dilation,
+            module.bias is not None,
+            module.weight.dtype,
+            module.weight.device,
+        )
         sparse._load(module)
         return sparse
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.ops.pysparse24.conv2d(x, self.values, self.meta, self.bias, list(self.kernel_size),
-                                           list(self.stride), list(self.padding), list(self.dilation))
+        return torch.ops.pysparse24.conv2d(
+            x,
+            self.values,
+            self.meta,
+            self.bias,
+            list(self.kernel_size),
+            list(self.stride),
+            list(self.padding),
+            list(self.dilation),
+        )
 
     def extra_repr(self) -> str:
-        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
-                f"padding={self.padding}, dilation={self.dilation}, bias={self.bias is not None}, "
-                f"dtype={self.values.dtype}")
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+            f"padding={self.padding}, dilation={self.dilation}, bias={self.bias is not None}, "
+            f"dtype={self.values.dtype}"
+        )

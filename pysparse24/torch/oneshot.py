@@ -12,6 +12,7 @@ consecutive input channels at one kernel position: the library's n:m groups alon
   solver reaches it, and the Optimal Brain Surgeon update applied to the columns not yet pruned.
 Either way the choice of the n kept per group is `pysparse24.mask` on the scores: one mask rule.
 """
+
 from __future__ import annotations
 
 import math
@@ -76,19 +77,22 @@ def inverse_hessian_factor(hessian: torch.Tensor, damping: float) -> tuple[torch
     mean_diagonal = hessian.diagonal().mean()
     eye = torch.eye(hessian.shape[0], dtype=hessian.dtype, device=hessian.device)
     for attempt in range(DAMPING_RETRIES + 1):
-        fraction = damping * 10 ** attempt
+        fraction = damping * 10**attempt
         lower, info = torch.linalg.cholesky_ex(hessian + fraction * mean_diagonal * eye)
         if info == 0:
             inverse = torch.cholesky_inverse(lower)
             upper, info = torch.linalg.cholesky_ex(inverse, upper=True)
             if info == 0:
                 return upper, fraction
-    raise SingularHessian(f"the Hessian is not positive definite even dampened by {fraction:g} x its mean "
-                          "diagonal; calibrate with more (or more varied) data")
+    raise SingularHessian(
+        f"the Hessian is not positive definite even dampened by {fraction:g} x its mean "
+        "diagonal; calibrate with more (or more varied) data"
+    )
 
 
-def sparsegpt_prune(weight: torch.Tensor, hessian: torch.Tensor, n: int, m: int, damping: float = 0.01,
-                    block_size: int = 128) -> tuple[torch.Tensor, torch.Tensor, float]:
+def sparsegpt_prune(
+    weight: torch.Tensor, hessian: torch.Tensor, n: int, m: int, damping: float = 0.01, block_size: int = 128
+) -> tuple[torch.Tensor, torch.Tensor, float]:
     """SparseGPT on a (out, columns) weight with the (columns, columns) Hessian of its inputs.
     Returns (pruned and updated weight, keep mask, damping fraction used); float64 throughout."""
     W = weight.detach().double().clone()
@@ -108,8 +112,8 @@ def sparsegpt_prune(weight: torch.Tensor, hessian: torch.Tensor, n: int, m: int,
         diagonal = factor.diagonal()
         for i in range(end - start):
             if i % m == 0:  # the group's mask, from the weights as updated so far
-                scores = block[:, i:i + m].abs() / diagonal[i:i + m]  # same order as w^2 / d^2
-                keep[:, start + i:start + i + m] = pysparse24.mask(scores.float(), n=n, m=m, dim=1)
+                scores = block[:, i : i + m].abs() / diagonal[i : i + m]  # same order as w^2 / d^2
+                keep[:, start + i : start + i + m] = pysparse24.mask(scores.float(), n=n, m=m, dim=1)
             w = block[:, i]
             q = w * keep[:, start + i]
             error = (w - q) / diagonal[i]
@@ -192,8 +196,14 @@ class _Progress:
     def __init__(self, method: str, layers: int, batches: int, enabled: bool):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                            disable=not enabled, transient=False)
+        self.bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            disable=not enabled,
+            transient=False,
+        )
         self.layers = self.bar.add_task(f"{method}: layers", total=layers)
         self.batches = self.bar.add_task("calibrating", total=batches)
 
@@ -219,11 +229,15 @@ class _Progress:
 
 def _batches(calibration) -> list:
     if calibration is None:
-        raise ValueError("wanda and sparsegpt need calibration=: an iterable of model inputs (tensors, "
-                         "tuples of positional arguments, or dicts of keyword arguments)")
+        raise ValueError(
+            "wanda and sparsegpt need calibration=: an iterable of model inputs (tensors, "
+            "tuples of positional arguments, or dicts of keyword arguments)"
+        )
     if isinstance(calibration, (torch.Tensor, str, bytes, Mapping)):
-        raise TypeError(f"calibration must be an iterable of batches (e.g. a list of tensors or a DataLoader "
-                        f"of inputs), got a single {type(calibration).__name__}")
+        raise TypeError(
+            f"calibration must be an iterable of batches (e.g. a list of tensors or a DataLoader "
+            f"of inputs), got a single {type(calibration).__name__}"
+        )
     try:
         batches = list(calibration)  # iterated once per layer: a generator would run dry
     except TypeError:
@@ -241,8 +255,9 @@ def _forward(model: nn.Module, batches: list, index: int) -> None:
     except _BadCalibration:
         raise
     except Exception as error:
-        raise ValueError(f"calibration batch {index} does not run through the model: "
-                         f"{type(error).__name__}: {error}") from error
+        raise ValueError(
+            f"calibration batch {index} does not run through the model: {type(error).__name__}: {error}"
+        ) from error
 
 
 def _execution_order(model: nn.Module, layers: list[tuple[str, nn.Module]], batches: list):
@@ -263,9 +278,15 @@ def _execution_order(model: nn.Module, layers: list[tuple[str, nn.Module]], batc
                 order.append(name)
             calls[name][state["batch"]] += 1
             last = state["last"]
-            if last is None or last[1] is not x or last[2] != x._version or order.index(last[0]) != order.index(name) - 1:
+            if (
+                last is None
+                or last[1] is not x
+                or last[2] != x._version
+                or order.index(last[0]) != order.index(name) - 1
+            ):
                 joins[name] = False
             state["last"] = (name, x, x._version)
+
         return hook
 
     handles = [module.register_forward_pre_hook(counter(name), with_kwargs=True) for name, module in layers]
@@ -279,8 +300,10 @@ def _execution_order(model: nn.Module, layers: list[tuple[str, nn.Module]], batc
         state["last"] = None
     idle = [name for name, _ in layers if name not in order]
     if idle:
-        raise ValueError(f"layer(s) {idle} saw no calibration data (never ran in the forward pass over "
-                         "the calibration batches): exclude them, or give calibration data that reaches them")
+        raise ValueError(
+            f"layer(s) {idle} saw no calibration data (never ran in the forward pass over "
+            "the calibration batches): exclude them, or give calibration data that reaches them"
+        )
     modules = dict(layers)
     groups: list[list[tuple[str, nn.Module]]] = []
     for position, name in enumerate(order):
@@ -292,9 +315,18 @@ def _execution_order(model: nn.Module, layers: list[tuple[str, nn.Module]], batc
     return groups, calls
 
 
-def prune_in_order(model: nn.Module, layers: list[tuple[str, nn.Module]], method: str, calibration, n: int,
-                   m: int, apply: Callable[[str, nn.Module, torch.Tensor, torch.Tensor | None], None],
-                   damping: float = 0.01, block_size: int = 128, progress: bool = True) -> None:
+def prune_in_order(
+    model: nn.Module,
+    layers: list[tuple[str, nn.Module]],
+    method: str,
+    calibration,
+    n: int,
+    m: int,
+    apply: Callable[[str, nn.Module, torch.Tensor, torch.Tensor | None], None],
+    damping: float = 0.01,
+    block_size: int = 128,
+    progress: bool = True,
+) -> None:
     """Prunes `layers` n:m with `method` ("wanda" | "sparsegpt") in the order the model runs them.
     For each it calls apply(name, module, keep, new_weight) (new_weight None: keep the kept weights
     as they are), which must attach the mask before the next layer is calibrated."""
@@ -314,8 +346,10 @@ def prune_in_order(model: nn.Module, layers: list[tuple[str, nn.Module]], method
                     names = ", ".join(name for name, _ in group)
                     bar.layer(names)
                     collectors = [_Collector(name, method) for name, _ in group]
-                    handles = [module.register_forward_pre_hook(c.hook, with_kwargs=True)
-                               for (_, module), c in zip(group, collectors)]
+                    handles = [
+                        module.register_forward_pre_hook(c.hook, with_kwargs=True)
+                        for (_, module), c in zip(group, collectors)
+                    ]
                     try:
                         for index in range(len(batches)):
                             current = _Pass(sum(calls[name][index] for name, _ in group))
@@ -329,8 +363,11 @@ def prune_in_order(model: nn.Module, layers: list[tuple[str, nn.Module]], method
                             handle.remove()
                     bar.solving(names)
                     for (name, module), collector in zip(group, collectors):
-                        apply(name, module, *_prune_layer(name, module, method, collector.statistic(), n, m,
-                                                          damping, block_size))
+                        apply(
+                            name,
+                            module,
+                            *_prune_layer(name, module, method, collector.statistic(), n, m, damping, block_size),
+                        )
                         bar.done()
     finally:
         for module, training in modes.items():

@@ -17,6 +17,7 @@ Inference only: with grad mode on, an input that requires grad is an error (ther
 The fake implementations share the shape checks with the real ones, so a bad call fails the same
 way in eager mode, under torch.compile and under torch.export.
 """
+
 from __future__ import annotations
 
 import weakref
@@ -46,29 +47,41 @@ def compressed(values: Tensor, meta: Tensor) -> Compressed:
 def _check_weight(values: Tensor, meta: Tensor, bias: Optional[Tensor]) -> None:
     if values.dtype not in DTYPES:
         raise TypeError(f"sparse weight values have dtype {values.dtype}; supported: {', '.join(map(str, DTYPES))}")
-    if values.dim() != 2 or meta.dim() != 2 or meta.dtype != torch.uint8 \
-            or tuple(meta.shape) != (values.shape[0], values.shape[1] // 4) or values.shape[1] % 4:
-        raise ValueError(f"values {tuple(values.shape)} and meta {meta.dtype} {tuple(meta.shape)} are not a packed "
-                         "2:4 weight: values (M, K/2) and uint8 meta (M, K/8) with K divisible by 8")
+    if (
+        values.dim() != 2
+        or meta.dim() != 2
+        or meta.dtype != torch.uint8
+        or tuple(meta.shape) != (values.shape[0], values.shape[1] // 4)
+        or values.shape[1] % 4
+    ):
+        raise ValueError(
+            f"values {tuple(values.shape)} and meta {meta.dtype} {tuple(meta.shape)} are not a packed "
+            "2:4 weight: values (M, K/2) and uint8 meta (M, K/8) with K divisible by 8"
+        )
     if meta.device != values.device:
         raise ValueError(f"meta is on {meta.device}, values on {values.device}")
     if bias is not None:
         wanted = result_dtype(values.dtype)
         if tuple(bias.shape) != (values.shape[0],) or bias.dtype != wanted:
-            raise ValueError(f"bias must be a ({values.shape[0]},) {wanted} vector, got {bias.dtype} {tuple(bias.shape)}")
+            raise ValueError(
+                f"bias must be a ({values.shape[0]},) {wanted} vector, got {bias.dtype} {tuple(bias.shape)}"
+            )
         if bias.device != values.device:
             raise ValueError(f"bias is on {bias.device}, the weight on {values.device}")
 
 
 def _check_input(x: Tensor, values: Tensor, what: str) -> None:
     if x.dtype != values.dtype:
-        raise TypeError(f"{what} has dtype {x.dtype} but the sparse weight is {values.dtype}; "
-                        "convert the input (or the model) to one dtype")
+        raise TypeError(
+            f"{what} has dtype {x.dtype} but the sparse weight is {values.dtype}; "
+            "convert the input (or the model) to one dtype"
+        )
     if x.device != values.device:
         raise ValueError(f"{what} is on {x.device} but the sparse weight is on {values.device}")
 
 
 # ---- linear ----------------------------------------------------------------------------------
+
 
 def _check_linear(x, values, meta, bias) -> None:
     _check_weight(values, meta, bias)
@@ -94,20 +107,29 @@ def _linear_fake(x, values, meta, bias):
 
 # ---- conv2d ----------------------------------------------------------------------------------
 
+
 def _conv_geometry(x, values, kernel_size, stride, padding, dilation) -> tuple[int, int]:
     """Checks the conv hyperparameters against x and the weight; returns the output (height, width)."""
-    for name, pair, low in (("kernel_size", kernel_size, 1), ("stride", stride, 1), ("padding", padding, 0),
-                            ("dilation", dilation, 1)):
+    for name, pair, low in (
+        ("kernel_size", kernel_size, 1),
+        ("stride", stride, 1),
+        ("padding", padding, 0),
+        ("dilation", dilation, 1),
+    ):
         if len(pair) != 2 or any(v < low for v in pair):
             raise ValueError(f"{name} must be two integers >= {low}, got {list(pair)}")
     if x.dim() != 4:
         raise ValueError(f"conv2d input must be 4-D (N, C, H, W), got shape {tuple(x.shape)}")
     (r, s), channels = kernel_size, x.shape[1]
     if 2 * values.shape[1] != r * s * channels:
-        raise ValueError(f"input has {channels} channels but the sparse weight's {2 * values.shape[1]} columns "
-                         f"are not kernel {r}x{s} x {channels} channels")
-    out = [(size + 2 * p - d * (k - 1) - 1) // st + 1
-           for size, k, st, p, d in zip(x.shape[2:], kernel_size, stride, padding, dilation)]
+        raise ValueError(
+            f"input has {channels} channels but the sparse weight's {2 * values.shape[1]} columns "
+            f"are not kernel {r}x{s} x {channels} channels"
+        )
+    out = [
+        (size + 2 * p - d * (k - 1) - 1) // st + 1
+        for size, k, st, p, d in zip(x.shape[2:], kernel_size, stride, padding, dilation)
+    ]
     if min(out) < 1:
         raise ValueError(f"input {tuple(x.shape)} is smaller than the (dilated) kernel {r}x{s} after padding")
     return out[0], out[1]
@@ -147,8 +169,16 @@ def _conv_gemm(x_nhwc: Tensor, values, meta, bias, kernel_size, stride, padding,
 
 
 @torch.library.custom_op("pysparse24::conv2d", mutates_args=())
-def conv2d(x: Tensor, values: Tensor, meta: Tensor, bias: Optional[Tensor], kernel_size: list[int],
-           stride: list[int], padding: list[int], dilation: list[int]) -> Tensor:
+def conv2d(
+    x: Tensor,
+    values: Tensor,
+    meta: Tensor,
+    bias: Optional[Tensor],
+    kernel_size: list[int],
+    stride: list[int],
+    padding: list[int],
+    dilation: list[int],
+) -> Tensor:
     """F.conv2d(x, W, bias, stride, padding, dilation) for a packed 2:4 weight W of shape
     (K_out, R*S*C), C innermost; groups=1, zero padding."""
     oh, ow = _check_conv(x, values, meta, bias, kernel_size, stride, padding, dilation)
@@ -164,17 +194,21 @@ def conv2d(x: Tensor, values: Tensor, meta: Tensor, bias: Optional[Tensor], kern
 def _conv2d_fake(x, values, meta, bias, kernel_size, stride, padding, dilation):
     oh, ow = _check_conv(x, values, meta, bias, kernel_size, stride, padding, dilation)
     fmt = torch.channels_last if returns_channels_last(x) else torch.contiguous_format
-    return torch.empty((x.shape[0], values.shape[0], oh, ow), dtype=result_dtype(values.dtype), device=x.device,
-                       memory_format=fmt)
+    return torch.empty(
+        (x.shape[0], values.shape[0], oh, ow), dtype=result_dtype(values.dtype), device=x.device, memory_format=fmt
+    )
 
 
 # ---- inference only ----------------------------------------------------------------------------
 
+
 def _no_backward(ctx, inputs, output) -> None:
     # Runs only when grad mode is on and an input requires grad: refuse rather than return a
     # result that is silently cut off from the graph.
-    raise RuntimeError("pysparse24 sparse layers are inference-only: an input requires grad. Run under "
-                       "torch.no_grad() / torch.inference_mode(), or detach the input")
+    raise RuntimeError(
+        "pysparse24 sparse layers are inference-only: an input requires grad. Run under "
+        "torch.no_grad() / torch.inference_mode(), or detach the input"
+    )
 
 
 def _unreachable_backward(ctx, grad):
@@ -187,6 +221,7 @@ for _op in (linear, conv2d):
 
 # ---- CUDA: cuSPARSELt --------------------------------------------------------------------------
 
+
 def gpu_dense_reason(values: Tensor) -> str | None:
     """Why this weight, on a GPU, runs as a dense GEMM of its decompressed matrix rather than on
     cuSPARSELt (None: it runs on cuSPARSELt). cuSPARSELt's shape rules (csrc/cuda/gemm_spec.cpp):
@@ -195,7 +230,9 @@ def gpu_dense_reason(values: Tensor) -> str | None:
         return "cuSPARSELt's float32 (TF32) sparsity is 1:2, not 2:4"
     rows, cols, multiple = values.shape[0], 2 * values.shape[1], 32 // values.element_size()
     if rows % multiple or cols % multiple:
-        return f"cuSPARSELt needs {values.dtype} weights with rows and columns multiples of {multiple}, not {rows}x{cols}"
+        return (
+            f"cuSPARSELt needs {values.dtype} weights with rows and columns multiples of {multiple}, not {rows}x{cols}"
+        )
     return None
 
 

@@ -7,6 +7,7 @@ same function, while magnitude pruning now keeps more. The search itself is C++
 (`pysparse24._C.search_permutation_2to4`); this module finds the producer -> consumer pairs in a
 model with torch.fx and applies the permutation found.
 """
+
 from __future__ import annotations
 
 import copy
@@ -23,18 +24,59 @@ from pysparse24.torch.sparsify import PRUNABLE, ineligibility
 
 # Operations that act on each channel separately: a permutation of channels passes through them.
 PER_CHANNEL_MODULES = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Mish, nn.Sigmoid, nn.Tanh,
-    nn.Hardswish, nn.Hardsigmoid, nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
-    nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
-    nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
-    nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d,
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.Identity,
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.Dropout3d,
+    nn.MaxPool1d,
+    nn.MaxPool2d,
+    nn.MaxPool3d,
+    nn.AvgPool1d,
+    nn.AvgPool2d,
+    nn.AvgPool3d,
+    nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveAvgPool3d,
+    nn.AdaptiveMaxPool1d,
+    nn.AdaptiveMaxPool2d,
+    nn.AdaptiveMaxPool3d,
 )
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 PER_CHANNEL_FUNCTIONS = {
-    F.relu, F.relu6, F.leaky_relu, F.elu, F.gelu, F.silu, F.mish, F.hardswish, F.hardsigmoid,
-    F.dropout, F.max_pool1d, F.max_pool2d, F.max_pool3d, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d,
-    F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d,
-    torch.relu, torch.sigmoid, torch.tanh,
+    F.relu,
+    F.relu6,
+    F.leaky_relu,
+    F.elu,
+    F.gelu,
+    F.silu,
+    F.mish,
+    F.hardswish,
+    F.hardsigmoid,
+    F.dropout,
+    F.max_pool1d,
+    F.max_pool2d,
+    F.max_pool3d,
+    F.avg_pool1d,
+    F.avg_pool2d,
+    F.avg_pool3d,
+    F.adaptive_avg_pool1d,
+    F.adaptive_avg_pool2d,
+    F.adaptive_avg_pool3d,
+    torch.relu,
+    torch.sigmoid,
+    torch.tanh,
 }
 PER_CHANNEL_METHODS = {"relu", "sigmoid", "tanh", "contiguous"}
 
@@ -47,9 +89,9 @@ def channels_last_matrix(weight: torch.Tensor) -> torch.Tensor:
 @dataclass(frozen=True)
 class PermutationResult:
     permutation: np.ndarray  # new channel j is old channel permutation[j]
-    kept_before: float       # sum |w| kept by 2:4 in the original order
-    kept_after: float        # ... in the permuted order
-    half_bound: float        # sum of the largest half of |w| in every row: no channel order keeps more
+    kept_before: float  # sum |w| kept by 2:4 in the original order
+    kept_after: float  # ... in the permuted order
+    half_bound: float  # sum of the largest half of |w| in every row: no channel order keeps more
 
     @property
     def gap_recovered(self) -> float:
@@ -58,33 +100,35 @@ class PermutationResult:
         return (self.kept_after - self.kept_before) / gap if gap > 0 else 0.0
 
 
-def find_permutation(matrix, seed: int = 0, escape_attempts: int = 100,
-                     block_channels: int = 512) -> PermutationResult:
+def find_permutation(matrix, seed: int = 0, escape_attempts: int = 100, block_channels: int = 512) -> PermutationResult:
     """Search an order of the columns (input channels) of a 2-D (rows x channels) weight that keeps
     more magnitude under 2:4. Deterministic for a given seed; more escape attempts search longer.
 
     The cost grows steeply with the channel count (512 x 512: ~2 s, 1024 x 1024: ~20 s on one core),
     so wider weights are searched in independent blocks of `block_channels` consecutive channels."""
-    magnitude = np.abs(matrix.detach().cpu().float().numpy() if isinstance(matrix, torch.Tensor)
-                       else np.asarray(matrix, dtype=np.float32))
+    magnitude = np.abs(
+        matrix.detach().cpu().float().numpy()
+        if isinstance(matrix, torch.Tensor)
+        else np.asarray(matrix, dtype=np.float32)
+    )
     if magnitude.ndim != 2:
         raise ValueError(f"find_permutation expects a 2-D (rows x channels) weight, got shape {magnitude.shape}")
     if block_channels < 4 or block_channels % 4:
         raise ValueError(f"block_channels must be a positive multiple of 4, got {block_channels}")
     permutation, kept_before, kept_after = [], 0.0, 0.0
     for start in range(0, max(magnitude.shape[1], 1), block_channels):
-        block = np.ascontiguousarray(magnitude[:, start:start + block_channels])
+        block = np.ascontiguousarray(magnitude[:, start : start + block_channels])
         found = C.search_permutation_2to4(block, seed=seed, escape_attempts=escape_attempts)
         permutation.append(start + found["permutation"])
         kept_before += found["kept_before"]
         kept_after += found["kept_after"]
-    half = np.sort(magnitude.astype(np.float64), axis=1)[:, magnitude.shape[1] // 2:].sum()
+    half = np.sort(magnitude.astype(np.float64), axis=1)[:, magnitude.shape[1] // 2 :].sum()
     return PermutationResult(np.concatenate(permutation), kept_before, kept_after, float(half))
 
 
 @dataclass(frozen=True)
 class PermutedChannels:
-    producer: str            # layer whose output channels were reordered
+    producer: str  # layer whose output channels were reordered
     consumers: tuple[str, ...]  # layers whose input channels were reordered
     channels: int
     result: PermutationResult | None
@@ -140,8 +184,9 @@ def _permute_(tensor: torch.Tensor | None, permutation: torch.Tensor, dim: int) 
         tensor.data = tensor.data.index_select(dim, permutation.to(tensor.device)).contiguous()
 
 
-def permute_channels(model: nn.Module, example_input, seed: int = 0,
-                     escape_attempts: int = 100) -> list[PermutedChannels]:
+def permute_channels(
+    model: nn.Module, example_input, seed: int = 0, escape_attempts: int = 100
+) -> list[PermutedChannels]:
     """Reorder channels of `model` in place so that 2:4 pruning of its eligible layers keeps more
     magnitude, without changing what the model computes. Call before `sparsify`.
 
@@ -168,8 +213,10 @@ def permute_channels(model: nn.Module, example_input, seed: int = 0,
         expected = model(example_input)
         if not isinstance(expected, torch.Tensor):
             model.train(was_training)
-            raise TypeError(f"permute_channels checks the model's output before and after; it must be one "
-                            f"tensor, got {type(expected).__name__}")
+            raise TypeError(
+                f"permute_channels checks the model's output before and after; it must be one "
+                f"tensor, got {type(expected).__name__}"
+            )
         report = []
         for node in graph.nodes:
             producer = _module(model, node)
@@ -180,8 +227,10 @@ def permute_channels(model: nn.Module, example_input, seed: int = 0,
     model.train(was_training)
     if not torch.allclose(actual, expected, rtol=1e-4, atol=1e-5 * expected.abs().max().item()):
         model.load_state_dict(backup)
-        raise ValueError("channel permutation changed the model's output (an operation between layers "
-                         "is not per-channel?); the model was left unchanged")
+        raise ValueError(
+            "channel permutation changed the model's output (an operation between layers "
+            "is not per-channel?); the model was left unchanged"
+        )
     return report
 
 

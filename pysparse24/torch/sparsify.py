@@ -5,6 +5,7 @@ boolean mask, so every forward pass, and therefore every gradient, sees the prun
 the optimizer moves the underlying parameter. The mask is a buffer: it is saved in the state_dict
 (key `<layer>.parametrizations.weight.0.mask`) and `restore` puts it back on a fresh model.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -25,7 +26,7 @@ PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
 def parse_pattern(pattern: str) -> tuple[int, int]:
-    """"2:4" -> (2, 4)."""
+    """ "2:4" -> (2, 4)."""
     try:
         n, m = (int(part) for part in pattern.split(":"))
     except (AttributeError, ValueError):
@@ -69,7 +70,7 @@ class LayerReport:
     name: str
     kind: str
     shape: tuple[int, ...]
-    pattern: str | None         # None when the layer was skipped
+    pattern: str | None  # None when the layer was skipped
     kept_magnitude: float | None  # fraction of sum |w| the mask keeps
     skipped: str | None = None  # why the layer was left dense
 
@@ -95,8 +96,14 @@ class SparsityReport(list):
             table.add_column(column)
         for r in self:
             kept = "" if r.kept_magnitude is None else f"{100 * r.kept_magnitude:.1f}%"
-            table.add_row(r.name, r.kind, "x".join(map(str, r.shape)), r.pattern or "dense", kept,
-                          f"skipped: {r.skipped}" if r.skipped else "")
+            table.add_row(
+                r.name,
+                r.kind,
+                "x".join(map(str, r.shape)),
+                r.pattern or "dense",
+                kept,
+                f"skipped: {r.skipped}" if r.skipped else "",
+            )
         return table
 
     def __str__(self) -> str:
@@ -144,14 +151,24 @@ def _selected(model: nn.Module, layers) -> set[str] | None:
         if name not in modules:
             raise ValueError(f"layers names {name!r}, which the model does not have")
         if not isinstance(modules[name], PRUNABLE):
-            raise ValueError(f"layers names {name!r}, a {type(modules[name]).__name__}: only Linear/Conv "
-                             "layers can be pruned")
+            raise ValueError(
+                f"layers names {name!r}, a {type(modules[name]).__name__}: only Linear/Conv layers can be pruned"
+            )
     return names
 
 
-def sparsify(model: nn.Module, pattern: str = "2:4", exclude: tuple[str, ...] = (), *, method: str = "magnitude",
-             calibration=None, layers=None, damping: float = 0.01, block_size: int = 128,
-             progress: bool = True) -> SparsityReport:
+def sparsify(
+    model: nn.Module,
+    pattern: str = "2:4",
+    exclude: tuple[str, ...] = (),
+    *,
+    method: str = "magnitude",
+    calibration=None,
+    layers=None,
+    damping: float = 0.01,
+    block_size: int = 128,
+    progress: bool = True,
+) -> SparsityReport:
     """Prune every eligible Linear/Conv weight of `model` n:m along its input channels, in place, and
     keep the masks fixed from now on (training included). Layers named in `exclude`, or missing from
     `layers` when it is given, grouped convolutions and shapes the sparse kernels cannot use stay
@@ -170,8 +187,10 @@ def sparsify(model: nn.Module, pattern: str = "2:4", exclude: tuple[str, ...] = 
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if method == "magnitude" and calibration is not None:
-        raise ValueError("method='magnitude' uses no calibration data; pass method='wanda' or 'sparsegpt' "
-                         "to prune from calibration activations")
+        raise ValueError(
+            "method='magnitude' uses no calibration data; pass method='wanda' or 'sparsegpt' "
+            "to prune from calibration activations"
+        )
     wanted = _selected(model, layers)
     rows: dict[str, LayerReport] = {}
     chosen = []
@@ -206,8 +225,18 @@ def sparsify(model: nn.Module, pattern: str = "2:4", exclude: tuple[str, ...] = 
             apply(name, module, pysparse24.mask(module.weight.detach(), n=n, m=m, dim=1))
     else:
         try:
-            oneshot.prune_in_order(model, chosen, method, calibration, n, m, apply, damping=damping,
-                                   block_size=block_size, progress=progress)
+            oneshot.prune_in_order(
+                model,
+                chosen,
+                method,
+                calibration,
+                n,
+                m,
+                apply,
+                damping=damping,
+                block_size=block_size,
+                progress=progress,
+            )
         except BaseException:  # leave the model as it was, not half pruned
             _undo_layers([module for name, module in chosen if rows[name].pattern is not None])
             raise
@@ -238,8 +267,10 @@ def undo(model: nn.Module) -> None:
     layers = list(sparse_layers(model))
     missing = [name for name, _, fixed in layers if fixed.dense_weight is None]
     if missing:
-        raise ValueError(f"no dense copy of {missing}: masks restored from a checkpoint cannot be undone; "
-                         "use finalize() to drop the masks instead")
+        raise ValueError(
+            f"no dense copy of {missing}: masks restored from a checkpoint cannot be undone; "
+            "use finalize() to drop the masks instead"
+        )
     _undo_layers([module for _, module, _ in layers])
 
 
@@ -270,8 +301,9 @@ def restore(model: nn.Module, state_dict: dict, pattern: str = "2:4") -> Sparsit
         if parametrize.is_parametrized(module, "weight"):
             raise ValueError(f"{name!r} already has a parametrized weight; restore into a fresh dense model")
         if tuple(mask.shape) != tuple(module.weight.shape) or mask.dtype != torch.bool:
-            raise ValueError(f"mask {key} is {mask.dtype} {tuple(mask.shape)}, expected torch.bool "
-                             f"{tuple(module.weight.shape)}")
+            raise ValueError(
+                f"mask {key} is {mask.dtype} {tuple(mask.shape)}, expected torch.bool {tuple(module.weight.shape)}"
+            )
         if not pysparse24.is_sparse(mask.to(torch.int8), n=n, m=m, dim=1):
             raise ValueError(f"mask {key} is not {pattern} along the input channels")
         _attach(module, mask.clone(), pattern)

@@ -48,3 +48,12 @@ def reference_packed(w_pruned):
     codes = (idx[..., 0] | (idx[..., 1] << 2)).astype(np.uint8)
     meta = (codes[:, 0::2] | (codes[:, 1::2] << 4)).astype(np.uint8)
     return values, meta
+
+
+def ctrl_c_as_a_terminal_gives_it() -> None:
+    """preexec_fn for a command a test interrupts with SIGINT: default SIGINT handling, as in a
+    terminal. A test runner started in the background (`make test &`) has SIGINT ignored, and an
+    ignored signal stays ignored in its children, so the command would never see the Ctrl-C."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from reference import ctrl_c_as_a_terminal_gives_it
 from safetensors.torch import save_file
 
 import pysparse24
@@ -270,6 +271,7 @@ def test_ctrl_c_is_one_line_without_worker_tracebacks(tmp_path):
         text=True,
         env=ENV,
         start_new_session=True,
+        preexec_fn=ctrl_c_as_a_terminal_gives_it,
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and _running_trials(out / "study.sqlite") < 2:

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from reference import ctrl_c_as_a_terminal_gives_it
 
 from profiler.build import BackendRef, BackendStartError, build_table, specs_from_source, unique_specs
 from profiler.spec import LayerSpec
@@ -176,7 +177,14 @@ def test_ctrl_c_then_sigkill_mid_build_then_resume_loses_and_duplicates_nothing(
         f"log={log}",
     ]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(REPO), os.environ.get("PYTHONPATH", "")])}
-    start = dict(env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    start = dict(
+        env=env,
+        start_new_session=True,
+        preexec_fn=ctrl_c_as_a_terminal_gives_it,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
     proc = subprocess.Popen(cmd, **start)
     seen = _interrupt_when(proc, path, 3, signal.SIGINT)

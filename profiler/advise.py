@@ -522,7 +522,7 @@ def load_model(target: str):
 
 
 def add_arguments(p) -> None:
-    from pysparse24._cli import key_value_option
+    from pysparse24._cli import add_backend_options
 
     p.add_argument(
         "--model",
@@ -541,16 +541,7 @@ def add_arguments(p) -> None:
         help=f"convert a layer when 2:4 is faster than dense by more than this (default {DEFAULT_THRESHOLD})",
     )
     p.add_argument("--backend", default="torch", help="torch (default: really runs 2:4), tensorrt, or module:callable")
-    p.add_argument(
-        "-o",
-        "--backend-option",
-        dest="backend_options",
-        action="append",
-        type=key_value_option,
-        default=[],
-        metavar="KEY=VALUE",
-        help="backend option (repeatable), e.g. -o threads=2",
-    )
+    add_backend_options(p)
     p.add_argument("--plot", type=Path, help="also write the per-layer speedup as a PNG")
     p.add_argument("--seed", type=int, default=0, help="seed of the random example input (default 0)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

@@ -18,7 +18,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from pysparse24._cli import add_version, key_value_option, run
+from pysparse24._cli import add_backend_options, add_version, run
 
 from . import build as builder
 from . import calibration
@@ -76,16 +76,7 @@ def _add_build(sub) -> None:
         default="onnxruntime",
         help="onnxruntime | torch | tensorrt, or your own factory as module:callable",
     )
-    p.add_argument(
-        "-o",
-        "--backend-option",
-        dest="backend_options",
-        action="append",
-        type=key_value_option,
-        default=[],
-        metavar="KEY=VALUE",
-        help="backend option (repeatable), e.g. -o threads=2",
-    )
+    add_backend_options(p)
     p.add_argument(
         "--workers",
         type=int,

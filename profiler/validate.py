@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pysparse24._cli import key_value_option
+from pysparse24._cli import add_backend_options
 
 from . import calibration
 from .backends import TimingPolicy, least_disturbed, measure_interleaved
@@ -162,16 +162,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved measurement rounds (default 3)")
     parser.add_argument("--seed", type=int, default=1, help="Sobol seed of the sampled networks")
     parser.add_argument("--backend", default="onnxruntime", help="must match the table's context")
-    parser.add_argument(
-        "-o",
-        "--backend-option",
-        dest="backend_options",
-        action="append",
-        type=key_value_option,
-        default=[],
-        metavar="KEY=VALUE",
-        help="backend option (repeatable), e.g. -o threads=1",
-    )
+    add_backend_options(parser)
     parser.add_argument(
         "--out", type=Path, default=Path("validate_out"), help="folder for validation.json and scatter.png"
     )

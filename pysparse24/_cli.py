@@ -77,6 +77,21 @@ def key_value_option(text: str) -> tuple[str, object]:
         return key, raw
 
 
+def add_backend_options(parser: argparse.ArgumentParser) -> None:
+    """`-o KEY=VALUE` (repeatable) into `args.backend_options`: the one spelling of backend options
+    for every command that starts a latency backend."""
+    parser.add_argument(
+        "-o",
+        "--backend-option",
+        dest="backend_options",
+        action="append",
+        type=key_value_option,
+        default=[],
+        metavar="KEY=VALUE",
+        help="backend option (repeatable), e.g. -o threads=2",
+    )
+
+
 @contextlib.contextmanager
 def ctrl_c_ignored_by_children():
     """Start worker processes inside this block: they inherit SIGINT ignored (an ignored signal stays

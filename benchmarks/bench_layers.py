@@ -36,6 +36,7 @@ import torch.nn.functional as F
 
 import pysparse24
 from pysparse24.bench.backends import _copies, _cycling
+from pysparse24.groups import packed_k_problem
 from pysparse24.timing import summarize, wall_clock_sampler
 
 PATHS_DENSE = ("linear", "conv", "matmul")
@@ -90,7 +91,8 @@ def gpunet_layers() -> list[Layer]:
         def record(mod, inputs, _out):
             _, c, h, w = inputs[0].shape
             kernel, stride, pad = mod.kernel_size[0], mod.stride[0], mod.padding[0]
-            if mod.groups != 1 or c % 8:  # depthwise stays dense; K must be a multiple of 8
+            # Depthwise stays dense; C a whole number of group pairs makes K = R*S*C one too.
+            if mod.groups != 1 or packed_k_problem(c):
                 return
             key = (c, mod.out_channels, h, w, kernel, stride, pad)
             if key not in found:

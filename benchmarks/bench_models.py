@@ -38,7 +38,8 @@ from torch import nn  # noqa: E402
 # pysparse24 (and profiler, which imports it) are imported after --threads has set OMP_NUM_THREADS:
 # pysparse24's kernels run on their own OpenMP runtime, which reads it once, when pysparse24._C loads.
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+# Table precision names (pysparse24.dtypes maps them to torch dtypes, once pysparse24 may load).
+DTYPES = ("fp32", "bf16")
 TARGETS = {"gpunet": 1.2, "bert": 1.3, "llama": 1.3}
 # Largest |sparse - dense| / max |dense| accepted as "the same function" (the summation orders differ).
 AGREEMENT = {torch.float32: 1e-4, torch.bfloat16: 5e-2}
@@ -154,9 +155,10 @@ def twins(name: str, dtype: torch.dtype, quick: bool):
 
 
 def compare(name: str, dtype_name: str, quick: bool, rounds: int) -> list[Row]:
+    from pysparse24.dtypes import torch_dtype
     from pysparse24.timing import least_disturbed, measure_interleaved, wall_clock_sampler
 
-    dtype = DTYPES[dtype_name]
+    dtype = torch_dtype(dtype_name)
     dense, sparse, report, inputs = twins(name, dtype, quick)
     rows = []
     for label, make in inputs:

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pysparse24.dtypes import canonical
+
 # dtype name -> (kernel kind id, bytes); ids match ps24::Kind in csrc/common/sparse24.h.
 KINDS = {
     "float32": (0, 4),
@@ -41,12 +43,8 @@ def is_cuda_array(x) -> bool:
 
 
 def dtype_name(x) -> str:
-    """The library-neutral name of x's dtype ('float16', 'bfloat16', ...)."""
-    if is_torch(x):
-        name = str(x.dtype).removeprefix("torch.")
-    else:
-        name = np.dtype(getattr(x, "dtype", None) or np.asarray(x).dtype).name
-    return name
+    """The library-neutral name of x's dtype ('float16', 'bfloat16', ...): pysparse24.dtypes'."""
+    return canonical(x if hasattr(x, "dtype") else np.asarray(x))
 
 
 def _numpy_dtype(name: str) -> np.dtype:

@@ -15,6 +15,7 @@ from typing import Any
 
 from pysparse24 import _arrays
 from pysparse24._ext import C
+from pysparse24.groups import PACKED_K_MULTIPLE
 
 FORMATS = ("packed", "cutlass")
 
@@ -36,7 +37,7 @@ def geometry(format: str, dtype: str) -> Geometry:
     if dtype not in _arrays.KINDS:
         raise TypeError(f"unsupported dtype {dtype!r}; supported: {', '.join(_arrays.KINDS)}")
     if format == "packed":
-        return Geometry(1, 8, "uint8", 8, "2:4")
+        return Geometry(1, PACKED_K_MULTIPLE, "uint8", 8, "2:4")
     # Meta words are swizzled in 2x2 blocks, so each row holds an even number of them.
     nbytes = _arrays.KINDS[dtype][1]
     if dtype == "float32":

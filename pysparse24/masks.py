@@ -6,7 +6,7 @@ import numpy as np
 
 from pysparse24 import _arrays
 from pysparse24._ext import C
-from pysparse24.groups import check_groups_fit, check_pattern, raise_nonfinite, reduction_dim
+from pysparse24.groups import check_groups_fit, check_pattern, raise_nonfinite, reduction_dim, splits_into_groups
 
 
 def _grouped_matrix(raw: _arrays.Raw, m: int, dim: int | None, what: str):
@@ -79,7 +79,7 @@ def mask_2d(w, method: str = "greedy"):
     if raw.bits.size == 0:
         raise ValueError("weight is empty")
     rows, cols = raw.bits.shape
-    if rows % 4 or cols % 4:
+    if not (splits_into_groups(rows, 4) and splits_into_groups(cols, 4)):  # whole 4x4 blocks
         raise ValueError(f"mask_2d needs both dimensions divisible by 4, got shape {(rows, cols)}")
     matrix = np.ascontiguousarray(raw.bits)
     keep, first_nonfinite = C.mask_4x4(matrix, raw.kind, method == "exhaustive")

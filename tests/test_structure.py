@@ -175,3 +175,71 @@ def test_ruff_check_and_format_pass():
     for command in (["check", "--no-cache", "."], ["format", "--check", "--no-cache", "."]):
         done = subprocess.run([ruff, *command], cwd=ROOT, capture_output=True, text=True)
         assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_shape_rules_live_in_groups():
+    """The sparse kernels' shape rules (whole groups along the reduction dimension, K a multiple of
+    8 for the packed format, output channels a multiple of 8, cuSPARSELt's multiples) have one home,
+    pysparse24/groups.py: no other module takes a value modulo 4 or 8, states "multiple of 8" in a
+    message or defines its own multiple constant."""
+    home = ROOT / "pysparse24" / "groups.py"
+    constants = {"PACKED_K_MULTIPLE", "OUT_CHANNEL_MULTIPLE", "CUSPARSELT_SPARSE_BYTES", "CUSPARSELT_DENSE_BYTES"}
+    offenders = []
+    for path in LIBRARY + sorted((ROOT / "benchmarks").glob("*.py")):
+        if path == home:
+            continue
+        tree = ast.parse(path.read_text(), str(path))
+        docstrings = {
+            id(node.body[0].value)
+            for node in ast.walk(tree)
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+            and node.body
+            and isinstance(node.body[0], ast.Expr)
+            and isinstance(node.body[0].value, ast.Constant)
+        }
+        for node in ast.walk(tree):
+            where = f"{path.relative_to(ROOT)}:{getattr(node, 'lineno', '?')}"
+            if (
+                isinstance(node, ast.BinOp)
+                and isinstance(node.op, ast.Mod)
+                and isinstance(node.right, ast.Constant)
+                and node.right.value in (4, 8)
+            ):
+                offenders.append(f"{where}: {ast.unparse(node)}")
+            elif (
+                isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and id(node) not in docstrings
+                and re.search(r"(multiple of|divisible by) 8\b", node.value)
+            ):
+                offenders.append(f"{where}: {node.value!r}")
+            elif isinstance(node, ast.Assign) and {getattr(t, "id", None) for t in node.targets} & constants:
+                offenders.append(f"{where}: {ast.unparse(node)}")
+    assert offenders == []
+
+
+def test_dtype_names_live_in_dtypes():
+    """Every dtype spelling is mapped by pysparse24/dtypes.py: no other module strips torch's prefix
+    itself or keeps a name -> torch dtype table."""
+    home = ROOT / "pysparse24" / "dtypes.py"
+    torch_dtypes = {"float32", "float", "float16", "half", "bfloat16", "float64", "int8", "int32", "uint8"}
+    torch_dtypes |= {"float8_e4m3fn", "float8_e5m2"}
+    offenders = []
+    for path in LIBRARY + sorted((ROOT / "benchmarks").glob("*.py")):
+        if path == home:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            where = f"{path.relative_to(ROOT)}:{getattr(node, 'lineno', '?')}"
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "removeprefix":
+                if any(isinstance(a, ast.Constant) and a.value == "torch." for a in node.args):
+                    offenders.append(f"{where}: {ast.unparse(node)}")
+            elif isinstance(node, ast.Dict) and any(
+                isinstance(k, ast.Constant)
+                and isinstance(k.value, str)
+                and isinstance(v, ast.Attribute)
+                and ast.unparse(v.value) == "torch"
+                and v.attr in torch_dtypes
+                for k, v in zip(node.keys, node.values)
+            ):
+                offenders.append(f"{where}: {ast.unparse(node)[:80]}")
+    assert offenders == []

@@ -17,6 +17,7 @@ from pysparse24._progress import Progress
 from pysparse24.bench import report, shapes
 from pysparse24.bench.backends import BACKENDS
 from pysparse24.bench.gemm import run_cases
+from pysparse24.groups import PACKED_K_MULTIPLE, packed_k_problem
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -35,7 +36,7 @@ def add_gemm_parser(subparsers) -> argparse.ArgumentParser:
     )
     src = p.add_argument_group("shapes (default: M,K in {4096x4096, 11008x4096}, N in 1 8 128 512)")
     src.add_argument("--m", type=int, nargs="+", help="rows of the sparse weight (sweep)")
-    src.add_argument("--k", type=int, nargs="+", help="reduction dimension (sweep; multiple of 8)")
+    src.add_argument("--k", type=int, nargs="+", help=f"reduction dimension (sweep; multiple of {PACKED_K_MULTIPLE})")
     src.add_argument(
         "--n",
         type=int,
@@ -93,9 +94,9 @@ def _cases(args):
 
 def run_gemm(args) -> int:
     cases = _cases(args)
-    bad = [c for c in cases if c.K % 8 or min(c.M, c.N, c.K) < 1]
+    bad = [c for c in cases if packed_k_problem(c.K) or min(c.M, c.N) < 1]
     if bad:
-        raise ValueError(f"K must be a positive multiple of 8 and M, N positive: {bad[0]}")
+        raise ValueError(f"K must be a positive multiple of {PACKED_K_MULTIPLE} and M, N positive: {bad[0]}")
     if not cases:
         raise ValueError("no shapes to run")
     if args.threads < 1:

@@ -13,6 +13,7 @@ from itertools import product
 from pathlib import Path
 
 from pysparse24.bench.gemm import GemmCase
+from pysparse24.groups import PACKED_K_MULTIPLE, packed_k_problem
 
 DEFAULT_MK = [(4096, 4096), (11008, 4096)]
 DEFAULT_N = [1, 8, 128, 512]
@@ -49,8 +50,8 @@ def model_cases(source: str, ns, dtypes) -> tuple[list[GemmCase], list[str]]:
     """Cases for each distinct (M, K) of the model (named after its first layer), and the skipped layers."""
     cases, skipped, seen = [], [], set()
     for name, m, k in model_layers(source):
-        if k % 8:
-            skipped.append(f"{name} (M={m}, K={k}: K not a multiple of 8)")
+        if packed_k_problem(k):
+            skipped.append(f"{name} (M={m}, K={k}: K not a multiple of {PACKED_K_MULTIPLE})")
             continue
         if (m, k) in seen:
             continue

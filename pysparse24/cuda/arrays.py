@@ -70,7 +70,7 @@ def wrap(x, ndim: int = 2) -> DeviceArray:
     if library == "torch":
         if ndim and x.stride(-1) != 1:
             x = x.contiguous()
-        dtype = str(x.dtype).removeprefix("torch.")
+        dtype = canonical(x.dtype)
         row_stride = x.stride(0) if ndim == 2 else 1
         return DeviceArray(x, "torch", x.data_ptr(), tuple(x.shape), row_stride, dtype, x.device.index)
     itemsize = x.dtype.itemsize

@@ -8,8 +8,9 @@ per-run times; `summarize` turns them into median / p10 / p90, TFLOP/s and the s
 
 from __future__ import annotations
 
-from pysparse24 import timing
+from pysparse24 import _arrays, timing
 from pysparse24.cuda import cusparselt, ops, require_device
+from pysparse24.groups import cusparselt_padded
 from pysparse24.timing import cuda_event_sampler, fixed_count
 
 
@@ -63,8 +64,7 @@ def _dense_fn(torch, a, b_nk, dtype: str):
 def padded_n(N: int, dtype: str) -> int:
     """N rounded up to what cuSPARSELt takes for B and D (16 for 8-bit inputs, 8 for 16-bit, 4 for
     32-bit): a decode step (N = 1) runs padded, as PyTorch's semi-structured path pads it."""
-    multiple = {"float32": 4, "float16": 8, "bfloat16": 8}.get(dtype, 16)
-    return -(-N // multiple) * multiple
+    return cusparselt_padded(N, _arrays.KINDS[dtype][1])
 
 
 def time_gemm_pair(

@@ -19,6 +19,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
+from pysparse24.dtypes import canonical
 from pysparse24.torch.modules import SparseConv2d, SparseLinear, blocker, kernel_name, layer_type
 
 # The layer types the report lists (Conv1d/Conv3d have no sparse module: reported as skipped).
@@ -110,7 +111,7 @@ def to_sparse_(model: nn.Module, layers: Iterable[str] | None = None) -> Convers
             name=name,
             kind=layer_type(module).__name__,
             shape=tuple(module.weight.shape),
-            dtype=str(module.weight.dtype).removeprefix("torch."),
+            dtype=canonical(module.weight.dtype),
         )
         if requested is not None and name not in requested:
             report.append(LayerConversion(**entry, kernel=None, skipped="not in layers="))

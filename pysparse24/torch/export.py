@@ -13,6 +13,7 @@ from torch import nn
 
 import pysparse24
 from pysparse24._files import atomic_output
+from pysparse24.groups import splits_into_groups
 from pysparse24.torch.sparsify import finalize, sparse_layers
 
 
@@ -62,7 +63,9 @@ def onnx_weights(path) -> list[OnnxWeight]:
             continue
         weight = numpy_helper.to_array(init)
         axis = _input_channel_axis(node, weight.ndim)
-        sparse = weight.shape[axis] % 4 == 0 and pysparse24.is_sparse(np.ascontiguousarray(weight), 2, 4, dim=axis)
+        sparse = splits_into_groups(weight.shape[axis], 4) and pysparse24.is_sparse(
+            np.ascontiguousarray(weight), 2, 4, dim=axis
+        )
         found.append(OnnxWeight(node.name, node.op_type, init.name, tuple(weight.shape), axis, bool(sparse)))
     return found
 

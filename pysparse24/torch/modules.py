@@ -23,7 +23,9 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 import pysparse24
+from pysparse24.dtypes import canonical
 from pysparse24.formats import check_dense_shape
+from pysparse24.groups import packed_k_problem
 from pysparse24.torch import ops
 from pysparse24.torch.permutation import channels_last_matrix
 from pysparse24.torch.sparsify import ineligibility as sparsify_ineligibility
@@ -71,12 +73,7 @@ def ineligibility(module: nn.Module) -> str | None:
             return f"padding_mode={module.padding_mode!r} (the sparse conv pads with zeros only)"
         if _conv_padding(module) is None:
             return "padding='same' with an even (dilated) kernel pads asymmetrically"
-    shape = tuple(weight_matrix(module).shape)
-    try:
-        check_dense_shape(shape, "packed", str(module.weight.dtype).removeprefix("torch."))
-    except ValueError:
-        return f"reduction length {shape[1]} is not a multiple of 8 (the packed format's groups of two codes per byte)"
-    return None
+    return packed_k_problem(weight_matrix(module).shape[1])
 
 
 def first_bad_group(module: nn.Module) -> str | None:
@@ -124,7 +121,7 @@ class _SparseModule(nn.Module):
         super().__init__()
         if dtype not in ops.DTYPES:
             raise TypeError(f"dtype {dtype} has no sparse kernel (float32, bfloat16, int8 do)")
-        check_dense_shape((rows, reduction), "packed", str(dtype).removeprefix("torch."))
+        check_dense_shape((rows, reduction), "packed", canonical(dtype))
         self.register_buffer("values", torch.zeros(rows, reduction // 2, dtype=dtype, device=device))
         # Code 0x4 (kept positions 0 and 1) in both nibbles: a valid all-zero weight until loaded.
         self.register_buffer("meta", torch.full((rows, reduction // 8), 0x44, dtype=torch.uint8, device=device))

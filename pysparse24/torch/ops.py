@@ -30,6 +30,7 @@ from torch import Tensor
 import pysparse24
 from pysparse24 import _arrays
 from pysparse24.formats import Compressed
+from pysparse24.groups import PACKED_K_MULTIPLE, cusparselt_padded, cusparselt_problem, packed_k_problem
 
 DTYPES = (torch.float32, torch.bfloat16, torch.int8)
 
@@ -52,11 +53,11 @@ def _check_weight(values: Tensor, meta: Tensor, bias: Optional[Tensor]) -> None:
         or meta.dim() != 2
         or meta.dtype != torch.uint8
         or tuple(meta.shape) != (values.shape[0], values.shape[1] // 4)
-        or values.shape[1] % 4
+        or packed_k_problem(2 * values.shape[1])
     ):
         raise ValueError(
             f"values {tuple(values.shape)} and meta {meta.dtype} {tuple(meta.shape)} are not a packed "
-            "2:4 weight: values (M, K/2) and uint8 meta (M, K/8) with K divisible by 8"
+            f"2:4 weight: values (M, K/2) and uint8 meta (M, K/8) with K divisible by {PACKED_K_MULTIPLE}"
         )
     if meta.device != values.device:
         raise ValueError(f"meta is on {meta.device}, values on {values.device}")
@@ -228,12 +229,7 @@ def gpu_dense_reason(values: Tensor) -> str | None:
     the sparse matrix's rows and columns are multiples of 32 bytes' worth of elements."""
     if values.dtype == torch.float32:
         return "cuSPARSELt's float32 (TF32) sparsity is 1:2, not 2:4"
-    rows, cols, multiple = values.shape[0], 2 * values.shape[1], 32 // values.element_size()
-    if rows % multiple or cols % multiple:
-        return (
-            f"cuSPARSELt needs {values.dtype} weights with rows and columns multiples of {multiple}, not {rows}x{cols}"
-        )
-    return None
+    return cusparselt_problem(values.shape[0], 2 * values.shape[1], values.element_size(), values.dtype)
 
 
 # values tensor id -> (weakref to it, values._version, meta._version, prepared weight). The weakref
@@ -269,10 +265,10 @@ def _cuda_linear(x: Tensor, values: Tensor, meta: Tensor, bias: Optional[Tensor]
 
     # The dense operand's rows and the output's columns are multiples of 16 bytes, and pointers
     # 16-byte aligned: pad the rows with zeros (into a fresh, aligned tensor) and drop them after.
-    x2, step = x.reshape(-1, x.shape[-1]), 16 // values.element_size()
-    n = x2.shape[0]
-    if n % step or x2.data_ptr() % 16:
-        x2 = F.pad(x2, (0, 0, 0, -n % step))
+    x2 = x.reshape(-1, x.shape[-1])
+    n, padded = x2.shape[0], cusparselt_padded(x2.shape[0], values.element_size())
+    if padded != n or x2.data_ptr() % 16:
+        x2 = F.pad(x2, (0, 0, 0, padded - n))
     if values.dtype == torch.int8:  # int32 out; the wrapper's bias would be float32, so add it exactly here
         y = cusparselt.matmul(weight, x2, transpose_b=True, out_dtype="int32")[:, :n].t()
         y = y if bias is None else y + bias

@@ -20,6 +20,7 @@ from torch import fx, nn
 from torch.nn.utils import parametrize
 
 from pysparse24._ext import C
+from pysparse24.groups import splits_into_groups
 from pysparse24.torch.sparsify import PRUNABLE, ineligibility
 
 # Operations that act on each channel separately: a permutation of channels passes through them.
@@ -113,7 +114,7 @@ def find_permutation(matrix, seed: int = 0, escape_attempts: int = 100, block_ch
     )
     if magnitude.ndim != 2:
         raise ValueError(f"find_permutation expects a 2-D (rows x channels) weight, got shape {magnitude.shape}")
-    if block_channels < 4 or block_channels % 4:
+    if block_channels < 4 or not splits_into_groups(block_channels, 4):
         raise ValueError(f"block_channels must be a positive multiple of 4, got {block_channels}")
     permutation, kept_before, kept_after = [], 0.0, 0.0
     for start in range(0, max(magnitude.shape[1], 1), block_channels):

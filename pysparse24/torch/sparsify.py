@@ -17,11 +17,9 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 import pysparse24
+from pysparse24.groups import sparse_layer_problem
 from pysparse24.torch import oneshot
 
-# TensorRT / cuSPARSELt tile the output channels of a sparse GEMM in multiples of 8 (NVIDIA's ASP
-# skips layers with out % 8 != 0 for the same reason); the input channels only need whole groups.
-OUT_CHANNEL_MULTIPLE = 8
 PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
@@ -44,11 +42,7 @@ def ineligibility(module: nn.Module, m: int) -> str | None:
         if module.groups != 1:
             return f"grouped convolution (groups={module.groups}) has no dense GEMM to sparsify"
         out_channels, in_channels = module.out_channels, module.in_channels
-    if in_channels % m:
-        return f"{in_channels} input channels are not divisible by the group size {m}"
-    if out_channels % OUT_CHANNEL_MULTIPLE:
-        return f"{out_channels} output channels are not a multiple of {OUT_CHANNEL_MULTIPLE} (sparse kernel tiles)"
-    return None
+    return sparse_layer_problem(out_channels, in_channels, m)
 
 
 class FixedMask(nn.Module):

@@ -31,6 +31,11 @@ def _torch():
     return sys.modules.get("torch")
 
 
+def torch_module():
+    """torch, for code that only runs on torch tensors (so the caller has imported it)."""
+    return sys.modules["torch"]
+
+
 def is_torch(x) -> bool:
     torch = _torch()
     return torch is not None and isinstance(x, torch.Tensor)

@@ -17,6 +17,9 @@ int8 accumulates in int32 and returns int32.
 
 from __future__ import annotations
 
+import functools
+import weakref
+
 import numpy as np
 
 from pysparse24 import _arrays
@@ -62,6 +65,12 @@ def linear(x, c, bias=None, *, threads: int | None = None):
     M, K = c.shape
     if x.ndim < 1 or x.shape[-1] != K:
         raise ValueError(f"x must have shape (..., {K}) for a {M}x{K} weight, got {tuple(x.shape)}")
+    if _torch_fast_path(x, c, bias):
+        if bias is not None:
+            _check_bias(bias, M, dtype)
+        if threads is not None:
+            _check_threads(threads)
+        return run_torch_linear(x, c.values, c.meta, bias, threads or 0)
     lead = tuple(x.shape[:-1])
     x2 = x.reshape(-1, K)
     out2 = _output_like(x, (x2.shape[0], M), _RESULT_DTYPE[dtype])
@@ -126,20 +135,126 @@ def _bias_array(bias, M: int, dtype: str):
     """Bias as the kernel wants it: float32 for float weights, int32 for int8."""
     if bias is None:
         return None
-    if tuple(bias.shape) != (M,):
-        raise ValueError(f"bias must have shape ({M},), got {tuple(bias.shape)}")
-    wanted = "int32" if dtype == "int8" else dtype
-    if _arrays.dtype_name(bias) != wanted:
-        raise TypeError(f"bias must have dtype {wanted}, got {_arrays.dtype_name(bias)}")
+    _check_bias(bias, M, dtype)
     bits = np.ascontiguousarray(_bits(bias))
     if dtype == "bfloat16":  # bfloat16 bits are the top half of the float32 bits (exact)
         return (bits.astype(np.uint32) << 16).view(np.float32)
     return bits.view(np.float32) if dtype == "float32" else bits
 
 
-def _run(c, dtype: str, x, out, bias, threads) -> None:
-    if threads is not None and (not isinstance(threads, int) or threads < 1):
+# Weights that passed the checks, by id(values): weakrefs to (values, meta, bias) and each one's
+# (_version, data_ptr, shape) then. A layer calls with the same tensors every time, and the checks
+# cost more than a small GEMV (the metadata scan alone ~3% of a LLaMA-sized one). An in-place change
+# through torch bumps _version, a swapped storage changes data_ptr, and the weakref drops the entry
+# with the tensor (and makes a reused id a miss).
+_READY: dict[int, tuple] = {}
+
+
+def _state(t) -> tuple | None:
+    return None if t is None else (t._version, t.data_ptr(), t.shape)
+
+
+def _is_ready(values, meta, bias) -> bool:
+    entry = _READY.get(id(values))
+    if entry is None:
+        return False
+    refs, states = entry
+    return (
+        refs[0]() is values
+        and refs[1]() is meta
+        and (refs[2] is None if bias is None else refs[2] is not None and refs[2]() is bias)
+        and states == (_state(values), _state(meta), _state(bias))
+    )
+
+
+def _ready_weight(values, meta, bias, check_weight) -> tuple:
+    """(values, meta, bias) as the kernel reads them: checked (check_weight(values, meta, bias), the
+    caller's rules, then the metadata codes), C-contiguous and aligned (a non-contiguous view, or a
+    tensor whose address is not a multiple of its element size, is copied, as _arrays.native does).
+    Remembered when no copy was needed."""
+    if _is_ready(values, meta, bias):
+        return values, meta, bias
+    if check_weight is not None:
+        check_weight(values, meta, bias)
+    ready = (_aligned(values.contiguous()), meta.contiguous(), None if bias is None else _aligned(bias.contiguous()))
+    check_codes(ready[1].numpy())
+    if all(a is b for a, b in zip(ready, (values, meta, bias))):
+        key = id(values)
+        refs = tuple(None if t is None else weakref.ref(t) for t in (meta, bias))
+        drop = weakref.ref(values, lambda _, key=key: _READY.pop(key, None))
+        _READY[key] = ((drop, *refs), (_state(values), _state(meta), _state(bias)))
+    return ready
+
+
+def run_torch_linear(x, values, meta, bias, threads: int = 0, check_weight=None):
+    """x (..., K) @ W.T + bias -> a new (..., M) tensor, for strided CPU tensors: the fast path of
+    pysparse24.linear and of the pysparse24::linear op, a few us of Python around the kernel. The
+    caller has checked x against the weight (dtype, device, K) and passes its rules for the weight
+    as check_weight (run once per weight: see _ready_weight)."""
+    values, meta, bias = _ready_weight(values, meta, bias, check_weight)
+    name, out_dtype = _torch_kinds()[values.dtype]
+    M, K = values.shape[0], 2 * values.shape[1]
+    x2 = x if x.dim() == 2 else x.reshape(-1, K)
+    n = x2.shape[0]
+    out = x2.new_empty((n, M), dtype=out_dtype)
+    x2 = _aligned(x2)
+    step_n, step_k = x2.stride()
+    C.sparse_linear_at(
+        name,
+        M,
+        K,
+        n,
+        values.data_ptr(),
+        meta.data_ptr(),
+        x2.data_ptr(),
+        step_n,
+        step_k,
+        out.data_ptr(),
+        0 if bias is None else bias.data_ptr(),
+        threads,
+    )
+    return out if x.dim() == 2 else out.view(*x.shape[:-1], M)
+
+
+def _torch_fast_path(x, c, bias) -> bool:
+    """Whether run_torch_linear serves these operands: all strided torch CPU tensors."""
+    if not (_arrays.is_torch(x) and _arrays.is_torch(c.values) and (bias is None or _arrays.is_torch(bias))):
+        return False
+    strided = _arrays.torch_module().strided
+    return all(t.is_cpu and t.layout == strided for t in (x, c.values, c.meta) + (() if bias is None else (bias,)))
+
+
+def _aligned(t):
+    return t if t.data_ptr() % t.element_size() == 0 else t.clone()
+
+
+@functools.cache
+def _torch_kinds() -> dict:
+    """torch weight dtype -> (kernel dtype name, result dtype)."""
+    torch = _arrays.torch_module()
+    return {
+        torch.float32: ("float32", torch.float32),
+        torch.bfloat16: ("bfloat16", torch.bfloat16),
+        torch.int8: ("int8", torch.int32),
+    }
+
+
+def _check_bias(bias, M: int, dtype: str) -> None:
+    if tuple(bias.shape) != (M,):
+        raise ValueError(f"bias must have shape ({M},), got {tuple(bias.shape)}")
+    wanted = "int32" if dtype == "int8" else dtype
+    if _arrays.dtype_name(bias) != wanted:
+        raise TypeError(f"bias must have dtype {wanted}, got {_arrays.dtype_name(bias)}")
+
+
+def _check_threads(threads) -> None:
+    if not isinstance(threads, int) or threads < 1:
         raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+
+
+def _run(c, dtype: str, x, out, bias, threads) -> None:
+    if threads is not None:
+        _check_threads(threads)
     values = np.ascontiguousarray(_bits(c.values))
     meta = np.ascontiguousarray(_arrays.host_numpy(c.meta, "meta"))
     check_codes(meta)

@@ -405,3 +405,44 @@ def test_empty_reduction_writes_the_bias(isa, n, dtype):
         bias = (np.arange(M, dtype=np.float32) - 4) * 0.5
     _C.sparse_matmul(np.zeros((M, 0), element), np.zeros((M, 0), np.uint8), np.zeros((0, n), element), out, dtype, bias)
     np.testing.assert_array_equal(np.asarray(out, np.float64), np.repeat(bias[:, None], n, axis=1))
+
+
+def _as_torch(a: np.ndarray) -> torch.Tensor:
+    return (
+        torch.from_numpy(a.view(np.uint16)).view(torch.bfloat16)
+        if a.dtype == ml_dtypes.bfloat16
+        else torch.from_numpy(a)
+    )
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "int8"])
+@pytest.mark.parametrize("lead", [(), (1,), (2, 3)])
+def test_linear_torch_fast_path_equals_the_numpy_path(dtype, lead):
+    """torch CPU tensors take run_torch_linear (operands by address), numpy arrays the general path:
+    the same bits, for 1-D to 3-D x, a non-contiguous x and weight view, and a bias."""
+    rng = np.random.default_rng(11)
+    w = random_sparse(rng, 40, 96, dtype)
+    x = random_x(rng, (*lead, 2 * 96), dtype)[..., ::2]  # non-contiguous rows
+    bias = rng.integers(-99, 99, 40).astype(np.int32) if dtype == "int8" else random_x(rng, (40,), dtype)
+    c = pysparse24.compress(w)
+    want = pysparse24.linear(x, c, bias)
+    values = torch.cat([_as_torch(c.values)] * 2, dim=1)[:, : c.values.shape[1]]  # a strided view
+    ct = pysparse24.Compressed(values, torch.from_numpy(c.meta), c.shape, c.dtype, c.format)
+    got = pysparse24.linear(_as_torch(x), ct, _as_torch(bias))
+    assert tuple(got.shape) == (*lead, 40)
+    got_bits = got.view(torch.int16) if dtype == "bfloat16" else got
+    np.testing.assert_array_equal(got_bits.numpy().view(np.uint8), np.asarray(want).view(np.uint8))
+
+
+def test_linear_torch_fast_path_rechecks_a_weight_changed_in_place():
+    """The fast path remembers a checked weight; an in-place change to its metadata is checked again."""
+    rng = np.random.default_rng(12)
+    c = pysparse24.compress(torch.from_numpy(random_sparse(rng, 8, 64, "float32")))
+    x = torch.from_numpy(random_x(rng, (3, 64), "float32"))
+    want = pysparse24.linear(x, c)
+    good = int(c.meta[1, 2])
+    c.meta[1, 2] = 0xFF  # codes (3, 3): no valid pair
+    with pytest.raises(ValueError, match="corrupt metadata: group 20 "):
+        pysparse24.linear(x, c)
+    c.meta[1, 2] = good
+    assert torch.equal(pysparse24.linear(x, c), want)

@@ -230,6 +230,24 @@ def test_input_that_requires_grad_is_an_error(rng):
         assert layer(x).shape == (2, 8)
 
 
+def test_corrupt_metadata_loaded_after_a_call_is_an_error(rng):
+    """The op's kernel checks a weight once and remembers it; a state_dict load (an in-place copy)
+    with corrupt metadata is checked again."""
+    layer = SparseLinear.from_dense(pruned_(nn.Linear(16, 8), rng))
+    x = random_input(rng, (1, 16), torch.float32)
+    with torch.no_grad():
+        want = layer(x)
+        state = {k: v.clone() for k, v in layer.state_dict().items()}
+        good = int(state["meta"][3, 1])
+        state["meta"][3, 1] = 0x55  # codes (1, 1)
+        layer.load_state_dict(state)
+        with pytest.raises(ValueError, match="corrupt metadata: group 14 "):
+            layer(x)
+        state["meta"][3, 1] = good
+        layer.load_state_dict(state)
+        assert torch.equal(layer(x), want)
+
+
 def test_bad_inputs_name_the_problem(rng):
     layer = SparseLinear.from_dense(pruned_(nn.Linear(16, 8), rng))
     with pytest.raises(TypeError, match="dtype torch.bfloat16 but the sparse weight is torch.float32"):

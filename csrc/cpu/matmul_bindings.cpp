@@ -5,6 +5,7 @@
 
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "cpu/matmul.h"
 
@@ -84,6 +85,45 @@ void sparse_matmul(const py::array& values, const py::array& meta, const py::arr
   ps24::cpu::matmul::run(p);
 }
 
+// The torch fast path (pysparse24.matmul.run_torch_linear): out (N, M) = x (N, K) @ W.T + bias for
+// CPU tensors that the Python layer has already checked (dtypes, shapes, strided layout, alignment,
+// metadata codes), passed by address to spare a numpy view per tensor (~2 us each; the whole call
+// at N = 1 on small weights is ~10 us). values and meta C-contiguous, out C-contiguous (N, M), x
+// with element strides; bias (M,) contiguous in the weight's result dtype (bfloat16 bits for
+// bfloat16 weights, widened here exactly), or 0.
+void sparse_linear_at(const std::string& dtype, int64_t M, int64_t K, int64_t N, uintptr_t values,
+                      uintptr_t meta, uintptr_t x, int64_t x_stride_n, int64_t x_stride_k,
+                      uintptr_t out, uintptr_t bias, int threads) {
+  ps24::cpu::matmul::Problem p;
+  p.kind = parse_kind(dtype);
+  require(M >= 0 && K >= 0 && N >= 0, "negative dimension");
+  require((values && meta && x && out) || M * N == 0 || K == 0, "missing input");
+  p.M = M;
+  p.K = K;
+  p.N = N;
+  p.values = reinterpret_cast<const void*>(values);
+  p.meta = reinterpret_cast<const uint8_t*>(meta);
+  p.meta_cols = K / 8;
+  p.x = reinterpret_cast<const void*>(x);
+  p.x_stride_k = x_stride_k;
+  p.x_stride_n = x_stride_n;
+  p.out = reinterpret_cast<void*>(out);
+  p.out_stride_m = 1;
+  p.out_stride_n = M;
+  p.threads = threads;
+  std::vector<float> widened;
+  if (bias && p.kind == Kind::BF16) {
+    const uint16_t* bits = reinterpret_cast<const uint16_t*>(bias);
+    widened.resize(size_t(M));
+    for (int64_t m = 0; m < M; ++m) widened[size_t(m)] = ps24::cpu::matmul::bf16_to_float(bits[m]);
+    p.bias = widened.data();
+  } else {
+    p.bias = reinterpret_cast<const void*>(bias);
+  }
+  py::gil_scoped_release release;
+  ps24::cpu::matmul::run(p);
+}
+
 }  // namespace
 
 void bind_matmul(py::module_& m) {
@@ -92,6 +132,11 @@ void bind_matmul(py::module_& m) {
         "out[M, N] = W @ x (+ bias[:, None]) for a 2:4 weight W in the packed layout "
         "(values (M, K/2), meta uint8 (M, K/8)); x (K, N) with any strides. "
         "bfloat16 arrays are passed as 16-bit integer views. threads=0: OpenMP default.");
+  m.def("sparse_linear_at", &sparse_linear_at, py::arg("dtype"), py::arg("M"), py::arg("K"),
+        py::arg("N"), py::arg("values"), py::arg("meta"), py::arg("x"), py::arg("x_stride_n"),
+        py::arg("x_stride_k"), py::arg("out"), py::arg("bias"), py::arg("threads"),
+        "out (N, M) = x (N, K) @ W.T + bias for buffers given by address, already checked by "
+        "pysparse24.matmul.run_torch_linear (its only caller). bias: 0 for none.");
   // From this N on, float32 uses the large-N kernels and their summation order (matmul.h); bfloat16
   // from matmul_large_n_bfloat16 on, or never (0) on CPUs with AVX-512 BF16.
   m.attr("matmul_large_n") = ps24::cpu::matmul::kAxpyMinN;

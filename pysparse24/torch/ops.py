@@ -31,6 +31,7 @@ import pysparse24
 from pysparse24 import _arrays
 from pysparse24.formats import Compressed
 from pysparse24.groups import PACKED_K_MULTIPLE, cusparselt_padded, cusparselt_problem, packed_k_problem
+from pysparse24.matmul import run_torch_linear
 
 DTYPES = (torch.float32, torch.bfloat16, torch.int8)
 
@@ -81,27 +82,75 @@ def _check_input(x: Tensor, values: Tensor, what: str) -> None:
         raise ValueError(f"{what} is on {x.device} but the sparse weight is on {values.device}")
 
 
+# ---- the library and inference only --------------------------------------------------------------
+
+# The ops are defined with torch.library.Library rather than torch.library.custom_op: custom_op's
+# Python layers (autograd wrapper, dynamo guard, aliasing check) cost ~10 us per call, as much as a
+# whole small GEMV (GPUNet-0's squeeze-excite convs). There is no autograd kernel: the kernels and
+# the fake implementations refuse an input that requires grad themselves.
+_LIB = torch.library.Library("pysparse24", "DEF")
+
+
+def _implements(name: str, *devices: str):
+    def register(fn):
+        for device in devices:
+            _LIB.impl(name, fn, device)
+        return fn
+
+    return register
+
+
+def _refuse_grad(x: Tensor, values: Tensor, bias: Optional[Tensor]) -> None:
+    # With grad mode on, an input that requires grad would get a result silently cut off from the
+    # graph: refuse instead.
+    if torch.is_grad_enabled() and (
+        x.requires_grad or values.requires_grad or (bias is not None and bias.requires_grad)
+    ):
+        raise RuntimeError(
+            "pysparse24 sparse layers are inference-only: an input requires grad. Run under "
+            "torch.no_grad() / torch.inference_mode(), or detach the input"
+        )
+
+
 # ---- linear ----------------------------------------------------------------------------------
 
 
 def _check_linear(x, values, meta, bias) -> None:
     _check_weight(values, meta, bias)
+    _check_linear_input(x, values)
+
+
+def _check_linear_input(x, values) -> None:
     _check_input(x, values, "x")
     if x.dim() < 1 or x.shape[-1] != 2 * values.shape[1]:
         raise ValueError(f"x has shape {tuple(x.shape)}; the sparse weight needs (..., {2 * values.shape[1]})")
 
 
-@torch.library.custom_op("pysparse24::linear", mutates_args=())
+_LIB.define("linear(Tensor x, Tensor values, Tensor meta, Tensor? bias) -> Tensor")
+
+
 def linear(x: Tensor, values: Tensor, meta: Tensor, bias: Optional[Tensor]) -> Tensor:
     """x @ W.T + bias for the packed 2:4 weight W = (values, meta); x: (..., K) -> (..., M)."""
+    return torch.ops.pysparse24.linear(x, values, meta, bias)
+
+
+@_implements("linear", "CPU")
+def _linear_cpu(x, values, meta, bias):
+    _refuse_grad(x, values, bias)
+    _check_linear_input(x, values)
+    return run_torch_linear(x, values, meta, bias, check_weight=_check_weight)
+
+
+@_implements("linear", "CUDA")
+def _linear_cuda(x, values, meta, bias):
+    _refuse_grad(x, values, bias)
     _check_linear(x, values, meta, bias)
-    if x.is_cuda:
-        return _cuda_linear(x, values, meta, bias)
-    return pysparse24.linear(x, compressed(values, meta), bias)
+    return _cuda_linear(x, values, meta, bias)
 
 
-@linear.register_fake
+@torch.library.register_fake("pysparse24::linear")
 def _linear_fake(x, values, meta, bias):
+    _refuse_grad(x, values, bias)
     _check_linear(x, values, meta, bias)
     return x.new_empty((*x.shape[:-1], values.shape[0]), dtype=result_dtype(values.dtype))
 
@@ -169,7 +218,12 @@ def _conv_gemm(x_nhwc: Tensor, values, meta, bias, kernel_size, stride, padding,
     return pysparse24.linear(cols, compressed(values, meta), bias)
 
 
-@torch.library.custom_op("pysparse24::conv2d", mutates_args=())
+_LIB.define(
+    "conv2d(Tensor x, Tensor values, Tensor meta, Tensor? bias, int[] kernel_size, int[] stride, "
+    "int[] padding, int[] dilation) -> Tensor"
+)
+
+
 def conv2d(
     x: Tensor,
     values: Tensor,
@@ -182,6 +236,12 @@ def conv2d(
 ) -> Tensor:
     """F.conv2d(x, W, bias, stride, padding, dilation) for a packed 2:4 weight W of shape
     (K_out, R*S*C), C innermost; groups=1, zero padding."""
+    return torch.ops.pysparse24.conv2d(x, values, meta, bias, kernel_size, stride, padding, dilation)
+
+
+@_implements("conv2d", "CPU", "CUDA")
+def _conv2d(x, values, meta, bias, kernel_size, stride, padding, dilation):
+    _refuse_grad(x, values, bias)
     oh, ow = _check_conv(x, values, meta, bias, kernel_size, stride, padding, dilation)
     y = _conv_gemm(x.permute(0, 2, 3, 1), values, meta, bias, kernel_size, stride, padding, dilation, (oh, ow))
     y = y.view(x.shape[0], oh, ow, values.shape[0]).permute(0, 3, 1, 2)  # channels_last strides
@@ -191,33 +251,14 @@ def conv2d(
     return out.copy_(y)
 
 
-@conv2d.register_fake
+@torch.library.register_fake("pysparse24::conv2d")
 def _conv2d_fake(x, values, meta, bias, kernel_size, stride, padding, dilation):
+    _refuse_grad(x, values, bias)
     oh, ow = _check_conv(x, values, meta, bias, kernel_size, stride, padding, dilation)
     fmt = torch.channels_last if returns_channels_last(x) else torch.contiguous_format
     return torch.empty(
         (x.shape[0], values.shape[0], oh, ow), dtype=result_dtype(values.dtype), device=x.device, memory_format=fmt
     )
-
-
-# ---- inference only ----------------------------------------------------------------------------
-
-
-def _no_backward(ctx, inputs, output) -> None:
-    # Runs only when grad mode is on and an input requires grad: refuse rather than return a
-    # result that is silently cut off from the graph.
-    raise RuntimeError(
-        "pysparse24 sparse layers are inference-only: an input requires grad. Run under "
-        "torch.no_grad() / torch.inference_mode(), or detach the input"
-    )
-
-
-def _unreachable_backward(ctx, grad):
-    raise AssertionError("setup_context refuses every input that requires grad")
-
-
-for _op in (linear, conv2d):
-    _op.register_autograd(_unreachable_backward, setup_context=_no_backward)
 
 
 # ---- CUDA: cuSPARSELt --------------------------------------------------------------------------

@@ -5,7 +5,7 @@ transaction the moment it arrives, and a run measures only keys the table lacks,
 any moment (even SIGKILL) loses at most the measurements in flight, and its rerun neither repeats
 committed work nor duplicates rows (the key is the table's primary key).
 
-Measurements run in worker processes, never in the parent: a backend that crashes (a segfaulting
+Measurements run in worker processes (profiler.pool), never in the parent: a backend that crashes (a segfaulting
 runtime) or hangs takes down only its worker; that spec is recorded as failed, a fresh worker takes
 over, and the run continues. Workers are local processes, or Ray actors (`ray_address`: one per GPU)
 when a user outgrows one machine. Either way the SQLite writes stay in this one parent process, and
@@ -17,22 +17,20 @@ Workers exchange only plain data with the parent (key strings, LatencyStats as d
 
 from __future__ import annotations
 
-import multiprocessing
-import multiprocessing.connection
-import time
+import functools
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from pysparse24._cli import ctrl_c_ignored_by_children
 from pysparse24.timing import LatencyStats
 
+from .pool import OK, LocalPool, RayPool, WorkerStartError
 from .spec import LayerSpec
 from .table import SPARSE_EXECUTOR, LatencyTable, cannot_run_sparse, context_differences, ensure_same_context
 
-# One worker's answer for one key: ("ok", LatencyStats fields as a dict) or ("error", message).
-Outcome = tuple[str, object]
+# A worker could not create its backend (missing runtime, bad options): nothing can be measured.
+BackendStartError = WorkerStartError
 
 DEFAULT_TIMEOUT_S = 600.0
 
@@ -54,17 +52,6 @@ class BackendRef:
         from .backends import get_backend  # imported here: the parent never needs a backend itself
 
         return get_backend(self.name, **self.options)
-
-
-def measure_outcome(backend, key: str) -> Outcome:
-    """Measure one key; any exception becomes an error outcome (the run goes on)."""
-    try:
-        stats = backend.measure(LayerSpec.from_key(key))
-        if not isinstance(stats, LatencyStats):
-            raise TypeError(f"backend returned {type(stats).__name__}, not LatencyStats")
-        return ("ok", stats.to_dict())
-    except Exception as exc:  # noqa: BLE001 - a failing spec is data, not a reason to stop
-        return ("error", f"{type(exc).__name__}: {exc}")
 
 
 def unique_specs(specs: Iterable[LayerSpec]) -> list[LayerSpec]:
@@ -131,10 +118,6 @@ class BuildReport:
         return text + (" — interrupted, rerun to resume" if self.interrupted else "")
 
 
-class BackendStartError(RuntimeError):
-    """A worker could not create its backend (missing runtime, bad options): nothing can be measured."""
-
-
 def _identical_context(contexts: list[dict]) -> dict:
     for other in contexts[1:]:
         diffs = context_differences(contexts[0], other, "one worker", "another")
@@ -143,242 +126,38 @@ def _identical_context(contexts: list[dict]) -> dict:
     return contexts[0]
 
 
-# ---- local worker processes ---------------------------------------------------------------------
-class WorkerPool:
-    """What the build loop drives: workers that each measure one key at a time. Subclasses fill
-    `_idle` (free workers) and `_busy` (in flight), set `context`, and implement submit/wait/close."""
-
-    context: dict
-
-    def has_idle(self) -> bool:
-        return bool(self._idle)
-
-    def busy(self) -> int:
-        return len(self._busy)
-
-    def submit(self, key: str) -> None:
-        """Hand `key` to an idle worker."""
-        raise NotImplementedError
-
-    def wait(self, poll_s: float = 1.0) -> list[tuple[str, Outcome]]:
-        """(key, outcome) of what finished within poll_s; a worker that died or hung yields an error
-        outcome for its key and is replaced."""
-        raise NotImplementedError
-
-    def close(self) -> None:
-        raise NotImplementedError
+def _backend_worker(backend_ref: BackendRef):
+    """A pool worker's setup: its backend, and the backend's context as its hello."""
+    backend = backend_ref.create()
+    return functools.partial(_measure, backend), backend.context()
 
 
-def _process_worker_main(conn, backend_ref: BackendRef) -> None:
-    import signal
+def _measure(backend, key: str) -> dict:
+    stats = backend.measure(LayerSpec.from_key(key))
+    if not isinstance(stats, LatencyStats):
+        raise TypeError(f"backend returned {type(stats).__name__}, not LatencyStats")
+    return stats.to_dict()
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the process group; the parent stops us
+
+def start_pool(
+    backend_ref: BackendRef, workers: int = 1, ray_address: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S
+):
+    """Workers measuring one key at a time: local processes (keep workers x backend threads <= cores
+    on a CPU target, or the table records contention), or Ray actors, one per GPU of the cluster
+    (`workers` CPU actors on one without). Returns the pool and the context the workers measure in,
+    which all must report alike."""
+    setup = functools.partial(_backend_worker, backend_ref)
+    if ray_address:
+        pool = RayPool(
+            setup, ray_address, workers=workers if workers > 1 else None, timeout_s=timeout_s, what="backend"
+        )
+    else:
+        pool = LocalPool(setup, workers=workers, timeout_s=timeout_s, what="backend")
     try:
-        try:
-            backend = backend_ref.create()
-        except Exception as exc:  # noqa: BLE001 - reported to the parent, which stops the build
-            conn.send(("fatal", f"{type(exc).__name__}: {exc}"))
-            return
-        conn.send(("ready", backend.context()))
-        while (key := conn.recv()) is not None:
-            conn.send(measure_outcome(backend, key))
-    except (EOFError, BrokenPipeError, KeyboardInterrupt):
-        pass  # the parent is gone or stopping (Ctrl-C reaches the whole process group): exit quietly
-
-
-class _ProcessWorker:
-    def __init__(self, mp, backend_ref: BackendRef) -> None:
-        self.conn, child = mp.Pipe()
-        self.proc = mp.Process(target=_process_worker_main, args=(child, backend_ref), daemon=True)
-        with ctrl_c_ignored_by_children():
-            self.proc.start()
-        child.close()
-        self.key: str | None = None
-        self.started = 0.0
-
-    def handshake(self, timeout_s: float) -> dict:
-        if not self.conn.poll(timeout_s):
-            raise BackendStartError(f"a worker did not start its backend within {timeout_s:.0f} s")
-        try:
-            kind, payload = self.conn.recv()
-        except EOFError:
-            raise BackendStartError(
-                f"a worker died while starting its backend (exit code {self.proc.exitcode})"
-            ) from None
-        if kind != "ready":
-            raise BackendStartError(f"cannot start the backend: {payload}")
-        return payload
-
-    def kill(self) -> None:
-        if self.proc.is_alive():
-            self.proc.kill()
-        self.proc.join()
-        self.conn.close()
-
-
-class LocalPool(WorkerPool):
-    """`n` worker processes (spawned: no fork of a parent holding runtime threads), each measuring one
-    key at a time. On a CPU target, workers measured at once compete for cores: keep
-    workers x backend threads <= cores, or the table records contention."""
-
-    def __init__(self, backend_ref: BackendRef, workers: int = 1, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
-        if workers < 1:
-            raise ValueError(f"workers must be >= 1, got {workers}")
-        self._mp = multiprocessing.get_context("spawn")
-        self._ref, self._timeout_s = backend_ref, timeout_s
-        self._idle = [_ProcessWorker(self._mp, backend_ref) for _ in range(workers)]
-        self._busy: list[_ProcessWorker] = []
-        try:
-            self.context = _identical_context([w.handshake(timeout_s) for w in self._idle])
-        except BaseException:
-            self.close()
-            raise
-
-    def submit(self, key: str) -> None:
-        worker = self._idle.pop()
-        if not worker.proc.is_alive():  # died while idle (the OOM killer, say): use a fresh one
-            worker.kill()
-            worker = self._fresh_worker()
-        worker.key, worker.started = key, time.monotonic()
-        worker.conn.send(key)
-        self._busy.append(worker)
-
-    def wait(self, poll_s: float = 1.0) -> list[tuple[str, Outcome]]:
-        waitables = {}
-        for w in self._busy:
-            waitables[w.conn] = waitables[w.proc.sentinel] = w
-        ready = multiprocessing.connection.wait(list(waitables), timeout=poll_s)
-        results, finished = [], set()
-        for obj in ready:
-            worker = waitables[obj]
-            if worker in finished:
-                continue
-            finished.add(worker)
-            try:
-                outcome = worker.conn.recv() if worker.conn.poll() else None
-            except (EOFError, OSError):
-                outcome = None
-            if outcome is None:  # the process is gone without an answer: this key crashed it
-                worker.proc.join(timeout=5)  # the pipe closes a moment before the exit code is known
-                outcome = ("error", f"worker process died while measuring (exit code {worker.proc.exitcode})")
-                self._replace(worker)
-            results.append((worker.key, outcome))
-        now = time.monotonic()
-        for worker in self._busy:
-            if worker not in finished and now - worker.started > self._timeout_s:
-                finished.add(worker)
-                results.append((worker.key, ("error", f"timed out after {self._timeout_s:.0f} s (worker killed)")))
-                self._replace(worker)
-        for worker in finished:
-            self._busy.remove(worker)
-            if worker.proc.is_alive():
-                self._idle.append(worker)
-        return results
-
-    def _replace(self, worker: _ProcessWorker) -> None:
-        worker.kill()
-        self._idle.append(self._fresh_worker())
-
-    def _fresh_worker(self) -> _ProcessWorker:
-        worker = _ProcessWorker(self._mp, self._ref)
-        worker.handshake(self._timeout_s)
-        return worker
-
-    def close(self) -> None:
-        for worker in self._idle:
-            try:
-                worker.conn.send(None)  # polite stop for idle workers; kill() is the fallback
-                worker.proc.join(timeout=5)
-            except OSError:
-                pass
-        for worker in self._idle + self._busy:
-            worker.kill()
-        self._idle, self._busy = [], []
-
-
-# ---- Ray actors -----------------------------------------------------------------------------------
-class RayMeasurer:
-    """A Ray actor body: one backend, measuring one key at a time (wrapped by ray.remote at run time)."""
-
-    def __init__(self, backend_ref: BackendRef) -> None:
-        self.backend = backend_ref.create()
-
-    def context(self) -> dict:
-        return self.backend.context()
-
-    def measure(self, key: str) -> Outcome:
-        return measure_outcome(self.backend, key)
-
-
-class RayPool(WorkerPool):
-    """Ray actors, one per GPU of the cluster (or `workers` CPU actors on a cluster without GPUs).
-
-    `address` is a Ray cluster address ('auto', 'ray://host:10001', ...) or 'local' to start a
-    private local cluster. Ray is imported only here.
-    """
-
-    def __init__(
-        self,
-        address: str,
-        backend_ref: BackendRef,
-        workers: int | None = None,
-        timeout_s: float = DEFAULT_TIMEOUT_S,
-        init_options: Mapping | None = None,
-    ) -> None:
-        try:
-            import ray
-        except ImportError:
-            raise ImportError("RayPool needs Ray: pip install 'pysparse24[ray]'") from None
-        self._ray = ray
-        if not ray.is_initialized():
-            ray.init(address=address, **dict(init_options or {}))
-        gpus = int(ray.cluster_resources().get("GPU", 0))
-        if gpus:
-            count, resources = workers or gpus, {"num_gpus": 1}
-        else:
-            count, resources = workers or int(ray.cluster_resources().get("CPU", 1)), {"num_cpus": 1}
-        self._actor_cls = ray.remote(**resources)(RayMeasurer)
-        self._ref, self._timeout_s = backend_ref, timeout_s
-        self._idle = [self._actor_cls.remote(backend_ref) for _ in range(count)]
-        self._busy: dict = {}  # ObjectRef -> (actor, key, start time)
-        try:
-            self.context = _identical_context(ray.get([a.context.remote() for a in self._idle], timeout=timeout_s))
-        except ray.exceptions.RayError as exc:
-            self.close()
-            raise BackendStartError(f"cannot start the backend on the Ray workers: {exc}") from None
-
-    def submit(self, key: str) -> None:
-        actor = self._idle.pop()
-        self._busy[actor.measure.remote(key)] = (actor, key, time.monotonic())
-
-    def wait(self, poll_s: float = 1.0) -> list[tuple[str, Outcome]]:
-        ray = self._ray
-        ready, _ = ray.wait(list(self._busy), num_returns=1, timeout=poll_s)
-        results = []
-        for ref in ready:
-            actor, key, _ = self._busy.pop(ref)
-            try:
-                results.append((key, tuple(ray.get(ref))))
-                self._idle.append(actor)
-            except ray.exceptions.RayError as exc:  # the actor died (crash, node lost)
-                results.append((key, ("error", f"Ray worker died while measuring: {type(exc).__name__}")))
-                self._replace(actor)
-        now = time.monotonic()
-        for ref, (actor, key, started) in list(self._busy.items()):
-            if now - started > self._timeout_s:
-                del self._busy[ref]
-                results.append((key, ("error", f"timed out after {self._timeout_s:.0f} s (worker killed)")))
-                self._replace(actor)
-        return results
-
-    def _replace(self, actor) -> None:
-        self._ray.kill(actor)
-        self._idle.append(self._actor_cls.remote(self._ref))
-
-    def close(self) -> None:
-        for actor in self._idle + [a for a, _, _ in self._busy.values()]:
-            self._ray.kill(actor)
-        self._idle, self._busy = [], {}
+        return pool, _identical_context(pool.hellos)
+    except BaseException:
+        pool.close()
+        raise
 
 
 # ---- the build loop ------------------------------------------------------------------------------
@@ -419,16 +198,12 @@ def build_table(
     workers = workers if todo else 1
     pool = None
     try:
-        pool = (
-            RayPool(ray_address, backend_ref, workers=workers if workers > 1 else None, timeout_s=timeout_s)
-            if ray_address
-            else LocalPool(backend_ref, workers=workers, timeout_s=timeout_s)
-        )
-        _check_specs_fit(specs, todo, pool.context)
+        pool, context = start_pool(backend_ref, workers, ray_address, timeout_s)
+        _check_specs_fit(specs, todo, context)
         if table is None:
-            table = LatencyTable(table_path, context=pool.context)
+            table = LatencyTable(table_path, context=context)
         else:
-            ensure_same_context(table.context, pool.context, "the backend")
+            ensure_same_context(table.context, context, "the backend")
         if todo:
             _drive(pool, table, todo, report, progress)
     except KeyboardInterrupt:
@@ -466,19 +241,20 @@ def _check_specs_fit(specs: list[LayerSpec], todo: list[str], context: Mapping) 
         )
 
 
-def _drive(pool: WorkerPool, table: LatencyTable, todo: list[str], report: BuildReport, progress: bool) -> None:
+def _drive(pool, table: LatencyTable, todo: list[str], report: BuildReport, progress: bool) -> None:
     from pysparse24._progress import Progress
 
     pending = deque(todo)
     with Progress("measuring", len(todo), enabled=progress) as bar:
         while pending or pool.busy():
             while pending and pool.has_idle():
-                pool.submit(pending.popleft())
-            for key, (kind, payload) in pool.wait():
-                if kind == "ok":
+                key = pending.popleft()
+                pool.submit(key, key)
+            for key, (kind, payload) in pool.wait(1.0):
+                if kind == OK:
                     table.put(key, LatencyStats(**payload))
                     report.measured += 1
                 else:
                     table.put_error(key, payload)
                     report.failed += 1
-                bar.advance(key, failed=kind != "ok")
+                bar.advance(key, failed=kind != OK)

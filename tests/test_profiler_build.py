@@ -246,17 +246,18 @@ def test_specs_for_another_batch_or_precision_are_refused_up_front(tmp_path):
 
 
 def test_a_worker_that_dies_while_idle_is_replaced(tmp_path):
-    from profiler.build import LocalPool
+    from profiler.build import start_pool
 
-    pool = LocalPool(backend(), workers=1)
+    pool, _ = start_pool(backend(), workers=1)
     try:
         pool._idle[0].proc.kill()  # as the OOM killer would, between two specs
         pool._idle[0].proc.join()
-        pool.submit(make_specs(1)[0].key())
+        key = make_specs(1)[0].key()
+        pool.submit(key, key)
         results = []
         while pool.busy():
             results += pool.wait()
-        assert [outcome[0] for _, outcome in results] == ["ok"]
+        assert [(token, outcome[0]) for token, outcome in results] == [(key, "ok")]
     finally:
         pool.close()
 

@@ -243,3 +243,24 @@ def test_dtype_names_live_in_dtypes():
             ):
                 offenders.append(f"{where}: {ast.unparse(node)[:80]}")
     assert offenders == []
+
+
+def test_worker_pools_live_in_profiler_pool():
+    """Crash-isolating workers (local processes and Ray actors) have one home, profiler/pool.py:
+    no other library module imports multiprocessing, concurrent.futures or ray."""
+    home = ROOT / "profiler" / "pool.py"
+    offenders = []
+    for path in LIBRARY:
+        if path == home:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            else:
+                continue
+            for name in names:
+                if name.split(".")[0] in ("multiprocessing", "ray") or name.startswith("concurrent.futures"):
+                    offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} imports {name}")
+    assert offenders == []

@@ -23,20 +23,18 @@ with its error; the search goes on.
 
 from __future__ import annotations
 
-import concurrent.futures as cf
+import functools
 import json
-import logging
-import multiprocessing
-import time
 import warnings
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from pysparse24._cli import ctrl_c_ignored_by_children
 from pysparse24._progress import Progress
 
+from ..pool import OK, TIMEOUT, LocalPool, RayPool
 from .estimate import LatencyEstimator
 from .proxy import DEFAULT_OBJECTIVE, evaluate_keys, load_objective
 from .space import SearchSpace
@@ -119,20 +117,6 @@ class TimedOut(str):
     hung objective would hang again)."""
 
 
-def _single_threaded() -> None:
-    """Worker set-up: one math thread per evaluation (parallelism comes from the workers). The
-    environment variable reaches a torch imported later; an already imported torch is told directly.
-    Ctrl-C reaches the whole process group: workers ignore it and the driver stops them."""
-    import os
-    import signal
-    import sys
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    os.environ["OMP_NUM_THREADS"] = "1"
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(1)
-
-
 class InlineEvaluator:
     """Scores in the driver process, one at a time (workers=0)."""
 
@@ -155,121 +139,42 @@ class InlineEvaluator:
         pass
 
 
-class ProcessEvaluator:
-    """`workers` spawned worker processes, each its own single-process pool: a worker that dies
-    fails only the evaluation it held (a shared pool would fail every one in flight), and is replaced.
-    An evaluation running past `timeout_s` has its worker killed and comes back as TimedOut."""
+class PoolEvaluator:
+    """Scores on a profiler.pool pool, one result at a time: local worker processes (a worker that
+    dies fails only the evaluation it held, and is replaced) or Ray actors. An evaluation running
+    past `timeout_s` has its worker killed and comes back as TimedOut."""
 
-    def __init__(self, objective: str, workers: int, timeout_s: float | None = None) -> None:
-        self.objective, self.capacity, self.timeout_s = objective, workers, timeout_s
-        self._pools = [self._new_pool() for _ in range(workers)]
-        self._futures: dict = {}  # future -> (token, pool index, start time)
-
-    @staticmethod
-    def _new_pool():
-        return cf.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_single_threaded)
+    def __init__(self, pool) -> None:
+        self._pool, self.capacity = pool, pool.capacity
+        self._done: deque = deque()
 
     def submit(self, token, keys: list[str]) -> None:
-        busy = {i for _, i, _ in self._futures.values()}
-        free = next(i for i in range(len(self._pools)) if i not in busy)
-        with ctrl_c_ignored_by_children():  # the pool starts its worker process on first submit
-            future = self._pools[free].submit(evaluate_keys, self.objective, keys)
-        self._futures[future] = (token, free, time.monotonic())
+        self._pool.submit(token, keys)
 
     def next_result(self):
-        while True:
-            wait_s = None
-            if self.timeout_s is not None:
-                first_deadline = min(start for _, _, start in self._futures.values()) + self.timeout_s
-                wait_s = max(0.0, first_deadline - time.monotonic())
-            done, _ = cf.wait(self._futures, timeout=wait_s, return_when=cf.FIRST_COMPLETED)
-            if done:
-                future = next(iter(done))
-                token, i, _ = self._futures.pop(future)
-                try:
-                    return token, future.result(), None
-                except cf.process.BrokenProcessPool:
-                    self._replace_pool(i)
-                    return token, None, "worker process died"
-                except Exception as exc:  # noqa: BLE001
-                    return token, None, f"{type(exc).__name__}: {exc}"
-            now = time.monotonic()
-            for future, (token, i, start) in list(self._futures.items()):
-                if now - start >= self.timeout_s:
-                    del self._futures[future]
-                    self._replace_pool(i)
-                    return token, None, TimedOut(f"timed out after {self.timeout_s:g} s (worker killed)")
-
-    def _replace_pool(self, i: int) -> None:
-        pool = self._pools[i]
-        for process in list(getattr(pool, "_processes", {}).values()):  # a hung worker ignores shutdown
-            process.kill()
-        pool.shutdown(wait=False, cancel_futures=True)
-        self._pools[i] = self._new_pool()
+        while not self._done:
+            self._done.extend(self._pool.wait())
+        token, (kind, payload) = self._done.popleft()
+        if kind == OK:
+            return token, payload, None
+        return token, None, TimedOut(payload) if kind == TIMEOUT else payload
 
     def close(self) -> None:
-        # Interrupted with evaluations in flight: do not wait for them (a trainer may run for hours);
-        # their trials stay RUNNING in the study and are queued again on resume.
-        for i, pool in enumerate(self._pools):
-            if self._futures:
-                for process in list(getattr(pool, "_processes", {}).values()):
-                    process.kill()
-            pool.shutdown(wait=not self._futures, cancel_futures=True)
+        # Interrupted with evaluations in flight: they are not waited for (a trainer may run for
+        # hours); their trials stay RUNNING in the study and are queued again on resume.
+        self._pool.close()
 
 
-class RayEvaluator:
-    """Workers on a Ray cluster: one task per candidate (1 CPU each); Ray re-runs a task whose worker
-    died (max_retries); an exception comes back to the driver, which retries it. A task running past
-    `timeout_s` is cancelled (force: its worker process is killed) and comes back as TimedOut."""
+def _scorer(objective: str):
+    """A pool worker's setup: one math thread per evaluation (parallelism comes from the workers;
+    the environment variable reaches a torch imported later, an already imported one is told)."""
+    import os
+    import sys
 
-    def __init__(
-        self, objective: str, address: str, retries: int, workers: int, timeout_s: float | None = None
-    ) -> None:
-        import ray
-
-        self._ray = ray
-        if not ray.is_initialized():
-            ray.init(
-                address=None if address == "local" else address,
-                include_dashboard=False,
-                log_to_driver=False,
-                logging_level=logging.WARNING,
-            )
-        self.capacity = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
-        self._task = ray.remote(num_cpus=1, max_retries=retries)(_ray_evaluate)
-        self.objective, self.timeout_s = objective, timeout_s
-        self._refs: dict = {}  # ref -> (token, start time)
-
-    def submit(self, token, keys: list[str]) -> None:
-        self._refs[self._task.remote(self.objective, keys)] = (token, time.monotonic())
-
-    def next_result(self):
-        while True:
-            wait_s = None
-            if self.timeout_s is not None:
-                first_deadline = min(start for _, start in self._refs.values()) + self.timeout_s
-                wait_s = max(0.0, first_deadline - time.monotonic())
-            ready, _ = self._ray.wait(list(self._refs), num_returns=1, timeout=wait_s)
-            if ready:
-                token, _ = self._refs.pop(ready[0])
-                try:
-                    return token, self._ray.get(ready[0]), None
-                except Exception as exc:  # noqa: BLE001 - RayTaskError wraps the worker's exception
-                    return token, None, f"{type(exc).__name__}: {exc}".splitlines()[0]
-            now = time.monotonic()
-            for ref, (token, start) in list(self._refs.items()):
-                if now - start >= self.timeout_s:
-                    del self._refs[ref]
-                    self._ray.cancel(ref, force=True)
-                    return token, None, TimedOut(f"timed out after {self.timeout_s:g} s (task cancelled)")
-
-    def close(self) -> None:
-        pass  # the cluster (or the local one ray.init started) outlives the search; ray.shutdown() ends it
-
-
-def _ray_evaluate(objective: str, keys: list[str]) -> float:
-    _single_threaded()
-    return evaluate_keys(objective, keys)
+    os.environ["OMP_NUM_THREADS"] = "1"
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
+    return functools.partial(evaluate_keys, objective), None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -467,11 +372,14 @@ def _check_study_matches(study, space: SearchSpace, config: SearchConfig) -> Non
 
 
 def _make_evaluator(config: SearchConfig):
+    setup = functools.partial(_scorer, config.objective)
     if config.ray_address:
-        return RayEvaluator(config.objective, config.ray_address, config.retries, config.workers, config.timeout_s)
+        return PoolEvaluator(
+            RayPool(setup, config.ray_address, config.workers or None, config.timeout_s, "objective", {"num_cpus": 1})
+        )
     if config.workers == 0 and config.timeout_s is None:
         return InlineEvaluator(config.objective)
-    return ProcessEvaluator(config.objective, max(config.workers, 1), config.timeout_s)
+    return PoolEvaluator(LocalPool(setup, max(config.workers, 1), config.timeout_s, "objective"))
 
 
 def _fmt(latency) -> str:

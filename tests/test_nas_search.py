@@ -297,22 +297,11 @@ def test_nas_estimate_reports_buckets_and_missing_keys(tmp_path, demo):
 
 
 @pytest.mark.slow
-def test_ray_workers(tmp_path, demo, estimator, budget, monkeypatch):
-    ray = pytest.importorskip("ray")
+def test_ray_workers(tmp_path, demo, estimator, budget, monkeypatch, local_ray):
     monkeypatch.setenv("NAS_TEST_DIR", str(tmp_path))
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        log_to_driver=False,
-        runtime_env={
-            "env_vars": {"PYTHONPATH": os.pathsep.join([str(TESTS), str(REPO)]), "NAS_TEST_DIR": str(tmp_path)}
-        },
-    )
-    try:
-        cfg = config(tmp_path, budget, objective="nas_helpers:flaky", trials=4, ray_address="local")
-        result = run_search(demo, estimator, cfg, progress=False)
-    finally:
-        ray.shutdown()
+    local_ray(NAS_TEST_DIR=str(tmp_path))
+    cfg = config(tmp_path, budget, objective="nas_helpers:flaky", trials=4, ray_address="local", timeout_s=60)
+    result = run_search(demo, estimator, cfg, progress=False)
     assert len(result.ranked) == 4 and result.failed == 0
     assert nas_helpers.cheap(demo.decode(result.best.vector)) == pytest.approx(result.best.score)
 

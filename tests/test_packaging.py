@@ -66,6 +66,8 @@ def test_metadata_is_true_to_the_code():
     assert project["project"]["requires-python"] == ">=3.11"  # tomllib is imported for .toml spaces
     extras = project["project"]["optional-dependencies"]
     assert not any(dep.startswith("cuda-python") for deps in extras.values() for dep in deps)  # never imported
+    # `make test` (CI) runs the --ray paths: Ray comes with the test extra (tests/conftest.py local_ray)
+    assert any(dep.startswith("pysparse24[") and "ray" in dep.split("[")[1] for dep in extras["test"])
     assert any(req.startswith("cmake") for req in project["build-system"]["requires"])
     scripts = project["project"]["scripts"]
     assert scripts == {

@@ -12,6 +12,8 @@ import dataclasses
 import hashlib
 from dataclasses import dataclass
 
+from pysparse24.dtypes import PRECISIONS  # noqa: F401 - the table precisions, re-exported for profiler
+
 # GPUNet block types and primitive ops. Block semantics follow ../shared/data/gpunet.
 BLOCK_OPS = ("head", "head_large", "conv", "fused_irb", "irb", "tail")
 PRIMITIVE_OPS = ("conv2d", "dwconv2d", "linear", "se", "avgpool", "maxpool")
@@ -19,7 +21,6 @@ PRIMITIVE_OPS = ("conv2d", "dwconv2d", "linear", "se", "avgpool", "maxpool")
 LAYER_OPS = ("linear_only", "conv2d_only")
 OPS = BLOCK_OPS + PRIMITIVE_OPS + LAYER_OPS
 ACTIVATIONS = ("relu", "swish", "none")
-PRECISIONS = ("fp32", "fp16", "int8", "bf16")
 SPARSITIES = ("dense", "2:4")
 
 KEY_VERSION = "v1"

@@ -23,7 +23,8 @@ _ALIASES = {
     "e5m2": "float8_e5m2",
 }
 # The latency tables' precision names (LayerSpec.precision, `--precision`): short, as TensorRT spells them.
-_PRECISIONS = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "int8": "int8"}
+_PRECISIONS = {"float32": "fp32", "float16": "fp16", "int8": "int8", "bfloat16": "bf16"}
+PRECISIONS = tuple(_PRECISIONS.values())
 
 
 def canonical(dtype) -> str:

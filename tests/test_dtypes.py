@@ -50,7 +50,10 @@ def test_table_precisions_and_torch_dtypes():
 
 def test_the_maps_that_used_to_be_separate_agree():
     from profiler.backends.torch_backend import DTYPES
+    from profiler.spec import PRECISIONS
     from pysparse24.cuda.arrays import dtype_name
+
+    assert PRECISIONS is dtypes.PRECISIONS == ("fp32", "fp16", "int8", "bf16")
 
     assert DTYPES == {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
     assert dtype_name("fp16") == dtype_name(torch.float16) == dtype_name(np.float16) == "float16"

@@ -9,6 +9,7 @@ order they share).
 
     y = pysparse24.matmul(c, x)          # decompress(c) @ x,  x: (K,) or (K, N)
     y = pysparse24.linear(x, c, bias)    # x @ W.T + bias,     x: (..., K)
+    y = conv2d_nhwc(x, c, bias, kernel_size, stride, padding, dilation)  # a conv by implicit im2col
 
 Arrays may be numpy (bfloat16 via ml_dtypes) or torch CPU tensors; the result is the same kind
 as x. float32 and bfloat16 accumulate in float32 (bfloat16 results are rounded once at the end);
@@ -77,6 +78,45 @@ def linear(x, c, bias=None, *, threads: int | None = None):
     # y.T = W @ x.T: both transposes are strided views, so nothing is copied.
     _run(c, dtype, x2.T, out2.T, _bias_array(bias, M, dtype), threads)
     return out2.reshape(*lead, M)
+
+
+def large_n_regime(dtype: str, n: int) -> bool:
+    """Whether a product with n columns (tokens, output pixels) of this dtype runs on the large-N
+    kernels (csrc/cpu/matmul_axpy.h), which have their own summation order (csrc/cpu/matmul.h) and
+    are the only ones that take a conv's input without an explicit im2col (conv2d_nhwc)."""
+    start = {"float32": C.matmul_large_n, "bfloat16": C.matmul_large_n_bfloat16}.get(dtype, 0)
+    return start > 0 and n >= start
+
+
+def conv2d_nhwc(x, c, bias, kernel_size, stride, padding, dilation, *, threads: int | None = None):
+    """A conv (groups=1, zero padding) by implicit im2col: x is the (batch, H, W, C) input (a
+    channels_last tensor's permute(0, 2, 3, 1); any strides, contiguous channels are fastest), ``c``
+    the (M, R*S*C) weight with C innermost; returns the (batch*OH*OW, M) result, bit-identical to
+    ``linear(patches, c, bias)`` over the explicit patch matrix. The kernel packs its panels straight
+    from x, so the patch matrix (R*S times the input) is never written. Only in the large-N regime
+    (``large_n_regime(dtype, batch*OH*OW)``); the pairs are (height, width)."""
+    dtype = _check_weight(c)
+    _check_same_dtype(x, dtype, "x")
+    if x.ndim != 4:
+        raise ValueError(f"x must be 4-D (batch, height, width, channels), got shape {tuple(x.shape)}")
+    if kernel_size[0] * kernel_size[1] * x.shape[3] != c.shape[1]:
+        raise ValueError(
+            f"x has {x.shape[3]} channels but the weight's {c.shape[1]} columns are not kernel "
+            f"{kernel_size[0]}x{kernel_size[1]} x {x.shape[3]} channels"
+        )
+    out_hw = [
+        (size + 2 * p - d * (k - 1) - 1) // s + 1
+        for size, k, s, p, d in zip(x.shape[1:3], kernel_size, stride, padding, dilation)
+    ]
+    n, M = x.shape[0] * out_hw[0] * out_hw[1], c.shape[0]
+    if not large_n_regime(dtype, n):
+        raise ValueError(
+            f"implicit im2col runs in the large-N regime only; {dtype} with {n} output pixels is not in it"
+        )
+    out2 = _output_like(x, (n, M), _RESULT_DTYPE[dtype])
+    geometry = [list(pair) for pair in (kernel_size, stride, padding, dilation)]
+    _run(c, dtype, x, out2.T, _bias_array(bias, M, dtype), threads, conv=geometry)
+    return out2
 
 
 # ---- helpers ---------------------------------------------------------------------------------
@@ -252,10 +292,16 @@ def _check_threads(threads) -> None:
         raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
 
 
-def _run(c, dtype: str, x, out, bias, threads) -> None:
+def _run(c, dtype: str, x, out, bias, threads, conv=None) -> None:
+    """out = c @ x + bias; x is X (K, N), or with ``conv`` (kernel, stride, padding, dilation) the
+    NHWC input whose patch matrix is X."""
     if threads is not None:
         _check_threads(threads)
     values = np.ascontiguousarray(_bits(c.values))
     meta = np.ascontiguousarray(_arrays.host_numpy(c.meta, "meta"))
     check_codes(meta)
-    C.sparse_matmul(values, meta, _bits(x), _bits(out), dtype, bias, 0 if threads is None else threads)
+    threads = 0 if threads is None else threads
+    if conv is None:
+        C.sparse_matmul(values, meta, _bits(x), _bits(out), dtype, bias, threads)
+    else:
+        C.sparse_conv2d(values, meta, _bits(x), _bits(out), dtype, bias, threads, *conv)

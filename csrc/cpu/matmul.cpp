@@ -18,6 +18,34 @@ void require(bool ok, const std::string& message) {
   if (!ok) throw std::invalid_argument("pysparse24 matmul: " + message);
 }
 
+}  // namespace
+
+void validate_im2col(const Problem& p) {
+  const Im2col& g = *p.im2col;
+  require(g.height > 0 && g.width > 0 && g.channels > 0 && g.kernel_h > 0 && g.kernel_w > 0 && g.stride_h > 0 &&
+              g.stride_w > 0 && g.pad_h >= 0 && g.pad_w >= 0 && g.dilation_h > 0 && g.dilation_w > 0,
+          "conv sizes, kernel, stride and dilation must be positive, padding non-negative");
+  require(p.K == g.kernel_h * g.kernel_w * g.channels,
+          "K = " + std::to_string(p.K) + " is not kernel " + std::to_string(g.kernel_h) + "x" +
+              std::to_string(g.kernel_w) + " x " + std::to_string(g.channels) + " channels");
+  auto out_size = [](int64_t size, int64_t k, int64_t stride, int64_t pad, int64_t dilation) {
+    return (size + 2 * pad - dilation * (k - 1) - 1) / stride + 1;
+  };
+  require(g.height + 2 * g.pad_h > g.dilation_h * (g.kernel_h - 1) &&
+              g.width + 2 * g.pad_w > g.dilation_w * (g.kernel_w - 1),
+          "the (dilated) kernel is larger than the padded input: no output size");
+  require(g.out_height == out_size(g.height, g.kernel_h, g.stride_h, g.pad_h, g.dilation_h) &&
+              g.out_width == out_size(g.width, g.kernel_w, g.stride_w, g.pad_w, g.dilation_w),
+          "the output size does not follow from the input size, kernel, stride, padding and dilation");
+  require(p.N % (g.out_height * g.out_width) == 0, "N is not a whole number of output images");
+  require(p.kind != Kind::I8 && axpy_regime(p),
+          "implicit im2col runs in the large-N regime only (float32 from N = " + std::to_string(kAxpyMinN) +
+              ", bfloat16 from N = " + std::to_string(kAxpyMinNWidened) +
+              " on CPUs without AVX-512 BF16); use the explicit patch matrix");
+}
+
+namespace {
+
 void validate(const Problem& p) {
   require(p.kind == Kind::F32 || p.kind == Kind::BF16 || p.kind == Kind::I8,
           "supported dtypes are float32, bfloat16 and int8");
@@ -29,6 +57,7 @@ void validate(const Problem& p) {
   const bool empty = p.M == 0 || p.N == 0;
   require(empty || p.out != nullptr, "missing output");
   require(empty || p.K == 0 || (p.values && p.meta && p.x), "missing input");
+  if (p.im2col) validate_im2col(p);
 }
 
 // Index of each slot's source element within a block (see XLayout).

@@ -42,6 +42,20 @@
 
 namespace ps24::cpu::matmul {
 
+// Implicit im2col: X is the patch matrix of a conv (groups = 1, zero padding) over an NHWC input,
+// read straight from the input when X is packed, never written out:
+//   X[k, n] = input[b, oh * stride_h - pad_h + r * dilation_h, ow * stride_w - pad_w + s * dilation_w, c]
+//   (zero outside the input), n = (b * out_height + oh) * out_width + ow, k = (r * kernel_w + s) * channels + c,
+// the weight's column order (C innermost, so the groups of four run along the channels). Problem::x
+// points at input[0, 0, 0, 0]; strides in elements. Only the large-N regime packs X this way (run()
+// refuses the rest): the small-N kernels read the explicit patch matrix.
+struct Im2col {
+  int64_t height = 0, width = 0, channels = 0, out_height = 0, out_width = 0;
+  int64_t kernel_h = 1, kernel_w = 1, stride_h = 1, stride_w = 1;
+  int64_t pad_h = 0, pad_w = 0, dilation_h = 1, dilation_w = 1;
+  int64_t stride_b = 0, stride_y = 0, stride_x = 0, stride_c = 1;  // of the input (b, y, x, c)
+};
+
 struct Problem {
   Kind kind = Kind::F32;   // F32, BF16 (float accumulate) or I8 (int32 accumulate)
   int64_t M = 0, N = 0, K = 0;
@@ -50,6 +64,7 @@ struct Problem {
   int64_t meta_cols = 0;
   const void* x = nullptr;       // logical (K, N), element type of `kind`, any element strides
   int64_t x_stride_k = 0, x_stride_n = 0;
+  const Im2col* im2col = nullptr;  // set: X is this conv's patch matrix of the input at x (strides unused)
   void* out = nullptr;           // logical (M, N): float for F32, bf16 bits for BF16, int32 for I8
   int64_t out_stride_m = 0, out_stride_n = 0;
   const void* bias = nullptr;    // (M,) float for F32/BF16, int32 for I8; or nullptr
@@ -58,6 +73,9 @@ struct Problem {
 
 // Validates the problem (throws std::invalid_argument) and runs it on active_isa().
 void run(const Problem& p);
+// The part of that validation for p.im2col: its sizes against K, N and the output size rule, and the
+// regime (the large-N one only).
+void validate_im2col(const Problem& p);
 
 // How the packed copy of X is laid out for one ISA.
 //   block: number of elements permuted together; order[i] = source element of slot i in a block.

@@ -14,6 +14,7 @@
 // N = 128..512; benchmarks/RESULTS.md), so it was not worth a second bfloat16 summation order.
 #pragma once
 #include <memory>
+#include <type_traits>
 
 #include "cpu/matmul.h"
 
@@ -99,6 +100,77 @@ static void axpy_finish(const Problem& p, int64_t m0, int rows, int64_t n0, int 
     for (int n = 0; n < cols; ++n) out[(m0 + r) * p.out_stride_m + (n0 + n) * p.out_stride_n] = element(r, n);
 }
 
+// bf16_daz_to_float over n elements, branch-free so that GCC vectorizes it (the ternary form
+// compiles to scalar code whose stores then stall the vector loads of the transpose).
+template <int n>
+PS24_INLINE static inline void widen_bf16_daz(const uint16_t* from, float* to) {
+  uint32_t bits[n];
+  for (int j = 0; j < n; ++j) {
+    const uint32_t v = from[j], keep = 0u - uint32_t((v & 0x7f80u) != 0);  // all ones unless zero/denormal
+    bits[j] = (v << 16) & (keep | 0x80000000u);
+  }
+  std::memcpy(to, bits, sizeof bits);
+}
+
+// Implicit im2col (Problem::im2col): packs panel `panel` (K rows of `width` floats at `to`)
+// straight from the conv's NHWC input, with exactly the values that packing its explicit patch
+// matrix would give, so the results are the same bit for bit. Per kernel tap, each column's channels
+// are one run of the input, or padding (zeros): whole W-channel blocks of W columns are gathered into
+// an L1 block (bfloat16 widened on the way) and transposed with Ops::transpose; channels past the
+// last whole block, or all of them when the input's channels are not contiguous, element by element.
+template <class Ops, typename Src>
+static void axpy_pack_im2col_panel(const Problem& p, int width, int64_t panel, float* to) {
+  constexpr int W = Ops::kWidth, kMaxWidth = 4 * W;  // axpy_panel_width: 1, 2 or 4 vectors
+  const Im2col& g = *p.im2col;
+  const Src* x = static_cast<const Src*>(p.x);
+  auto widen = [](Src v) {  // bfloat16 with its denormals read as zero
+    if constexpr (std::is_same_v<Src, uint16_t>) return bf16_daz_to_float(v);
+    else return v;
+  };
+  const int64_t channels = g.channels, block_channels = g.stride_c == 1 ? channels / W * W : 0;
+  const int64_t pixels = g.out_height * g.out_width, n0 = panel * width;
+  // Column n's output pixel: the input offset and (y, x) of its window's top-left tap.
+  int64_t corner[kMaxWidth], y0[kMaxWidth], x0[kMaxWidth];
+  for (int n = 0; n < width; ++n) {
+    const int64_t col = n0 + n < p.N ? n0 + n : 0;
+    const int64_t b = col / pixels, oy = col % pixels / g.out_width, ox = col % g.out_width;
+    y0[n] = oy * g.stride_h - g.pad_h;
+    x0[n] = ox * g.stride_w - g.pad_w;
+    corner[n] = b * g.stride_b + y0[n] * g.stride_y + x0[n] * g.stride_x;
+  }
+  for (int64_t r = 0; r < g.kernel_h; ++r) {
+    for (int64_t s = 0; s < g.kernel_w; ++s) {
+      // Column n's channel 0 at this tap, or -1: padding, or past N.
+      int64_t source[kMaxWidth];
+      for (int n = 0; n < width; ++n) {
+        const int64_t y = y0[n] + r * g.dilation_h, xx = x0[n] + s * g.dilation_w;
+        const bool inside = n0 + n < p.N && y >= 0 && y < g.height && xx >= 0 && xx < g.width;
+        source[n] = inside ? corner[n] + r * g.dilation_h * g.stride_y + s * g.dilation_w * g.stride_x : -1;
+      }
+      float* rows = to + (r * g.kernel_w + s) * channels * width;  // row k = tap * C + c
+      alignas(64) float block[W * W];
+      for (int64_t c0 = 0; c0 < block_channels; c0 += W) {
+        for (int n = 0; n < width; n += W) {
+          for (int i = 0; i < W; ++i) {
+            float* row = block + i * W;
+            if (source[n + i] < 0) {
+              for (int j = 0; j < W; ++j) row[j] = 0.0f;
+            } else if constexpr (std::is_same_v<Src, uint16_t>) {
+              widen_bf16_daz<W>(x + source[n + i] + c0, row);
+            } else {
+              std::memcpy(row, x + source[n + i] + c0, sizeof(float) * W);
+            }
+          }
+          Ops::transpose(block, W, rows + c0 * width + n, width, nullptr);
+        }
+      }
+      for (int64_t c = block_channels; c < channels; ++c)
+        for (int n = 0; n < width; ++n)
+          rows[c * width + n] = source[n] < 0 ? 0.0f : widen(x[source[n] + c * g.stride_c]);
+    }
+  }
+}
+
 // Packs X into the regime's panels: panel j holds columns [j*width, (j+1)*width) as K rows of
 // `width` floats, zero past N. In the linear orientation (x (N, K) row-major, so X's columns are
 // contiguous) whole W x W blocks are transposed with Ops::transpose.
@@ -123,15 +195,14 @@ static void axpy_pack(const Problem& p, int width, float* packed, int64_t panel_
     if (p.x_stride_k == 1 && cols == width) {
       k_done = p.K / W * W;
       n_done = width;
-      alignas(64) float block[W * W];  // bfloat16: a block widened first (a loop GCC vectorizes)
+      alignas(64) float block[W * W];  // bfloat16: a block widened first
       for (int64_t k = 0; k < k_done; k += W)
         for (int n = 0; n < width; n += W) {
           if (!bf16) {
             Ops::transpose(x + (n0 + n) * p.x_stride_n + k, p.x_stride_n, to + k * width + n, width, nullptr);
             continue;
           }
-          for (int i = 0; i < W; ++i)
-            for (int j = 0; j < W; ++j) block[i * W + j] = bf16_daz_to_float(xb[(n0 + n + i) * p.x_stride_n + k + j]);
+          for (int i = 0; i < W; ++i) widen_bf16_daz<W>(xb + (n0 + n + i) * p.x_stride_n + k, block + i * W);
           Ops::transpose(block, W, to + k * width + n, width, nullptr);
         }
     }
@@ -144,27 +215,50 @@ static void axpy_pack(const Problem& p, int width, float* packed, int64_t panel_
 using AxpyTileFn = void (*)(const Problem&, const PackedX&, int64_t, int64_t, int64_t, int64_t,
                             const float*, int64_t, float*, int64_t);
 
+// Runs the regime with R-row tiles (Rs = 0 .. R-1) on panels of Ops::kWidth * CV columns. The unit of
+// work is one (macro block, panel) pair. X materialized (a linear layer's activations): packed whole
+// first, then the pairs macro block by macro block, so a thread's consecutive pairs share the macro
+// block's weights (in its L2). Implicit im2col: panel by panel, each packed by the thread that runs
+// it into a buffer of its own, which stays in L2 for all the macro blocks (the weights of a conv
+// are small), instead of a whole packed X (as large as the patch matrix) written to memory and read
+// back (measured on GPUNet-0's 32x25600x288 3x3 conv: most of the time at few output channels).
 template <class Ops, int CV, int... Rs>
-static void axpy_run_rows(const Problem& p, const PackedX& x, std::integer_sequence<int, Rs...>) {
+static void axpy_run_rows(const Problem& p, std::integer_sequence<int, Rs...>) {
   constexpr int R = sizeof...(Rs), width = Ops::kWidth * CV;
   static constexpr AxpyTileFn table[R] = {&axpy_tile<Ops, Rs + 1, CV>...};
   const int64_t groups = p.K / 4, panels = (p.N + width - 1) / width, nv = p.K / 2;
+  const int64_t panel_elems = p.K * width;
   const int64_t x_bytes_per_group = 4 * 4 * width;  // of one panel
   int64_t block = kXBlockBytes / x_bytes_per_group;
   block = block < 8 ? 8 : block / 2 * 2;  // whole meta bytes
   const int64_t macro_blocks = (p.M + kMacroRows - 1) / kMacroRows;
   const int threads = p.threads > 0 ? p.threads : omp_get_max_threads();
   const bool worth_threads = p.M * p.N * p.K > (int64_t(1) << 20);
+  const int64_t chunk = p.im2col ? macro_blocks : 1;
+  std::unique_ptr<float[]> storage;  // the whole packed X, when materialized
+  if (!p.im2col) {
+    storage.reset(new float[size_t(panels * panel_elems) + 16]);
+    axpy_pack<Ops>(p, width, align_to_64(storage.get()), panel_elems);
+  }
 #pragma omp parallel num_threads(threads) if (worth_threads)
   {
     alignas(64) float partial[kMacroRows * width];
     // bfloat16: a K block's values of the macro block, widened (denormals as zero) once for its
     // tiles; 1/(4 * width / 16) of the block's multiply-adds.
     std::unique_ptr<float[]> widened(new float[p.kind == Kind::BF16 ? size_t(kMacroRows * 2 * block) : 1]);
-    // Panels inner: a thread's consecutive items share the macro block's weights (in its L2).
-#pragma omp for schedule(dynamic, 1)
+    std::unique_ptr<float[]> own_panel(new float[p.im2col ? size_t(panel_elems) + 16 : 1]);
+    PackedX x{align_to_64(p.im2col ? own_panel.get() : storage.get()), p.im2col ? 0 : panel_elems};
+    // Implicit im2col: a thread takes a panel's pairs together (the chunk), packing it first.
+#pragma omp for schedule(dynamic, chunk)
     for (int64_t item = 0; item < macro_blocks * panels; ++item) {
-      const int64_t m_begin = item / panels * kMacroRows, panel = item % panels;
+      const int64_t macro = p.im2col ? item % macro_blocks : item / panels;
+      const int64_t panel = p.im2col ? item / macro_blocks : item % panels;
+      if (p.im2col && macro == 0) {
+        float* to = const_cast<float*>(static_cast<const float*>(x.data));
+        if (p.kind == Kind::BF16) axpy_pack_im2col_panel<Ops, uint16_t>(p, width, panel, to);
+        else axpy_pack_im2col_panel<Ops, float>(p, width, panel, to);
+      }
+      const int64_t m_begin = macro * kMacroRows;
       const int64_t m_end = m_begin + kMacroRows < p.M ? m_begin + kMacroRows : p.M;
       for (int64_t g0 = 0; g0 < groups || g0 == 0; g0 += block) {  // K = 0: one pass writes bias
         const int64_t g1 = g0 + block < groups ? g0 + block : groups;
@@ -192,19 +286,14 @@ static void axpy_run_rows(const Problem& p, const PackedX& x, std::integer_seque
 }
 
 // Runs the regime with R-row tiles on panels of `width` columns (a multiple of Ops::kWidth whose
-// quotient is 1, 2 or 4; see axpy_panel_width), packing X first.
+// quotient is 1, 2 or 4; see axpy_panel_width).
 template <class Ops, int R>
 static void run_axpy(const Problem& p, int width) {
-  const int64_t panels = (p.N + width - 1) / width, panel_elems = p.K * width;
-  std::unique_ptr<float[]> storage(new float[size_t(panels * panel_elems) + 16]);
-  float* const packed = align_to_64(storage.get());
-  axpy_pack<Ops>(p, width, packed, panel_elems);
-  const PackedX x{packed, panel_elems};
   const auto rows = std::make_integer_sequence<int, R>{};
   switch (width / Ops::kWidth) {
-    case 4: axpy_run_rows<Ops, 4>(p, x, rows); break;
-    case 2: axpy_run_rows<Ops, 2>(p, x, rows); break;
-    default: axpy_run_rows<Ops, 1>(p, x, rows); break;
+    case 4: axpy_run_rows<Ops, 4>(p, rows); break;
+    case 2: axpy_run_rows<Ops, 2>(p, rows); break;
+    default: axpy_run_rows<Ops, 1>(p, rows); break;
   }
 }
 

@@ -2,7 +2,9 @@
 // how the Python layer hands over torch.bfloat16 and ml_dtypes arrays), result written into `out`.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
+#include <array>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -38,21 +40,17 @@ int64_t element_stride(const py::array& a, int dim) {
   return a.strides(dim) / a.itemsize();
 }
 
-void sparse_matmul(const py::array& values, const py::array& meta, const py::array& x,
-                   py::array& out, const std::string& dtype, const py::object& bias, int threads) {
-  ps24::cpu::matmul::Problem p;
-  p.kind = parse_kind(dtype);
+// Runs out[M, N] = W @ X (+ bias) once X's shape and location are set in p (p.K, p.N, p.x, and
+// its strides or p.im2col): checks the weight, out and bias against them.
+void run_problem(ps24::cpu::matmul::Problem& p, const py::array& values, const py::array& meta, py::array& out,
+                 const py::object& bias, int threads) {
   require(values.ndim() == 2 && meta.ndim() == 2, "values and meta must be 2-D");
-  require(x.ndim() == 2, "x must be 2-D (K, N)");
   require(out.ndim() == 2, "out must be 2-D (M, N)");
   require_elements(values, p.kind, "values");
-  require_elements(x, p.kind, "x");
   require(meta.itemsize() == 1, "meta must be uint8");
   require(values.flags() & py::array::c_style, "values must be C-contiguous");
   require(meta.flags() & py::array::c_style, "meta must be C-contiguous");
   p.M = values.shape(0);
-  p.K = x.shape(0);
-  p.N = x.shape(1);
   require(values.shape(1) * 2 == p.K, "x has " + std::to_string(p.K) +
                                           " rows but the weight has K = " +
                                           std::to_string(values.shape(1) * 2) + " columns");
@@ -66,9 +64,6 @@ void sparse_matmul(const py::array& values, const py::array& meta, const py::arr
   p.values = values.data();
   p.meta = static_cast<const uint8_t*>(meta.data());
   p.meta_cols = meta.shape(1);
-  p.x = x.data();
-  p.x_stride_k = element_stride(x, 0);
-  p.x_stride_n = element_stride(x, 1);
   p.out = out.mutable_data();
   p.out_stride_m = element_stride(out, 0);
   p.out_stride_n = element_stride(out, 1);
@@ -83,6 +78,20 @@ void sparse_matmul(const py::array& values, const py::array& meta, const py::arr
   }
   py::gil_scoped_release release;
   ps24::cpu::matmul::run(p);
+}
+
+void sparse_matmul(const py::array& values, const py::array& meta, const py::array& x,
+                   py::array& out, const std::string& dtype, const py::object& bias, int threads) {
+  ps24::cpu::matmul::Problem p;
+  p.kind = parse_kind(dtype);
+  require(x.ndim() == 2, "x must be 2-D (K, N)");
+  require_elements(x, p.kind, "x");
+  p.K = x.shape(0);
+  p.N = x.shape(1);
+  p.x = x.data();
+  p.x_stride_k = element_stride(x, 0);
+  p.x_stride_n = element_stride(x, 1);
+  run_problem(p, values, meta, out, bias, threads);
 }
 
 // The torch fast path (pysparse24.matmul.run_torch_linear): out (N, M) = x (N, K) @ W.T + bias for
@@ -124,6 +133,42 @@ void sparse_linear_at(const std::string& dtype, int64_t M, int64_t K, int64_t N,
   ps24::cpu::matmul::run(p);
 }
 
+// The conv by implicit im2col (matmul.h: Im2col): x is the NHWC input (any strides), out (M, N)
+// with N = batch x output pixels; kernel, stride, padding and dilation as (height, width) pairs.
+void sparse_conv2d(const py::array& values, const py::array& meta, const py::array& x, py::array& out,
+                   const std::string& dtype, const py::object& bias, int threads, std::array<int64_t, 2> kernel,
+                   std::array<int64_t, 2> stride, std::array<int64_t, 2> padding,
+                   std::array<int64_t, 2> dilation) {
+  ps24::cpu::matmul::Problem p;
+  p.kind = parse_kind(dtype);
+  require(x.ndim() == 4, "x must be 4-D (batch, height, width, channels)");
+  require_elements(x, p.kind, "x");
+  ps24::cpu::matmul::Im2col g;
+  g.height = x.shape(1);
+  g.width = x.shape(2);
+  g.channels = x.shape(3);
+  g.kernel_h = kernel[0], g.kernel_w = kernel[1];
+  g.stride_h = stride[0], g.stride_w = stride[1];
+  g.pad_h = padding[0], g.pad_w = padding[1];
+  g.dilation_h = dilation[0], g.dilation_w = dilation[1];
+  // The output size rule (validate_im2col checks the geometry it comes from).
+  auto out_size = [](int64_t size, int64_t k, int64_t st, int64_t pad, int64_t d) {
+    return st > 0 ? (size + 2 * pad - d * (k - 1) - 1) / st + 1 : 0;
+  };
+  g.out_height = out_size(g.height, g.kernel_h, g.stride_h, g.pad_h, g.dilation_h);
+  g.out_width = out_size(g.width, g.kernel_w, g.stride_w, g.pad_w, g.dilation_w);
+  g.stride_b = element_stride(x, 0);
+  g.stride_y = element_stride(x, 1);
+  g.stride_x = element_stride(x, 2);
+  g.stride_c = element_stride(x, 3);
+  p.K = g.kernel_h * g.kernel_w * g.channels;
+  p.N = x.shape(0) * g.out_height * g.out_width;
+  p.x = x.data();
+  p.im2col = &g;
+  ps24::cpu::matmul::validate_im2col(p);  // before run_problem's checks of out against N
+  run_problem(p, values, meta, out, bias, threads);
+}
+
 }  // namespace
 
 void bind_matmul(py::module_& m) {
@@ -137,6 +182,12 @@ void bind_matmul(py::module_& m) {
         py::arg("x_stride_k"), py::arg("out"), py::arg("bias"), py::arg("threads"),
         "out (N, M) = x (N, K) @ W.T + bias for buffers given by address, already checked by "
         "pysparse24.matmul.run_torch_linear (its only caller). bias: 0 for none.");
+  m.def("sparse_conv2d", &sparse_conv2d, py::arg("values"), py::arg("meta"), py::arg("x"), py::arg("out"),
+        py::arg("dtype"), py::arg("bias"), py::arg("threads"), py::arg("kernel"), py::arg("stride"),
+        py::arg("padding"), py::arg("dilation"),
+        "out[M, N] = W @ X (+ bias[:, None]) where X (R*S*C, N) is the patch matrix (im2col, C innermost) of "
+        "a conv over the NHWC input x, never written out: packed straight from x. Large-N regime only "
+        "(matmul_large_n, matmul_large_n_bfloat16).");
   // From this N on, float32 uses the large-N kernels and their summation order (matmul.h); bfloat16
   // from matmul_large_n_bfloat16 on, or never (0) on CPUs with AVX-512 BF16.
   m.attr("matmul_large_n") = ps24::cpu::matmul::kAxpyMinN;

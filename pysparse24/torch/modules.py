@@ -11,7 +11,8 @@ FixedMask parametrization gives the pruned weight). The buffers are `values` and
 A conv weight (K, C, R, S) is stored as the (K, R*S*C) matrix with C innermost, so its groups of
 four are the input-channel groups `sparsify` masks. The forward pass is one GEMM over the im2col
 patches of the channels_last input (N*OH*OW rows); for a 1x1, stride-1, unpadded conv on a
-channels_last input those patches are the input itself. A channels_last input gives a
+channels_last input those patches are the input itself, and where the CPU's large-N kernels run
+they are never written (implicit im2col: ops.implicit_im2col). A channels_last input gives a
 channels_last output. Grouped and depthwise convs have no GEMM over C to make sparse (each output
 channel sees C/groups inputs, for depthwise one): they stay dense.
 """
@@ -105,7 +106,11 @@ def kernel_name(module: nn.Module) -> str:
     """What runs a converted layer's forward pass, for reports."""
     if isinstance(module, SparseConv2d):
         r, s = module.kernel_size
-        base = "1x1 conv: GEMM over N*H*W" if (r, s) == (1, 1) else f"{r}x{s} conv: im2col GEMM"
+        base = (
+            "1x1 conv: GEMM over N*H*W"
+            if (r, s) == (1, 1)
+            else f"{r}x{s} conv: im2col GEMM (implicit on the CPU's large-N kernels)"
+        )
     else:
         base = "GEMM"
     if not module.values.is_cuda:

@@ -31,7 +31,7 @@ import pysparse24
 from pysparse24 import _arrays
 from pysparse24.formats import Compressed
 from pysparse24.groups import PACKED_K_MULTIPLE, cusparselt_padded, cusparselt_problem, packed_k_problem
-from pysparse24.matmul import run_torch_linear
+from pysparse24.matmul import conv2d_nhwc, large_n_regime, run_torch_linear
 
 DTYPES = (torch.float32, torch.bfloat16, torch.int8)
 
@@ -210,8 +210,24 @@ def patches(x_nhwc: Tensor, kernel_size, stride, padding, dilation, out_hw) -> T
     return view.reshape(n * oh * ow, r * s * c)
 
 
+def implicit_im2col(x_nhwc: Tensor, values: Tensor, kernel_size, stride, padding, out_hw) -> bool:
+    """Whether the conv runs by implicit im2col (the CPU large-N kernels pack straight from the
+    input) rather than over an explicit patch matrix. The explicit one stays where those kernels do
+    not run: few output pixels (the small-N kernels read a patch matrix), bfloat16 on CPUs with
+    AVX-512 BF16 (its lane kernels), int8, and the GPU (cuSPARSELt takes a dense matrix). A 1x1,
+    stride-1, unpadded conv on a channels_last input needs neither: its patches are the input."""
+    pointwise = (tuple(kernel_size), tuple(stride), tuple(padding)) == ((1, 1), (1, 1), (0, 0))
+    if x_nhwc.is_cuda or (pointwise and x_nhwc.is_contiguous()):
+        return False
+    return large_n_regime(_arrays.dtype_name(values), x_nhwc.shape[0] * out_hw[0] * out_hw[1])
+
+
 def _conv_gemm(x_nhwc: Tensor, values, meta, bias, kernel_size, stride, padding, dilation, out_hw) -> Tensor:
-    """The conv as one GEMM, (N*OH*OW, K_out). The one call site to swap for an implicit-im2col kernel."""
+    """The conv as one GEMM, (N*OH*OW, K_out): by implicit im2col where it applies, else over the patches."""
+    if implicit_im2col(x_nhwc, values, kernel_size, stride, padding, out_hw):
+        if x_nhwc.stride(3) != 1:  # channel runs contiguous: one copy of the input, 1/(R*S) of the patches
+            x_nhwc = x_nhwc.contiguous()
+        return conv2d_nhwc(x_nhwc, compressed(values, meta), bias, kernel_size, stride, padding, dilation)
     cols = patches(x_nhwc, kernel_size, stride, padding, dilation, out_hw)
     if x_nhwc.is_cuda:
         return _cuda_linear(cols, values, meta, bias)

@@ -88,6 +88,20 @@ def large_n_regime(dtype: str, n: int) -> bool:
     return start > 0 and n >= start
 
 
+def conv_output_hw(hw, kernel_size, stride, padding, dilation) -> tuple[int, int]:
+    """A conv's output (height, width) for an input of (height, width) ``hw`` (torch's rule); a
+    ValueError when the (dilated) kernel is larger than the padded input."""
+    out = [
+        (size + 2 * p - d * (k - 1) - 1) // s + 1
+        for size, k, s, p, d in zip(hw, kernel_size, stride, padding, dilation)
+    ]
+    if min(out) < 1:
+        raise ValueError(
+            f"input {tuple(hw)} is smaller than the (dilated) kernel {kernel_size[0]}x{kernel_size[1]} after padding"
+        )
+    return out[0], out[1]
+
+
 def conv2d_nhwc(x, c, bias, kernel_size, stride, padding, dilation, *, threads: int | None = None):
     """A conv (groups=1, zero padding) by implicit im2col: x is the (batch, H, W, C) input (a
     channels_last tensor's permute(0, 2, 3, 1); any strides, contiguous channels are fastest), ``c``
@@ -104,11 +118,8 @@ def conv2d_nhwc(x, c, bias, kernel_size, stride, padding, dilation, *, threads: 
             f"x has {x.shape[3]} channels but the weight's {c.shape[1]} columns are not kernel "
             f"{kernel_size[0]}x{kernel_size[1]} x {x.shape[3]} channels"
         )
-    out_hw = [
-        (size + 2 * p - d * (k - 1) - 1) // s + 1
-        for size, k, s, p, d in zip(x.shape[1:3], kernel_size, stride, padding, dilation)
-    ]
-    n, M = x.shape[0] * out_hw[0] * out_hw[1], c.shape[0]
+    oh, ow = conv_output_hw(x.shape[1:3], kernel_size, stride, padding, dilation)
+    n, M = x.shape[0] * oh * ow, c.shape[0]
     if not large_n_regime(dtype, n):
         raise ValueError(
             f"implicit im2col runs in the large-N regime only; {dtype} with {n} output pixels is not in it"

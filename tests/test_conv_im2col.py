@@ -150,13 +150,15 @@ def test_bad_geometry_and_regime_are_clear_errors(rng):
     wrong = [geometry[0][0] + 2, geometry[0][1]]
     with pytest.raises(ValueError, match="16 channels but the weight's"):
         conv2d_nhwc(x, c, bias, wrong, *geometry[1:])
+    tall = [x.shape[1] + 1, 1]  # taller than the unpadded input
+    cb = pysparse24.compress(pysparse24.prune(torch.randn(8, tall[0] * x.shape[3])))
+    with pytest.raises(ValueError, match="smaller than the"):
+        conv2d_nhwc(x, cb, None, tall, [1, 1], [0, 0], [1, 1])
     # The C++ entry checks on its own: sizes, and the kernel against the padded input.
     values, meta, xs = c.values.view(torch.int32).numpy(), c.meta.numpy(), x.view(torch.int32).numpy()
     out = np.zeros((weight.shape[0], 4096), dtype=np.uint32)
     with pytest.raises(ValueError, match="must be positive"):
         _C.sparse_conv2d(values, meta, xs, out, "float32", None, 0, geometry[0], [0, 1], [0, 0], [1, 1])
-    tall = [x.shape[1] + 1, 1]
-    cb = pysparse24.compress(pysparse24.prune(torch.randn(8, tall[0] * x.shape[3])))
     with pytest.raises(ValueError, match="larger than the padded input"):
         _C.sparse_conv2d(
             cb.values.view(torch.int32).numpy(),

@@ -31,7 +31,7 @@ import pysparse24
 from pysparse24 import _arrays
 from pysparse24.formats import Compressed
 from pysparse24.groups import PACKED_K_MULTIPLE, cusparselt_padded, cusparselt_problem, packed_k_problem
-from pysparse24.matmul import conv2d_nhwc, large_n_regime, run_torch_linear
+from pysparse24.matmul import conv2d_nhwc, conv_output_hw, large_n_regime, run_torch_linear
 
 DTYPES = (torch.float32, torch.bfloat16, torch.int8)
 
@@ -176,13 +176,7 @@ def _conv_geometry(x, values, kernel_size, stride, padding, dilation) -> tuple[i
             f"input has {channels} channels but the sparse weight's {2 * values.shape[1]} columns "
             f"are not kernel {r}x{s} x {channels} channels"
         )
-    out = [
-        (size + 2 * p - d * (k - 1) - 1) // st + 1
-        for size, k, st, p, d in zip(x.shape[2:], kernel_size, stride, padding, dilation)
-    ]
-    if min(out) < 1:
-        raise ValueError(f"input {tuple(x.shape)} is smaller than the (dilated) kernel {r}x{s} after padding")
-    return out[0], out[1]
+    return conv_output_hw(x.shape[2:], kernel_size, stride, padding, dilation)
 
 
 def _check_conv(x, values, meta, bias, kernel_size, stride, padding, dilation) -> tuple[int, int]:

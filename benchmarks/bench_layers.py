@@ -6,7 +6,8 @@
 Per layer and dtype it times, in the channels-last "linear" orientation a model uses (x: (N, K)
 activations, y: (N, M)):
   sparse   pysparse24.linear(x, c) on the 2:4 compressed weight (k x k convs: the torch op
-           torch.ops.pysparse24.conv2d that SparseConv2d runs, i.e. im2col over NHWC + linear)
+           torch.ops.pysparse24.conv2d that SparseConv2d runs: implicit im2col over the NHWC input on
+           the large-N kernels; it runs at OpenMP's thread count, so set OMP_NUM_THREADS to --threads)
   linear   F.linear(x, w)                      (dense, pruned weight, same dtype)
   conv     F.conv2d on channels_last input     (oneDNN; for 1x1 layers the same GEMM)
   matmul   torch.matmul(x, w.T)

@@ -14,9 +14,15 @@
    2:4 through pysparse24's sparse modules; a layer no sparse module can run (depthwise, odd widths)
    gets an error row naming why, and stays dense.
 3. Advise: the layers whose 2:4 time beats dense by more than `threshold`. Predicted end to end: the
-   table's calibrated sum (profiler.calibration) over the traced layers, dense and with the advised
-   layers sparse, plus what the layers do not cover (activations, norms, attention products...): the
-   model timed end to end, dense, minus the calibrated dense sum. The prediction is the change.
+   table's sum over the timed layers, dense and with the advised layers sparse, plus what the layers
+   do not cover (activations, norms, attention products, the layers no spec expresses...): the rest,
+   measured directly as the model with each timed layer replaced by a stub that returns the output the
+   layer gave on the example input (same shape, dtype and layout). The rest is measured, not derived
+   from the dense model minus the layer sum: that difference also holds whatever makes the dense
+   layers slower (or faster) inside the model than alone, which the 2:4 layers need not share. The
+   table's calibration (profiler.calibration, fitted by `lut validate`) applies to the layer sums
+   without its offset, the one call a whole network pays, which the measured rest holds. The dense
+   model is timed too: predicted vs measured dense says how far layers alone miss them in the model.
 
 The advice iterates over the advised layer names, so the pysparse24 functions that take `layers=`
 accept it directly; advice.json holds the same list under "layers" (written atomically).
@@ -25,6 +31,8 @@ accept it directly; advice.json holds the same list under "layers" (written atom
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import itertools
 import json
 import math
 import os
@@ -241,13 +249,48 @@ def _finite(x) -> float | None:
     return float(x) if x is not None and math.isfinite(x) else None
 
 
+def timed_layers(calls: list[TracedCall], table: LatencyTable) -> list[str]:
+    """The layers whose every call has a dense median in the table: the prediction sums their table
+    times, and the rest of the model is timed with them stubbed."""
+    specs = [c.spec for c in calls if c.spec is not None]
+    dense = dict(zip([s.key() for s in specs], table.medians_ms(specs)))
+    layers = dict.fromkeys(c.layer for c in calls)
+    for c in calls:
+        if c.spec is None or not math.isfinite(dense[c.spec.key()]):
+            layers.pop(c.layer, None)
+    return list(layers)
+
+
+def predict(dense_sum: float, sparse_sum: float, n_calls: int, calib: dict | None, rest_ms: float | None) -> dict:
+    """End-to-end prediction from the timed layers' sums, dense and as converted (see the module doc):
+    the calibrated sums plus the measured rest; without a rest, the whole calibration on the layers."""
+    calib = calib or calibration.identity()
+    if rest_ms is not None:
+        calib = {**calib, "offset_ms": 0.0}  # the one call a network pays is in the measured rest
+    rest = 0.0 if rest_ms is None else float(rest_ms)
+    layers_dense = float(calibration.apply(dense_sum, n_calls, calib))
+    layers_sparse = float(calibration.apply(sparse_sum, n_calls, calib))
+    return {
+        "dense_ms": layers_dense + rest,
+        "sparse_ms": layers_sparse + rest,
+        "speedup": (layers_dense + rest) / (layers_sparse + rest),
+        "layers_dense_ms": layers_dense,
+        "layers_sparse_ms": layers_sparse,
+        "rest_ms": rest,
+        "n_layer_calls": n_calls,
+        "calibration": calib,
+    }
+
+
 def summarize(
     calls: list[TracedCall],
     table: LatencyTable,
     threshold: float = DEFAULT_THRESHOLD,
     model_dense_ms: float | None = None,
+    rest_ms: float | None = None,
 ) -> Advice:
-    """Advice from traced calls and a table holding their measurements (see the module docstring)."""
+    """Advice from traced calls and a table holding their measurements (see the module docstring):
+    rest_ms is the model with timed_layers() stubbed (layers_stubbed), model_dense_ms the model itself."""
     if not threshold > 0:
         raise ValueError(f"threshold must be positive, got {threshold}")
     specs = [c.spec for c in calls if c.spec is not None]
@@ -292,41 +335,26 @@ def summarize(
                     row.reason = f"2:4 gains {row.speedup:.2f}x, not above the threshold {threshold:g}x"
         rows.append(row)
 
-    timed = [c for c in calls if c.spec is not None and math.isfinite(dense[c.spec.key()])]
+    timed = [c for c in calls if c.layer in timed_layers(calls, table)]
     converted = {r.layer for r in rows if r.convert}
     dense_sum = float(sum(dense[c.spec.key()] for c in timed))
     sparse_sum = float(sum((sparse if c.layer in converted else dense)[c.spec.key()] for c in timed))
-    calib = table.calibration()
-    layers_dense = float(calibration.apply(dense_sum, len(timed), calib))
-    layers_sparse = float(calibration.apply(sparse_sum, len(timed), calib))
     notes = []
-    if model_dense_ms is None:
-        rest = 0.0
-        notes.append("the model was not timed end to end: the prediction covers the traced layers only")
-    else:
-        rest = model_dense_ms - layers_dense
-        if rest < 0:
-            notes.append(
-                f"the calibrated layer sum {layers_dense:.3f} ms exceeds the measured model "
-                f"{model_dense_ms:.3f} ms: the rest of the model is counted as 0 ms"
-            )
-            rest = 0.0
-    total = model_dense_ms if model_dense_ms is not None else layers_dense + rest
+    if rest_ms is None:
+        notes.append("the rest of the model was not timed: the prediction covers the traced layers only")
+    predicted = predict(dense_sum, sparse_sum, len(timed), table.calibration(), rest_ms)
+    if model_dense_ms is not None and abs(predicted["dense_ms"] / model_dense_ms - 1) > 0.1:
+        notes.append(
+            f"the layers timed alone plus the rest ({predicted['dense_ms']:.3f} ms) miss the dense model as "
+            f"measured ({model_dense_ms:.3f} ms) by more than 10%: its layers do not cost inside it what they "
+            "cost alone"
+        )
+    total = model_dense_ms if model_dense_ms is not None else predicted["dense_ms"]
     for row in rows:
         row.share = _finite(row.dense_ms / total) if row.dense_ms is not None and total > 0 else None
-    predicted = {
-        "dense_ms": layers_dense + rest,
-        "sparse_ms": layers_sparse + rest,
-        "speedup": (layers_dense + rest) / (layers_sparse + rest),
-        "layers_dense_ms": layers_dense,
-        "layers_sparse_ms": layers_sparse,
-        "rest_ms": rest,
-        "model_dense_measured_ms": model_dense_ms,
-        "layers_sum_dense_ms": dense_sum,
-        "layers_sum_sparse_ms": sparse_sum,
-        "n_layer_calls": len(timed),
-        "calibration": calib or calibration.identity(),
-    }
+    predicted.update(
+        model_dense_measured_ms=model_dense_ms, layers_sum_dense_ms=dense_sum, layers_sum_sparse_ms=sparse_sum
+    )
     return Advice(
         layers=[r.layer for r in rows if r.convert],
         threshold=float(threshold),
@@ -358,8 +386,39 @@ def _backend_here(ref: BackendRef):
         torch.set_num_threads(threads)
 
 
+@contextlib.contextmanager
+def layers_stubbed(model, example_input, layers):
+    """`model` with each named layer replaced (until exit) by a stub that returns, call by call, the
+    output the layer gave on `example_input`: same shape, dtype and memory layout, no work. Timing
+    it times what the layers do not cover. The same tensors are returned at every forward pass."""
+    import torch
+
+    modules = dict(model.named_modules())
+    outputs = {name: [] for name in layers}
+    hooks = [modules[n].register_forward_hook(lambda m, a, out, n=n: outputs[n].append(out)) for n in layers]
+    try:
+        with torch.inference_mode():
+            model(example_input)
+    finally:
+        for h in hooks:
+            h.remove()
+
+    def stub(name):
+        replies = itertools.cycle(outputs[name])  # a layer called k times per pass replies in call order
+        return lambda *args, **kwargs: next(replies)
+
+    try:
+        for n in layers:
+            modules[n].forward = stub(n)  # an instance attribute shadows the class's forward
+        yield model
+    finally:
+        for n in layers:
+            modules[n].__dict__.pop("forward", None)
+
+
 def time_model(model, example_input, backend) -> float:
-    """Median end-to-end time (ms) of the model, under the torch backend's timing policy and threads."""
+    """Median end-to-end time (ms) of the model, under the backend's timing policy and threads, with
+    at most 2 warm-up calls and 5 repeats required (a whole model can take seconds a call)."""
     import torch
 
     from pysparse24.timing import cuda_event_sampler, measure_adaptive, wall_clock_sampler
@@ -368,8 +427,12 @@ def time_model(model, example_input, backend) -> float:
         with torch.inference_mode():
             model(example_input)
 
+    policy = backend.policy
+    policy = dataclasses.replace(
+        policy, warmup_min=min(policy.warmup_min, 2), min_repeats=min(policy.min_repeats, 5), chunk=1
+    )
     sample = cuda_event_sampler(run) if example_input.is_cuda else wall_clock_sampler(run)
-    return measure_adaptive(sample, backend.policy).median_ms
+    return measure_adaptive(sample, policy).median_ms
 
 
 def advise(
@@ -389,7 +452,7 @@ def advise(
 
     `backend` is a registered backend name or 'module:callable'; `backend_options` its keyword options
     (precision and batch come from the example input). With the torch backend the model is also timed
-    end to end (dense, same threads) to account for what its Linear/Conv2d layers do not cover."""
+    end to end (dense, same threads), and with its timed layers stubbed: what they do not cover."""
     if not threshold > 0:
         raise ValueError(f"threshold must be positive, got {threshold}")
     table_path = Path(table.path if isinstance(table, LatencyTable) else table)
@@ -415,8 +478,12 @@ def advise(
     if report.interrupted:
         raise KeyboardInterrupt
     with _backend_here(ref) as here, LatencyTable(table_path) as lut:
-        model_ms = time_model(model, example_input, here) if time_end_to_end and backend == "torch" else None
-        return summarize(calls, lut, threshold, model_ms)
+        model_ms = rest_ms = None
+        if time_end_to_end and backend == "torch":
+            with layers_stubbed(model, example_input, timed_layers(calls, lut)) as rest:
+                rest_ms = time_model(rest, example_input, here)
+            model_ms = time_model(model, example_input, here)
+        return summarize(calls, lut, threshold, model_ms, rest_ms)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -459,7 +526,12 @@ def print_advice(advice: Advice, console=None) -> None:
     console.print(
         f"predicted end to end: dense {p['dense_ms']:.3f} ms, advised 2:4 {p['sparse_ms']:.3f} ms, "
         f"speedup {p['speedup']:.3f}x (layers {p['layers_dense_ms']:.3f} -> {p['layers_sparse_ms']:.3f} ms, "
-        f"rest of the model {p['rest_ms']:.3f} ms)",
+        f"rest of the model {p['rest_ms']:.3f} ms)"
+        + (
+            ""
+            if p["model_dense_measured_ms"] is None
+            else f"; dense model measured {p['model_dense_measured_ms']:.3f} ms"
+        ),
         soft_wrap=True,
     )
     for note in advice.notes:

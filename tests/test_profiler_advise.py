@@ -146,20 +146,30 @@ def test_summarize_advises_the_layers_that_pay_and_predicts_with_the_calibration
     sparse = {"stem": 0.9, "pw": 1.0, "valid": 1.02, "fc": 0.5, "shared": 0.1}
     calib = {"kind": "affine-v1", "scale": 0.9, "per_layer_ms": -0.01, "offset_ms": 0.2}
     with _table_with(tmp_path / "t.sqlite", calls, dense, sparse, [("dw", "ValueError: grouped conv")], calib) as t:
-        advice = adv.summarize(calls, t, threshold=1.05, model_dense_ms=8.0)
+        advice = adv.summarize(calls, t, threshold=1.05, model_dense_ms=8.0, rest_ms=2.0)
+        layers_only = adv.summarize(calls, t, threshold=1.05)
+        assert adv.timed_layers(calls, t) == ["stem", "pw", "dw", "valid", "fc", "shared"]  # not "wide"
     assert list(advice) == ["stem", "pw", "shared"] and len(advice) == 3
     rows = {r.layer: r for r in advice.per_layer}
     assert rows["shared"].calls == 2 and rows["shared"].dense_ms == pytest.approx(0.6)
     assert rows["shared"].speedup == pytest.approx(3.0)
     assert "grouped conv" in rows["dw"].reason and "not square" in rows["wide"].reason
     assert "0.98x, not above the threshold 1.05x" in rows["valid"].reason
-    # 7 timed calls: dense sum 1+2+.5+1+.4+.3+.3 = 5.5; advised sparse sum .9+1+.5+1+.4+.1+.1 = 4.0
+    # 7 timed calls: dense sum 1+2+.5+1+.4+.3+.3 = 5.5; advised sparse sum .9+1+.5+1+.4+.1+.1 = 4.0.
+    # The rest measured (2.0 ms) holds the network's one call: the calibration applies without its offset.
     p = advice.predicted
-    layers_dense, layers_sparse = 0.9 * 5.5 - 0.07 + 0.2, 0.9 * 4.0 - 0.07 + 0.2
+    layers_dense, layers_sparse = 0.9 * 5.5 - 0.07, 0.9 * 4.0 - 0.07
     assert (p["layers_dense_ms"], p["layers_sparse_ms"]) == (pytest.approx(layers_dense), pytest.approx(layers_sparse))
-    assert p["rest_ms"] == pytest.approx(8.0 - layers_dense) and p["dense_ms"] == pytest.approx(8.0)
-    assert p["speedup"] == pytest.approx(8.0 / (8.0 - layers_dense + layers_sparse))
-    assert rows["pw"].share == pytest.approx(2.0 / 8.0)
+    assert p["rest_ms"] == 2.0 and p["dense_ms"] == pytest.approx(layers_dense + 2.0)
+    assert p["speedup"] == pytest.approx((layers_dense + 2.0) / (layers_sparse + 2.0))
+    assert p["calibration"]["offset_ms"] == 0 and p["calibration"]["scale"] == 0.9
+    assert rows["pw"].share == pytest.approx(2.0 / 8.0)  # of the dense model as measured
+    assert any("miss the dense model as measured" in n for n in advice.notes)  # 6.88 ms vs 8.0: > 10% off
+    # No rest measured (another backend): the whole calibration, the layers only, and a note saying so.
+    q = layers_only.predicted
+    assert q["dense_ms"] == pytest.approx(0.9 * 5.5 - 0.07 + 0.2) and q["rest_ms"] == 0
+    assert q["speedup"] == pytest.approx((0.9 * 5.5 - 0.07 + 0.2) / (0.9 * 4.0 - 0.07 + 0.2))
+    assert any("not timed" in n for n in layers_only.notes)
     # Written atomically and read back; iterating the loaded advice gives the same layer names.
     advice.write(tmp_path / "advice.json")
     assert [p.name for p in tmp_path.iterdir() if "partial" in p.name] == []
@@ -168,6 +178,22 @@ def test_summarize_advises_the_layers_that_pay_and_predicts_with_the_calibration
     assert json.loads((tmp_path / "advice.json").read_text())["layers"] == ["stem", "pw", "shared"]
     adv.speedup_png(again, tmp_path / "speedup.png")
     assert (tmp_path / "speedup.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_layers_stubbed_replays_each_call_and_restores_the_layers():
+    torch.manual_seed(0)
+    model, x = Net().eval(), torch.randn(1, 3, 32, 32)
+    with torch.inference_mode():
+        expected = model(x)
+    layers = ["pw", "fc", "shared"]  # "shared" is called twice a pass, with different inputs
+    with adv.layers_stubbed(model, x, layers) as stubbed, torch.inference_mode():
+        for name in layers:  # poison the stubbed layers: a real call would now give NaN
+            model.get_submodule(name).weight.fill_(float("nan"))
+        for _ in range(2):  # the replies cycle pass after pass
+            torch.testing.assert_close(stubbed(x), expected)
+    with torch.inference_mode():
+        assert torch.isnan(model(x)).all()  # the real layers are back
+    assert all("forward" not in model.get_submodule(n).__dict__ for n in layers)
 
 
 def test_a_failed_write_leaves_the_previous_advice(tmp_path, monkeypatch):
@@ -228,7 +254,8 @@ def test_advise_end_to_end_resumes_and_its_advice_converts_the_model(tmp_path):
     rows = {r.layer: r for r in advice.per_layer}
     assert set(rows) == {"0", "2", "4"} and rows["4"].sparse_ms is None and "output channels" in rows["4"].reason
     assert all(rows[n].dense_ms > 0 and rows[n].sparse_ms > 0 for n in ("0", "2"))
-    assert set(advice) <= {"0", "2"} and advice.predicted["model_dense_measured_ms"] > 0
+    p = advice.predicted
+    assert set(advice) <= {"0", "2"} and p["model_dense_measured_ms"] > 0 and p["rest_ms"] > 0
     with LatencyTable(table) as t:
         assert t.context["sparse_executor"] == "pysparse24 cpu kernels" and len(t) == 5
     again = adv.advise(model, x, table, backend_options={"policy": FAST}, progress=False, log=log.append)

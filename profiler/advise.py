@@ -79,6 +79,8 @@ def _linear_spec(module, x, batch: int, precision: str) -> tuple[LayerSpec | Non
 
 
 def _conv_spec(module, x, batch: int, precision: str) -> tuple[LayerSpec | None, str | None, str | None]:
+    import torch
+
     from .blocks import _symmetric_pad, output_shape
 
     k, s, p, d = module.kernel_size, module.stride, module.padding, module.dilation
@@ -97,12 +99,19 @@ def _conv_spec(module, x, batch: int, precision: str) -> tuple[LayerSpec | None,
     # The spec pads like timm (P); another padding p is the same work on an input 2(p - P) larger:
     # same output size, same multiply-adds, dense and sparse alike.
     grow = 2 * (p[0] - _symmetric_pad(k[0], s[0]))
-    note = (
-        f"timed on a {h + grow}x{w + grow} input with padding {_symmetric_pad(k[0], s[0])} "
-        f"(same output, same work as padding {p[0]})"
-        if grow
-        else None
-    )
+    notes = []
+    if grow:
+        notes.append(
+            f"timed on a {h + grow}x{w + grow} input with padding {_symmetric_pad(k[0], s[0])} "
+            f"(same output, same work as padding {p[0]})"
+        )
+    if not x.is_contiguous(memory_format=torch.channels_last):  # the key has no layout field
+        notes.append(
+            "the model runs this conv on an NCHW input, the table times it channels_last (the torch "
+            "backend's layout, the fastest for oneDNN and the sparse convs): for the timings to hold, "
+            "run the model and its input in torch.channels_last"
+        )
+    note = "; ".join(notes) or None
     try:
         spec = LayerSpec(
             "conv2d_only",

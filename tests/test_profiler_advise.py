@@ -83,7 +83,12 @@ def test_trace_maps_each_call_to_a_spec_with_the_same_work():
     assert [c.layer for c in calls] == ["stem", "pw", "dw", "valid", "wide", "fc", "shared", "shared"]
     by = {c.layer: c for c in calls}
     assert by["stem"].spec == LayerSpec("conv2d_only", (1, 3, 32, 32), 16, kernel=3, stride=2, act="none")
-    assert by["dw"].spec.groups == 32 and by["dw"].note is None
+    assert by["dw"].spec.groups == 32 and "NCHW input" in by["dw"].note  # the table times channels_last
+    cl = {
+        c.layer: c
+        for c in adv.trace(model.to(memory_format=torch.channels_last), x.to(memory_format=torch.channels_last))
+    }
+    assert cl["dw"].note is None and "NCHW" not in cl["valid"].note
     # padding 0 where timm pads 1: timed on a 2 px smaller input, which gives the layer's own output.
     assert by["valid"].spec.in_shape == (1, 32, 14, 14) and "padding 1" in by["valid"].note
     assert by["wide"].spec is None and "not square" in by["wide"].skipped

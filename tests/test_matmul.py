@@ -318,7 +318,9 @@ def bfloat16_bits_alike_on_every_path(c, x):
     return results[0]
 
 
-@pytest.mark.parametrize("n", [5, 40])  # 40: the large-N kernels where the regime covers bfloat16
+# 1, 3: the lane kernels (on CPUs without AVX-512 BF16, bf16_widened_tile: the row pairs and the
+# column pairs); 40: the large-N kernels where the regime covers bfloat16.
+@pytest.mark.parametrize("n", [1, 3, 5, 40])
 def test_bfloat16_denormals_follow_one_rule_on_every_path(n):
     # Products and partial sums in the float32 denormal range, and denormal bfloat16 inputs: every
     # path reads denormal inputs as zero and treats denormal partial sums alike (the lane kernels

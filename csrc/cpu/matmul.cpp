@@ -287,7 +287,8 @@ XLayout x_layout(Isa isa, Kind kind) {
   } else if (kind == Kind::BF16) {
     layout.pad = 64;
     if (isa == Isa::Avx2) { layout.block = 32; layout.order = kAvx2Bf16Order; }
-    layout.bf16_bits = isa == Isa::Avx512;
+    // AVX-512 without its dot product (Ice Lake) emulates it on floats (bf16_widened_tile).
+    layout.bf16_bits = isa == Isa::Avx512 && avx512_bf16_supported();
   } else {
     layout.pad = 32;
     if (isa == Isa::Avx2) { layout.block = 16; layout.order = kAvx2FloatOrder; }
@@ -323,8 +324,6 @@ void run(const Problem& p) {
     }
     return;
   }
-  // bfloat16 on an AVX-512 CPU without its dot product (Ice Lake): the AVX2 kernel, same results.
-  if (isa == Isa::Avx512 && p.kind == Kind::BF16 && !avx512_bf16_supported()) isa = Isa::Avx2;
   const XLayout layout = x_layout(isa, p.kind);
   int64_t kp = 0;
   uint8_t* data = nullptr;

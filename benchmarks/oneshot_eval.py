@@ -41,11 +41,14 @@ import pysparse24.torch as sparse_torch  # noqa: E402
 
 METHODS = ("magnitude", "wanda", "sparsegpt")
 SENTENCES = Path(__file__).resolve().parent / "data" / "stdlib_sentences.txt"
+# Every other docstring sentence, none of SENTENCES: extra calibration text (oneshot_diagnostics.py).
+MORE_SENTENCES = SENTENCES.with_name("stdlib_more_sentences.txt")
 
 
-def extract_sentences() -> list[str]:
+def extract_sentences(every: bool = False, exclude: frozenset[str] = frozenset()) -> list[str]:
     """First sentences (6-40 words, ASCII, no code punctuation) of the docstrings of the public modules,
-    classes, functions and methods of Python's standard library, deduplicated, in module order."""
+    classes, functions and methods of Python's standard library, deduplicated, in module order.
+    every=True: every such sentence of every paragraph instead; `exclude`: lowercased sentences to skip."""
     import importlib
     import inspect
     import pkgutil
@@ -88,20 +91,21 @@ def extract_sentences() -> list[str]:
             doc = getattr(obj, "__doc__", None)
             if not isinstance(doc, str) or not doc.strip():
                 continue
-            paragraph = " ".join(re.split(r"\n\s*\n", inspect.cleandoc(doc))[0].split())
-            match = re.match(r"(.+?[.!?])(\s|$)", paragraph)
-            if not match:
-                continue
-            sentence = match.group(1)
-            if (
-                not sentence.isascii()
-                or not 6 <= len(sentence.split()) <= 40
-                or re.search(r"[<>{}\[\]=_`|\\]|\(\)|::", sentence)
-                or sentence.lower() in seen
-            ):
-                continue
-            seen.add(sentence.lower())
-            sentences.append(sentence)
+            paragraphs = re.split(r"\n\s*\n", inspect.cleandoc(doc))
+            for paragraph in paragraphs if every else paragraphs[:1]:
+                found = re.findall(r"(.+?[.!?])(?:\s|$)", " ".join(paragraph.split()))
+                for sentence in found if every else found[:1]:
+                    sentence = sentence.strip()
+                    if (
+                        not sentence.isascii()
+                        or not 6 <= len(sentence.split()) <= 40
+                        or re.search(r"[<>{}\[\]=_`|\\]|\(\)|::", sentence)
+                        or sentence.lower() in seen
+                        or sentence.lower() in exclude
+                    ):
+                        continue
+                    seen.add(sentence.lower())
+                    sentences.append(sentence)
     return sentences
 
 
@@ -346,14 +350,18 @@ def main() -> None:
         "--threads", type=int, default=1, help="torch threads (more were far slower on a shared machine: see RESULTS)"
     )
     parser.add_argument("--progress", action="store_true", help="progress bars of the one-shot methods")
-    parser.add_argument("--extract-sentences", action="store_true", help=f"rewrite {SENTENCES} and exit")
+    parser.add_argument(
+        "--extract-sentences", action="store_true", help=f"rewrite {SENTENCES.name} and {MORE_SENTENCES.name}, exit"
+    )
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # progress lines appear as they happen, also in a log file
     if args.extract_sentences:
         sentences = extract_sentences()
+        more = extract_sentences(every=True, exclude=frozenset(s.lower() for s in sentences))
         SENTENCES.parent.mkdir(exist_ok=True)
-        SENTENCES.write_text("\n".join(sentences) + "\n")
-        print(f"wrote {len(sentences)} sentences to {SENTENCES}")
+        for path, lines in ((SENTENCES, sentences), (MORE_SENTENCES, more)):
+            path.write_text("\n".join(lines) + "\n")
+            print(f"wrote {len(lines)} sentences to {path}")
         return
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)

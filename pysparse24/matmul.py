@@ -23,7 +23,7 @@ import weakref
 
 import numpy as np
 
-from pysparse24 import _arrays
+from pysparse24 import _arrays, dtypes
 from pysparse24._ext import C
 from pysparse24.formats import Compressed, check_codes
 
@@ -281,13 +281,8 @@ def _aligned(t):
 
 @functools.cache
 def _torch_kinds() -> dict:
-    """torch weight dtype -> (kernel dtype name, result dtype)."""
-    torch = _arrays.torch_module()
-    return {
-        torch.float32: ("float32", torch.float32),
-        torch.bfloat16: ("bfloat16", torch.bfloat16),
-        torch.int8: ("int8", torch.int32),
-    }
+    """torch weight dtype -> (kernel dtype name, torch result dtype): _RESULT_DTYPE for torch."""
+    return {dtypes.torch_dtype(name): (name, dtypes.torch_dtype(result)) for name, result in _RESULT_DTYPE.items()}
 
 
 def _check_bias(bias, M: int, dtype: str) -> None:

@@ -224,6 +224,41 @@ def test_linear_orientation_on_every_path(dtype, shape):
         np.testing.assert_array_equal(results[isa].view(np.uint8), results["scalar"].view(np.uint8))
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_whole_and_per_panel_x_packing_give_the_same_bits(dtype):
+    # The large-N kernels pack X whole before the product or panel by panel, fused with it (the
+    # default picks by where the weight and the packed X fit in cache): the same packed values in the
+    # same summation order, so the same bits on every path and thread count, in both orientations of
+    # x (columns contiguous: block transposes; rows contiguous: element by element), and within
+    # float32 accumulation of float64. 200 rows: three 96-row blocks; K % 16 = 8; N = 150: panels of
+    # 64, 64 and 22 columns.
+    if large_n(dtype) is None:
+        pytest.skip("bfloat16 has no large-N regime on a CPU with AVX-512 BF16")
+    M, K, N = 200, 264, 150
+    rng = np.random.default_rng(1414)
+    w = random_sparse(rng, M, K, dtype)
+    c = pysparse24.compress(w)
+    x = random_x(rng, (N, K), dtype)
+    bias = random_x(rng, (M,), dtype).astype(np.float32)  # the binding takes a float32 bias for bfloat16
+    raw = (lambda a: a.view(np.int16)) if dtype == "bfloat16" else (lambda a: a)
+    results = {}
+    for isa in PATHS:
+        _C.set_isa(isa)
+        for orientation, x_kn in (("columns", x.T), ("rows", np.ascontiguousarray(x.T))):
+            for packing in ("whole", "panel", "auto"):
+                for threads in (1, 2):
+                    out = poisoned((N, M), dtype)
+                    _C.sparse_matmul(raw(c.values), c.meta, raw(x_kn), raw(out).T, dtype, bias, threads, packing)
+                    results[isa, orientation, packing, threads] = out
+    first = next(iter(results.values()))
+    for key, out in results.items():
+        np.testing.assert_array_equal(out.view(np.uint8), first.view(np.uint8), err_msg=str(key))
+    with_bias = np.concatenate([w.astype(np.float64), bias[:, None].astype(np.float64)], axis=1)
+    assert_close_to_reference(first.T, with_bias, np.concatenate([x.T.astype(np.float64), np.ones((1, N))]), dtype)
+    with pytest.raises(ValueError, match="x_packing"):
+        _C.sparse_matmul(raw(c.values), c.meta, raw(x.T), raw(first).T, dtype, bias, 1, "fused")
+
+
 def test_linear_without_bias_numpy():
     rng = np.random.default_rng(5)
     w = random_sparse(rng, 20, 32, "float32")

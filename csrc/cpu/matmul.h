@@ -56,6 +56,10 @@ struct Im2col {
   int64_t stride_b = 0, stride_y = 0, stride_x = 0, stride_c = 1;  // of the input (b, y, x, c)
 };
 
+// How the large-N regime packs X (matmul_axpy.h): Auto follows axpy_pack_per_panel's rule; the others
+// force one way (tests: both give the same bits). Implicit im2col always packs per panel.
+enum class XPacking : uint8_t { Auto, Whole, PerPanel };
+
 struct Problem {
   Kind kind = Kind::F32;   // F32, BF16 (float accumulate) or I8 (int32 accumulate)
   int64_t M = 0, N = 0, K = 0;
@@ -65,6 +69,7 @@ struct Problem {
   const void* x = nullptr;       // logical (K, N), element type of `kind`, any element strides
   int64_t x_stride_k = 0, x_stride_n = 0;
   const Im2col* im2col = nullptr;  // set: X is this conv's patch matrix of the input at x (strides unused)
+  XPacking x_packing = XPacking::Auto;
   void* out = nullptr;           // logical (M, N): float for F32, bf16 bits for BF16, int32 for I8
   int64_t out_stride_m = 0, out_stride_n = 0;
   const void* bias = nullptr;    // (M,) float for F32/BF16, int32 for I8; or nullptr

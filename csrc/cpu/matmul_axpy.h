@@ -171,11 +171,11 @@ static void axpy_pack_im2col_panel(const Problem& p, int width, int64_t panel, f
   }
 }
 
-// Packs X into the regime's panels: panel j holds columns [j*width, (j+1)*width) as K rows of
-// `width` floats, zero past N. In the linear orientation (x (N, K) row-major, so X's columns are
-// contiguous) whole W x W blocks are transposed with Ops::transpose.
+// Packs panel `panel` of X (columns [panel*width, (panel+1)*width) as K rows of `width` floats at
+// `to`, zero past N). In the linear orientation (x (N, K) row-major, so X's columns are contiguous)
+// whole W x W blocks are transposed with Ops::transpose.
 template <class Ops>
-static void axpy_pack(const Problem& p, int width, float* packed, int64_t panel_elems) {
+static void axpy_pack_panel(const Problem& p, int width, int64_t panel, float* to) {
   constexpr int W = Ops::kWidth;
   const bool bf16 = p.kind == Kind::BF16;
   const float* x = static_cast<const float*>(p.x);
@@ -184,44 +184,66 @@ static void axpy_pack(const Problem& p, int width, float* packed, int64_t panel_
     const int64_t at = k * p.x_stride_k + n * p.x_stride_n;
     return bf16 ? bf16_daz_to_float(xb[at]) : x[at];
   };
+  const int64_t n0 = panel * width;
+  const int cols = int(p.N - n0 < width ? p.N - n0 : width);
+  int64_t k_done = 0, n_done = 0;  // the part written by whole blocks
+  if (p.x_stride_k == 1 && cols == width) {
+    k_done = p.K / W * W;
+    n_done = width;
+    alignas(64) float block[W * W];  // bfloat16: a block widened first
+    for (int64_t k = 0; k < k_done; k += W)
+      for (int n = 0; n < width; n += W) {
+        if (!bf16) {
+          Ops::transpose(x + (n0 + n) * p.x_stride_n + k, p.x_stride_n, to + k * width + n, width, nullptr);
+          continue;
+        }
+        for (int i = 0; i < W; ++i) widen_bf16_daz<W>(xb + (n0 + n + i) * p.x_stride_n + k, block + i * W);
+        Ops::transpose(block, W, to + k * width + n, width, nullptr);
+      }
+  }
+  for (int64_t k = 0; k < p.K; ++k)
+    for (int n = k < k_done ? int(n_done) : 0; n < width; ++n)
+      to[k * width + n] = n < cols ? element(k, n0 + n) : 0.0f;
+}
+
+// Packs all of X, panel after panel `panel_elems` floats apart.
+template <class Ops>
+static void axpy_pack(const Problem& p, int width, float* packed, int64_t panel_elems) {
   const int64_t panels = (p.N + width - 1) / width;
   const int threads = p.threads > 0 ? p.threads : omp_get_max_threads();
 #pragma omp parallel for schedule(static) num_threads(threads) if (p.K * p.N > (1 << 16))
-  for (int64_t panel = 0; panel < panels; ++panel) {
-    float* to = packed + panel * panel_elems;
-    const int64_t n0 = panel * width;
-    const int cols = int(p.N - n0 < width ? p.N - n0 : width);
-    int64_t k_done = 0, n_done = 0;  // the part written by whole blocks
-    if (p.x_stride_k == 1 && cols == width) {
-      k_done = p.K / W * W;
-      n_done = width;
-      alignas(64) float block[W * W];  // bfloat16: a block widened first
-      for (int64_t k = 0; k < k_done; k += W)
-        for (int n = 0; n < width; n += W) {
-          if (!bf16) {
-            Ops::transpose(x + (n0 + n) * p.x_stride_n + k, p.x_stride_n, to + k * width + n, width, nullptr);
-            continue;
-          }
-          for (int i = 0; i < W; ++i) widen_bf16_daz<W>(xb + (n0 + n + i) * p.x_stride_n + k, block + i * W);
-          Ops::transpose(block, W, to + k * width + n, width, nullptr);
-        }
-    }
-    for (int64_t k = 0; k < p.K; ++k)
-      for (int n = k < k_done ? int(n_done) : 0; n < width; ++n)
-        to[k * width + n] = n < cols ? element(k, n0 + n) : 0.0f;
-  }
+  for (int64_t panel = 0; panel < panels; ++panel) axpy_pack_panel<Ops>(p, width, panel, packed + panel * panel_elems);
+}
+
+// Whether X is packed panel by panel, each panel by the thread that runs it into a buffer of its own
+// that stays in L2 for all its macro blocks, rather than whole first (a copy as large as X, written
+// out and read back by every macro block). Per (macro block, panel) pair, per panel streams the macro
+// block's weights (96 x K x 2.125 bytes float32, 1.125 bfloat16) from where the weight lives; whole
+// streams the packed panel (K x 64 x 4 bytes) from where the packed X lives, and wrote it there first.
+// Similar bytes, so it goes by where they live (measured A/B on Ice Lake, 1 thread, benchmarks/
+// RESULTS.md): weight in L2 -> per panel (1x1 convs: 1.0-1.7x); else packed X in L2 -> whole (per
+// panel 0.95x at 704x100x1280); else weight in a core's share of L3 -> per panel (BERT at 512 tokens,
+// 1.05-1.13x); else whole (an LLM's weight from memory once per panel: 0.96x at 4096x128x4096).
+// Also enough panels for the threads (a thread runs all of its panel's macro blocks). Implicit
+// im2col has no materialized X: always per panel.
+constexpr int64_t kPanelL2Bytes = 1 << 20, kPanelL3Bytes = 8 << 20;
+inline bool axpy_pack_per_panel(const Problem& p, int64_t panels, int64_t panel_elems, int threads) {
+  if (p.im2col || p.x_packing == XPacking::PerPanel) return true;
+  if (p.x_packing == XPacking::Whole || panels < threads) return false;
+  const int64_t weight_bytes = p.M * (p.K / 2) * (p.kind == Kind::BF16 ? 2 : 4) + p.M * p.meta_cols;
+  if (weight_bytes <= kPanelL2Bytes) return true;
+  return panels * panel_elems * 4 > kPanelL2Bytes && weight_bytes <= kPanelL3Bytes;
 }
 
 using AxpyTileFn = void (*)(const Problem&, const PackedX&, int64_t, int64_t, int64_t, int64_t,
                             const float*, int64_t, float*, int64_t);
 
 // Runs the regime with R-row tiles (Rs = 0 .. R-1) on panels of Ops::kWidth * CV columns. The unit of
-// work is one (macro block, panel) pair. X materialized (a linear layer's activations): packed whole
-// first, then the pairs macro block by macro block, so a thread's consecutive pairs share the macro
-// block's weights (in its L2). Implicit im2col: panel by panel, each packed by the thread that runs
-// it into a buffer of its own, which stays in L2 for all the macro blocks (the weights of a conv
-// are small), instead of a whole packed X (as large as the patch matrix) written to memory and read
-// back (measured on GPUNet-0's 32x25600x288 3x3 conv: most of the time at few output channels).
+// work is one (macro block, panel) pair. X packed whole (axpy_pack_per_panel): first, then the pairs
+// macro block by macro block, so a thread's consecutive pairs share the macro block's weights (in its
+// L2). Per panel: panel by panel, each packed (from x, or from the conv's input by implicit im2col)
+// by the thread that then runs all its macro blocks on it (measured on GPUNet-0's 32x25600x288 3x3
+// conv: the whole packed X's round trip through memory was most of the time at few output channels).
 template <class Ops, int CV, int... Rs>
 static void axpy_run_rows(const Problem& p, std::integer_sequence<int, Rs...>) {
   constexpr int R = sizeof...(Rs), width = Ops::kWidth * CV;
@@ -234,9 +256,10 @@ static void axpy_run_rows(const Problem& p, std::integer_sequence<int, Rs...>) {
   const int64_t macro_blocks = (p.M + kMacroRows - 1) / kMacroRows;
   const int threads = p.threads > 0 ? p.threads : omp_get_max_threads();
   const bool worth_threads = p.M * p.N * p.K > (int64_t(1) << 20);
-  const int64_t chunk = p.im2col ? macro_blocks : 1;
-  std::unique_ptr<float[]> storage;  // the whole packed X, when materialized
-  if (!p.im2col) {
+  const bool per_panel = axpy_pack_per_panel(p, panels, panel_elems, worth_threads ? threads : 1);
+  const int64_t chunk = per_panel ? macro_blocks : 1;
+  std::unique_ptr<float[]> storage;  // the whole packed X
+  if (!per_panel) {
     storage.reset(new float[size_t(panels * panel_elems) + 16]);
     axpy_pack<Ops>(p, width, align_to_64(storage.get()), panel_elems);
   }
@@ -246,16 +269,17 @@ static void axpy_run_rows(const Problem& p, std::integer_sequence<int, Rs...>) {
     // bfloat16: a K block's values of the macro block, widened (denormals as zero) once for its
     // tiles; 1/(4 * width / 16) of the block's multiply-adds.
     std::unique_ptr<float[]> widened(new float[p.kind == Kind::BF16 ? size_t(kMacroRows * 2 * block) : 1]);
-    std::unique_ptr<float[]> own_panel(new float[p.im2col ? size_t(panel_elems) + 16 : 1]);
-    PackedX x{align_to_64(p.im2col ? own_panel.get() : storage.get()), p.im2col ? 0 : panel_elems};
-    // Implicit im2col: a thread takes a panel's pairs together (the chunk), packing it first.
+    std::unique_ptr<float[]> own_panel(new float[per_panel ? size_t(panel_elems) + 16 : 1]);
+    PackedX x{align_to_64(per_panel ? own_panel.get() : storage.get()), per_panel ? 0 : panel_elems};
+    // Per panel: a thread takes a panel's pairs together (the chunk), packing it first.
 #pragma omp for schedule(dynamic, chunk)
     for (int64_t item = 0; item < macro_blocks * panels; ++item) {
-      const int64_t macro = p.im2col ? item % macro_blocks : item / panels;
-      const int64_t panel = p.im2col ? item / macro_blocks : item % panels;
-      if (p.im2col && macro == 0) {
+      const int64_t macro = per_panel ? item % macro_blocks : item / panels;
+      const int64_t panel = per_panel ? item / macro_blocks : item % panels;
+      if (per_panel && macro == 0) {
         float* to = const_cast<float*>(static_cast<const float*>(x.data));
-        if (p.kind == Kind::BF16) axpy_pack_im2col_panel<Ops, uint16_t>(p, width, panel, to);
+        if (!p.im2col) axpy_pack_panel<Ops>(p, width, panel, to);
+        else if (p.kind == Kind::BF16) axpy_pack_im2col_panel<Ops, uint16_t>(p, width, panel, to);
         else axpy_pack_im2col_panel<Ops, float>(p, width, panel, to);
       }
       const int64_t m_begin = macro * kMacroRows;

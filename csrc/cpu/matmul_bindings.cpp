@@ -80,10 +80,20 @@ void run_problem(ps24::cpu::matmul::Problem& p, const py::array& values, const p
   ps24::cpu::matmul::run(p);
 }
 
+ps24::cpu::matmul::XPacking parse_x_packing(const std::string& name) {
+  using ps24::cpu::matmul::XPacking;
+  if (name == "auto") return XPacking::Auto;
+  if (name == "whole") return XPacking::Whole;
+  if (name == "panel") return XPacking::PerPanel;
+  throw std::invalid_argument("x_packing must be 'auto', 'whole' or 'panel', not '" + name + "'");
+}
+
 void sparse_matmul(const py::array& values, const py::array& meta, const py::array& x,
-                   py::array& out, const std::string& dtype, const py::object& bias, int threads) {
+                   py::array& out, const std::string& dtype, const py::object& bias, int threads,
+                   const std::string& x_packing) {
   ps24::cpu::matmul::Problem p;
   p.kind = parse_kind(dtype);
+  p.x_packing = parse_x_packing(x_packing);
   require(x.ndim() == 2, "x must be 2-D (K, N)");
   require_elements(x, p.kind, "x");
   p.K = x.shape(0);
@@ -174,9 +184,12 @@ void sparse_conv2d(const py::array& values, const py::array& meta, const py::arr
 void bind_matmul(py::module_& m) {
   m.def("sparse_matmul", &sparse_matmul, py::arg("values"), py::arg("meta"), py::arg("x"),
         py::arg("out"), py::arg("dtype"), py::arg("bias") = py::none(), py::arg("threads") = 0,
+        py::arg("x_packing") = "auto",
         "out[M, N] = W @ x (+ bias[:, None]) for a 2:4 weight W in the packed layout "
         "(values (M, K/2), meta uint8 (M, K/8)); x (K, N) with any strides. "
-        "bfloat16 arrays are passed as 16-bit integer views. threads=0: OpenMP default.");
+        "bfloat16 arrays are passed as 16-bit integer views. threads=0: OpenMP default. "
+        "x_packing: how the large-N kernels pack x, 'auto' (their rule), or forced 'whole' (first) or "
+        "'panel' (per panel, fused with the compute); the same bits either way (for tests and A/B timing).");
   m.def("sparse_linear_at", &sparse_linear_at, py::arg("dtype"), py::arg("M"), py::arg("K"),
         py::arg("N"), py::arg("values"), py::arg("meta"), py::arg("x"), py::arg("x_stride_n"),
         py::arg("x_stride_k"), py::arg("out"), py::arg("bias"), py::arg("threads"),

@@ -2,7 +2,7 @@
 
 The dense weight is never rebuilt: the C++ kernels (csrc/cpu/matmul*.cpp) decode each group's
 2-bit indices in registers and pick the matching elements of x (or, for float32 from N = 16 on,
-and bfloat16 from N = 16 on CPUs without AVX-512 BF16, the matching rows of x:
+and bfloat16 from N = 8 on CPUs without AVX-512 BF16, the matching rows of x:
 csrc/cpu/matmul_axpy.h), on AVX-512, AVX2 or scalar code
 chosen at run time; all three give identical results (see csrc/cpu/matmul.h for the summation
 order they share).

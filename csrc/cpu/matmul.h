@@ -106,10 +106,11 @@ struct PackedX {
 // The large-N regime: X packed into panels of `width` columns (matmul_axpy.h; PackedX::stride is
 // then the number of floats per panel); each path packs its own.
 constexpr int64_t kAxpyMinN = 16;  // measured: the lane kernel is faster at N = 8, slower from 16
-// bfloat16 without AVX-512 BF16: the (AVX2) lane kernels cost ~N times a GEMV, the regime about the
-// same below its panel width (16): equal at N = 4 on Ice Lake (11008x4096, 1 thread: 23.8 vs 22.4
-// ms), the regime 2x faster at N = 8, so it starts at 5.
-constexpr int64_t kAxpyMinNWidened = 5;
+// bfloat16 without AVX-512 BF16: the lane kernels (bf16_widened_tile, 2 columns per tile) cost about
+// N/2 times a 2-column GEMV, the regime about the same below its panel width (16). Ice Lake,
+// 11008x4096, 1 thread CPU time: lane N = 1, 2, 3, 4: 4.1, 5.3, 8.2, 9.8 ms; regime N = 5 and 8: 21.1
+// and 21.4 ms; so the lane kernels up to N = 7 (~20 ms at N = 8, even), the regime from 8.
+constexpr int64_t kAxpyMinNWidened = 8;
 bool avx512_bf16_supported();  // vdpbf16ps, which the AVX-512 bfloat16 kernels use (not Ice Lake)
 inline bool axpy_regime(const Problem& p) {
   return p.kind == Kind::F32 ? p.N >= kAxpyMinN

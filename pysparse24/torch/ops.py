@@ -225,7 +225,7 @@ def _conv_gemm(x_nhwc: Tensor, values, meta, bias, kernel_size, stride, padding,
     cols = patches(x_nhwc, kernel_size, stride, padding, dilation, out_hw)
     if x_nhwc.is_cuda:
         return _cuda_linear(cols, values, meta, bias)
-    return pysparse24.linear(cols, compressed(values, meta), bias)
+    return run_torch_linear(cols, values, meta, bias, check_weight=_check_weight)  # x checked by _check_conv
 
 
 _LIB.define(

@@ -1,21 +1,29 @@
 """Does choosing which stages run 2:4 help the search? (issue 18, section 3)
 
-On one latency table holding the dense and the 2:4 row of every layer of the demo_sparse space, for
-three latency budgets and several seeds, at equal trials:
-  dense-only       `run_search` on the `demo` space (every stage dense)
-  sparsity-aware   `run_search` on `demo_sparse` (stages 1-4 also choose dense or 2:4)
-  random           `run_search` on `demo_sparse` with sampler="random" (same seeding, same budget
+On one latency table holding the dense and the 2:4 row of every layer of a sparsity-aware space
+(--space: demo_sparse, or benchmarks/data/demo_sparse_wide.json, whose wide stages the CPU 2:4
+kernels run faster than dense in bf16), for three latency budgets and several seeds, at equal trials:
+  dense-only       `run_search` on the space with every stage dense (SearchSpace.with_context)
+  sparsity-aware   `run_search` on the space itself (its stages also choose dense or 2:4)
+  random           `run_search` on the space with sampler="random" (same seeding, same budget
                    handling): the baseline the sparsity-aware BO run is compared with
 The objective is short training on scikit-learn's digits (profiler.nas.train.train_candidate: 2:4
 stages pruned once, retrained with masks fixed). It is deterministic (seeded, one thread per
 worker), so a candidate that several searches find is trained once: scores are cached per network
 in OUT/scores/. Budgets are percentiles of the dense space's estimates, the same milliseconds for
-every search. Every study lives in OUT/studies.sqlite: rerun the same command to resume.
+every search. Every study lives in OUT/studies.sqlite: rerun the same command to resume (finished
+searches cost a few seconds of pricing, scored networks come from the cache). The loop runs seed by
+seed, so a stopped run has every budget and method for the seeds it finished.
 
     profiler build --table lut.sqlite --space demo_sparse --backend torch -o threads=1
     python benchmarks/nas_sparse_compare.py --table lut.sqlite --out nas_compare            # full
     python benchmarks/nas_sparse_compare.py --table lut.sqlite --out nas_compare \\
         --trials 10 --seeds 3 --dense-epochs 1 --sparse-epochs 1 --max-resolution 16      # reduced
+    profiler build --table wide_bf16.sqlite --space benchmarks/data/demo_sparse_wide.json \\
+        --backend torch --precision bf16 -o threads=1                                    # 2:4 pays
+    python benchmarks/nas_sparse_compare.py --table wide_bf16.sqlite --out nas_wide \\
+        --space benchmarks/data/demo_sparse_wide.json --trials 15 --dense-epochs 1 --sparse-epochs 1 \\
+        --max-resolution 8
 
 Writes OUT/summary.md (best accuracy per budget and method, mean and spread over seeds, how many
 best candidates run stages 2:4), OUT/results.json (every scored candidate) and OUT/pareto.png (one
@@ -43,7 +51,7 @@ from profiler.nas.space import load_space  # noqa: E402
 from profiler.table import LatencyTable  # noqa: E402
 
 OBJECTIVE = "nas_sparse_compare:cached_digits_accuracy"
-METHODS = (("dense-only", "demo", "gp"), ("sparsity-aware", "demo_sparse", "gp"), ("random", "demo_sparse", "random"))
+METHODS = (("dense-only", "dense", "gp"), ("sparsity-aware", "sparse", "gp"), ("random", "sparse", "random"))
 
 
 def cached_digits_accuracy(network) -> float:
@@ -65,7 +73,8 @@ def cached_digits_accuracy(network) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--table", type=Path, required=True, help="table with dense and 2:4 rows of demo_sparse")
+    parser.add_argument("--table", type=Path, required=True, help="table with the dense and 2:4 rows of --space")
+    parser.add_argument("--space", default="demo_sparse", help="a sparsity-aware space: built-in name or file")
     parser.add_argument("--out", type=Path, default=Path("nas_compare"))
     parser.add_argument("--trials", type=int, default=30)
     parser.add_argument("--seeds", type=int, default=3)
@@ -84,16 +93,20 @@ def main() -> None:
     )
     os.environ["NAS_COMPARE_CACHE"] = str((args.out / "scores").resolve())
     table = LatencyTable(args.table)
-    estimators = {name: LatencyEstimator(table, load_space(name)) for name in ("demo", "demo_sparse")}
-    dense_latency = estimators["demo"].estimate(estimators["demo"].space.sample(4096, seed=0)).latency_ms
+    space = load_space(args.space)
+    if not any(len(stage.sparsity) > 1 for stage in space.stages):
+        raise SystemExit(f"error: space {space.name!r} has no stage that chooses dense or 2:4")
+    estimators = {"dense": LatencyEstimator(table, space.with_context(sparsity="dense"))}
+    estimators["sparse"] = LatencyEstimator(table, space)
+    dense_latency = estimators["dense"].estimate(estimators["dense"].space.sample(4096, seed=0)).latency_ms
     if not np.isfinite(dense_latency).all():
-        raise SystemExit(f"{args.table} lacks dense rows of the demo space; build it as the docstring says")
+        raise SystemExit(f"error: {args.table} lacks dense rows of {space.name}; build it as the docstring says")
     budgets = [float(np.percentile(dense_latency, float(q))) for q in args.budgets.split(",")]
     print(f"budgets (ms): {', '.join(f'{b:.4f}' for b in budgets)} (percentiles {args.budgets} of the dense space)")
 
     results = []
-    for budget in budgets:
-        for seed in range(args.seeds):
+    for seed in range(args.seeds):
+        for budget in budgets:
             for method, space_name, sampler in METHODS:
                 estimator = estimators[space_name]
                 config = SearchConfig(
@@ -122,9 +135,11 @@ def main() -> None:
                         "budget_ms": budget,
                         "seed": seed,
                         "method": method,
-                        "space": space_name,
+                        "space": estimator.space.name,
+                        "stages": space_name,
                         "candidates": [
                             {
+                                "trial": c.trial,
                                 "latency_ms": c.latency_ms,
                                 "accuracy": c.score,
                                 "sparse_stages": estimator.space.sparse_stages(c.vector),
@@ -153,9 +168,9 @@ def summarize(results, budgets, settings) -> str:
     lines = [
         f"settings: {json.dumps(settings)}",
         "",
-        "| budget (ms) | method | best accuracy, mean ± std over seeds | per seed | best runs 2:4 stages "
-        "| scored candidates with 2:4 stages |",
-        "|---|---|---|---|---|---|",
+        "| budget (ms) | method | best accuracy, mean ± std over seeds | per seed | its latency (ms) "
+        "| its 2:4 stages | scored candidates with 2:4 stages |",
+        "|---|---|---|---|---|---|---|",
     ]
     for budget in budgets:
         for method, _, _ in METHODS:
@@ -164,13 +179,35 @@ def summarize(results, budgets, settings) -> str:
             if not bests:
                 continue
             acc = np.array([b["accuracy"] for b in bests])
-            with_sparse = sum(bool(b["sparse_stages"]) for b in bests)
             scored = [c for r in runs for c in r["candidates"]]
             lines.append(
                 f"| {budget:.4f} | {method} | {acc.mean():.4f} ± {acc.std():.4f} | "
-                f"{' '.join(f'{a:.3f}' for a in acc)} | {with_sparse} of {len(bests)} | "
+                f"{' '.join(f'{a:.3f}' for a in acc)} | {' '.join('%.3f' % b['latency_ms'] for b in bests)} | "
+                f"{' '.join(','.join(b['sparse_stages']) or '-' for b in bests)} | "
                 f"{sum(bool(c['sparse_stages']) for c in scored)} of {len(scored)} |"
             )
+    # Where does each search put 2:4? Past the `initial` Sobol seeds, a sampler that learns from the
+    # table and the scores should run 2:4 where it pays and keep it off where it costs.
+    stages = sorted({st for r in results for c in r["candidates"] for st in c["sparse_stages"]})
+    if stages:
+        lines += [
+            "",
+            f"Share of the candidates each search scored after its first {settings['initial']} that run a stage 2:4 "
+            "(all budgets and seeds):",
+            "",
+            "| method | scored | " + " | ".join(f"stage {st}" for st in stages) + " |",
+            "|---|---|" + "---|" * len(stages),
+        ]
+        for method, _, _ in METHODS[1:]:
+            later = [
+                c
+                for r in results
+                if r["method"] == method
+                for c in sorted(r["candidates"], key=lambda c: c["trial"])[settings["initial"] :]
+            ]
+            if later:
+                shares = [sum(st in c["sparse_stages"] for c in later) / len(later) for st in stages]
+                lines.append(f"| {method} | {len(later)} | " + " | ".join(f"{x:.0%}" for x in shares) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -3,6 +3,7 @@ training objective see the pruned weights, `profiler build` measures both varian
 backend that runs 2:4), `nas search` marks the 2:4 stages and exports ONNX that keeps the pattern."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -221,3 +222,59 @@ def test_random_sampler_baseline(tmp_path, tiny, monkeypatch):
         results.append(run_search(tiny, estimator, config, progress=False))
     assert all(len(r.ranked) == 5 for r in results)
     assert asked["random"] > 0  # the random run's proposals came from the RandomSampler
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_dense_arm_of_the_comparison_is_the_dense_space():
+    """benchmarks/nas_sparse_compare.py searches `space.with_context(sparsity="dense")` as the dense-only
+    arm: for demo_sparse that is exactly the shipped demo space (same layout, same networks)."""
+    dense, demo = load_space("demo_sparse").with_context(sparsity="dense"), load_space("demo")
+    assert dense.layout == demo.layout and "1.sparsity" in load_space("demo_sparse").layout
+    top = demo.cardinalities - 1
+    for v in (np.zeros_like(top), top, np.arange(demo.width) % (top + 1)):
+        assert [s.key() for s in dense.decode(v)] == [s.key() for s in demo.decode(v)]
+
+
+def test_wide_benchmark_space_builds_with_2_4_stages():
+    """The comparison's wide space (benchmarks/data/demo_sparse_wide.json) loads, chooses 2:4 on stages
+    1-4, and its largest all-2:4 candidate builds, runs and is pruned where it says."""
+    space = load_space(ROOT / "benchmarks" / "data" / "demo_sparse_wide.json")
+    v = np.maximum(space.cardinalities - 1, 0)
+    assert space.sparse_stages(v) == ["1", "2", "3", "4"]
+    net = space.decode(v)
+    model = build_network(net).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 32, 32)).shape[1] == 1000
+    pruned = [
+        m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.groups == 1 and m.in_channels >= 128
+    ]
+    assert pruned and all(is_2_4(w) for w in pruned)
+
+
+def test_compare_summary_reports_where_each_search_puts_2_4(monkeypatch):
+    """nas_sparse_compare.summarize: best per seed, and per stage the share of 2:4 among each search's
+    candidates after its Sobol seeds (in trial order, not rank order)."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from nas_sparse_compare import summarize
+
+    def cand(trial, acc, stages):
+        return {"trial": trial, "latency_ms": 1.0 + trial / 10, "accuracy": acc, "sparse_stages": stages, "vector": []}
+
+    results = [
+        {"budget_ms": 2.0, "seed": 0, "method": "dense-only", "candidates": [cand(0, 0.9, []), cand(3, 0.95, [])]},
+        {
+            "budget_ms": 2.0,
+            "seed": 0,
+            "method": "sparsity-aware",
+            # ranked best first: the later trials are the 2:4 ones
+            "candidates": [cand(5, 0.97, ["3"]), cand(4, 0.96, ["3", "4"]), cand(0, 0.5, ["1"]), cand(1, 0.4, [])],
+        },
+    ]
+    text = summarize(results, [2.0], {"initial": 2})
+    assert "| 2.0000 | dense-only | 0.9500 ± 0.0000 | 0.950 | 1.300 | - | 0 of 2 |" in text
+    assert "| 2.0000 | sparsity-aware | 0.9700 ± 0.0000 | 0.970 | 1.500 | 3 | 3 of 4 |" in text
+    assert "| method | scored | stage 1 | stage 3 | stage 4 |" in text
+    assert "| sparsity-aware | 2 | 0% | 100% | 50% |" in text
+    assert "| random |" not in text  # no random search in the results: no row

@@ -10,7 +10,9 @@ kernels run faster than dense in bf16), for three latency budgets and several se
 The objective is short training on scikit-learn's digits (profiler.nas.train.train_candidate: 2:4
 stages pruned once, retrained with masks fixed). It is deterministic (seeded, one thread per
 worker), so a candidate that several searches find is trained once: scores are cached per network
-in OUT/scores/. Budgets are percentiles of the dense space's estimates, the same milliseconds for
+in OUT/scores/. --objective swaps in another score (profiler.nas.proxy:naswot, the training-free one
+that sees 2:4 stages pruned; it is seconds per network, so no cache), or nas_sparse_compare:mmacs.
+Budgets are percentiles of the dense space's estimates, the same milliseconds for
 every search. Every study lives in OUT/studies.sqlite: rerun the same command to resume (finished
 searches cost a few seconds of pricing, scored networks come from the cache). The loop runs seed by
 seed, so a stopped run has every budget and method for the seeds it finished.
@@ -25,7 +27,7 @@ seed, so a stopped run has every budget and method for the seeds it finished.
         --space benchmarks/data/demo_sparse_wide.json --trials 15 --dense-epochs 1 --sparse-epochs 1 \\
         --max-resolution 8
 
-Writes OUT/summary.md (best accuracy per budget and method, mean and spread over seeds, how many
+Writes OUT/summary.md (best score per budget and method, mean and spread over seeds, how many
 best candidates run stages 2:4), OUT/results.json (every scored candidate) and OUT/pareto.png (one
 panel per budget: the fronts of all seeds' candidates, dense-only vs sparsity-aware).
 """
@@ -71,11 +73,25 @@ def cached_digits_accuracy(network) -> float:
     return accuracy
 
 
+def mmacs(network) -> float:
+    """Millions of multiply-adds of the network as built: a score that rewards exactly the capacity a
+    faster 2:4 stage can buy under a budget (is the search able to find it?), blind to accuracy."""
+    from profiler.nas.complexity import complexity
+
+    return complexity(network).macs / 1e6
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--table", type=Path, required=True, help="table with the dense and 2:4 rows of --space")
     parser.add_argument("--space", default="demo_sparse", help="a sparsity-aware space: built-in name or file")
     parser.add_argument("--out", type=Path, default=Path("nas_compare"))
+    parser.add_argument(
+        "--objective",
+        default=OBJECTIVE,
+        help="module:function scoring a network (default: the digits objective below, cached; "
+        "profiler.nas.proxy:naswot is the training-free one)",
+    )
     parser.add_argument("--trials", type=int, default=30)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--budgets", default="25,50,75", help="percentiles of the dense space's estimates")
@@ -112,7 +128,7 @@ def main() -> None:
                 config = SearchConfig(
                     budget_ms=budget,
                     trials=args.trials,
-                    objective=OBJECTIVE,
+                    objective=args.objective,
                     storage=args.out / "studies.sqlite",
                     workers=args.workers,
                     seed=seed,
@@ -141,7 +157,7 @@ def main() -> None:
                             {
                                 "trial": c.trial,
                                 "latency_ms": c.latency_ms,
-                                "accuracy": c.score,
+                                "score": c.score,
                                 "sparse_stages": estimator.space.sparse_stages(c.vector),
                                 "vector": [int(v) for v in c.vector],
                             }
@@ -161,24 +177,25 @@ def write(args, budgets, results) -> None:
         )
     )
     (args.out / "summary.md").write_text(summarize(results, budgets, settings))
-    plot(results, budgets, args.out / "pareto.png")
+    label = "digits validation accuracy" if args.objective == OBJECTIVE else args.objective.split(":")[-1]
+    plot(results, budgets, args.out / "pareto.png", label)
 
 
 def summarize(results, budgets, settings) -> str:
     lines = [
         f"settings: {json.dumps(settings)}",
         "",
-        "| budget (ms) | method | best accuracy, mean ± std over seeds | per seed | its latency (ms) "
+        "| budget (ms) | method | best score, mean ± std over seeds | per seed | its latency (ms) "
         "| its 2:4 stages | scored candidates with 2:4 stages |",
         "|---|---|---|---|---|---|---|",
     ]
     for budget in budgets:
         for method, _, _ in METHODS:
             runs = [r for r in results if r["budget_ms"] == budget and r["method"] == method]
-            bests = [max(r["candidates"], key=lambda c: c["accuracy"]) for r in runs if r["candidates"]]
+            bests = [max(r["candidates"], key=lambda c: c["score"]) for r in runs if r["candidates"]]
             if not bests:
                 continue
-            acc = np.array([b["accuracy"] for b in bests])
+            acc = np.array([b["score"] for b in bests])
             scored = [c for r in runs for c in r["candidates"]]
             lines.append(
                 f"| {budget:.4f} | {method} | {acc.mean():.4f} ± {acc.std():.4f} | "
@@ -211,7 +228,7 @@ def summarize(results, budgets, settings) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(results, budgets, path: Path) -> None:
+def plot(results, budgets, path: Path, label: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -227,14 +244,14 @@ def plot(results, budgets, path: Path) -> None:
                 continue
             ax.scatter(
                 [c["latency_ms"] for c in scored],
-                [c["accuracy"] for c in scored],
+                [c["score"] for c in scored],
                 s=10,
                 alpha=0.35,
                 color=colour,
                 marker="o" if method != "random" else "x",
             )
             front = pareto_front(
-                [Candidate(i, np.array(c["vector"]), c["latency_ms"], c["accuracy"]) for i, c in enumerate(scored)]
+                [Candidate(i, np.array(c["vector"]), c["latency_ms"], c["score"]) for i, c in enumerate(scored)]
             )
             ax.step(
                 [c.latency_ms for c in front],
@@ -248,7 +265,7 @@ def plot(results, budgets, path: Path) -> None:
         ax.axvline(budget, color="grey", linestyle="--")
         ax.set_title(f"budget {budget:.3f} ms")
         ax.set_xlabel("estimated latency (ms, LUT sum)")
-        ax.set_ylabel("digits validation accuracy")
+        ax.set_ylabel(label)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()

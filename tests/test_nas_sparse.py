@@ -260,7 +260,7 @@ def test_compare_summary_reports_where_each_search_puts_2_4(monkeypatch):
     from nas_sparse_compare import summarize
 
     def cand(trial, acc, stages):
-        return {"trial": trial, "latency_ms": 1.0 + trial / 10, "accuracy": acc, "sparse_stages": stages, "vector": []}
+        return {"trial": trial, "latency_ms": 1.0 + trial / 10, "score": acc, "sparse_stages": stages, "vector": []}
 
     results = [
         {"budget_ms": 2.0, "seed": 0, "method": "dense-only", "candidates": [cand(0, 0.9, []), cand(3, 0.95, [])]},

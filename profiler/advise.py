@@ -344,7 +344,8 @@ def summarize(
                     row.reason = f"2:4 gains {row.speedup:.2f}x, not above the threshold {threshold:g}x"
         rows.append(row)
 
-    timed = [c for c in calls if c.layer in timed_layers(calls, table)]
+    timed_names = set(timed_layers(calls, table))
+    timed = [c for c in calls if c.layer in timed_names]
     converted = {r.layer for r in rows if r.convert}
     dense_sum = float(sum(dense[c.spec.key()] for c in timed))
     sparse_sum = float(sum((sparse if c.layer in converted else dense)[c.spec.key()] for c in timed))

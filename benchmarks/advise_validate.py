@@ -259,6 +259,7 @@ def main() -> int:
             measured_r = per_round["dense"] / per_round[kind] if kind in variants else np.ones(args.rounds)
             predicted_r = np.array([r["speedup"] for r in rounds])
             row[f"{kind}_same_round_predicted"] = float(np.median(predicted_r))
+            row[f"{kind}_per_round"] = {"measured": measured_r.tolist(), "predicted": predicted_r.tolist()}
             row[f"{kind}_same_round_error_pct"] = float(100 * np.median(predicted_r / measured_r - 1))
         dense_r = np.array([r["dense_ms"] for r in same_round_prediction("all")])
         row["same_round_dense_predicted_vs_measured"] = float(np.median(dense_r / per_round["dense"]))

@@ -280,7 +280,8 @@ def main() -> int:
             flush=True,
         )
         del variants, model
-    out = args.out / f"results-{args.dtype}-t{args.threads}.json"
+    # One file per (models, dtype, threads): runs of other models into the same --out keep theirs.
+    out = args.out / f"results-{args.models.replace(',', '-')}-{args.dtype}-t{args.threads}.json"
     out.write_text(
         json.dumps(
             {

@@ -29,7 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import oneshot_eval as ev  # noqa: E402
-from torch_digits_demo import DigitsCNN, accuracy, load_digits_split, train  # noqa: E402
+from torch_digits_demo import accuracy  # noqa: E402
 
 import pysparse24  # noqa: E402
 import pysparse24.torch as sparse_torch  # noqa: E402
@@ -212,12 +212,7 @@ def recalibrated_batch_norms(model, images: list[torch.Tensor]):
 def run_digits(args) -> dict:
     runs = []
     for seed in args.seeds:
-        torch.manual_seed(seed)
-        train_data, test_data = load_digits_split(seed)
-        dense = DigitsCNN()
-        train(dense, train_data, 30, 3e-3, seed)  # as oneshot_eval.py
-        pick = torch.randperm(len(train_data[1]), generator=torch.Generator().manual_seed(seed))[:256]
-        batches = list(train_data[0][pick].split(32))
+        dense, _, test_data, batches = ev.dense_digits(seed, ev.DIGITS_EPOCHS, ev.DIGITS_LR, ev.DIGITS_CALIBRATION)
         run = {"seed": seed, "dense": accuracy(dense, test_data), "all": {}, "bn_recalibrated": {}, "alone": {}}
         pruned = {}
         for method in ev.METHODS:

@@ -260,19 +260,25 @@ def retrain_curve(model, train_data, test_data, steps: int, every: int, lr: floa
     return curve
 
 
+DIGITS_EPOCHS, DIGITS_LR, DIGITS_CALIBRATION = 30, 3e-3, 256
+
+
+def dense_digits(seed: int, epochs: int, lr: float, calibration: int):
+    """The dense digits CNN of a seed, its (train, test) split and calibration batches of 32 drawn
+    from the training images only, never the test split."""
+    torch.manual_seed(seed)
+    train_data, test_data = load_digits_split(seed)
+    dense = DigitsCNN()
+    train(dense, train_data, epochs, lr, seed)
+    pick = torch.randperm(len(train_data[1]), generator=torch.Generator().manual_seed(seed))[:calibration]
+    return dense, train_data, test_data, list(train_data[0][pick].split(32))
+
+
 def run_digits(args) -> dict:
     runs = []
     for seed in args.seeds:
-        torch.manual_seed(seed)
-        train_data, test_data = load_digits_split(seed)
-        dense = DigitsCNN()
-        train(dense, train_data, args.epochs, args.lr, seed)
+        dense, train_data, test_data, batches = dense_digits(seed, args.epochs, args.lr, args.digits_calibration)
         dense_acc = accuracy(dense, test_data)
-        # calibration: training images only, never the test split
-        pick = torch.randperm(len(train_data[1]), generator=torch.Generator().manual_seed(seed))[
-            : args.digits_calibration
-        ]
-        batches = list(train_data[0][pick].split(32))
         run = {"seed": seed, "dense": dense_acc, "one_shot": {}, "curves": {}, "seconds": {}}
         for method in METHODS:
             model = copy.deepcopy(dense)
@@ -335,9 +341,11 @@ def main() -> None:
     parser.add_argument("--calibration", type=int, default=256, help="MiniLM calibration sentences")
     parser.add_argument("--split-seed", type=int, default=0, help="seed of the calibration / held-out split")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="digits CNN seeds")
-    parser.add_argument("--epochs", type=int, default=30, help="digits: dense training epochs")
-    parser.add_argument("--lr", type=float, default=3e-3, help="digits: dense lr (retraining: lr / 10)")
-    parser.add_argument("--digits-calibration", type=int, default=256, help="digits: calibration training images")
+    parser.add_argument("--epochs", type=int, default=DIGITS_EPOCHS, help="digits: dense training epochs")
+    parser.add_argument("--lr", type=float, default=DIGITS_LR, help="digits: dense lr (retraining: lr / 10)")
+    parser.add_argument(
+        "--digits-calibration", type=int, default=DIGITS_CALIBRATION, help="digits: calibration training images"
+    )
     parser.add_argument("--retrain-steps", type=int, default=200)
     parser.add_argument("--every", type=int, default=10, help="digits: evaluate every this many retraining steps")
     parser.add_argument(

@@ -7,7 +7,9 @@ MiniLM (--only minilm):
   data/stdlib_more_sentences.txt (other sentences of the same docstrings, none of them held out);
 - Wanda with the norms of the dense model's activations (every layer calibrated before any is pruned)
   instead of the pruned model's (the method as implemented and as in the paper's code);
-- how close the dense model's retrieval is to ties (how fragile top-1 agreement is).
+- how close the dense model's retrieval is to ties (how fragile top-1 agreement is);
+- two corrections outside the published methods (`compensated`): bias correction against the dense
+  model's mean outputs, and SparseGPT on a least-squares refit to the dense outputs (--compensation-only).
 Digits CNN (--only digits), per seed: one-shot accuracy per method and pruned layer, Wanda with the
 dense model's norms, and each method after re-estimating the BatchNorm statistics on the calibration images.
 
@@ -42,6 +44,16 @@ LAYER_TYPES = (
     "attention.output.dense",
     "intermediate.dense",
     "layer.N.output.dense",  # the FFN output (1536 -> 384)
+)
+
+
+# (label, method, bias correction, least-squares refit to the dense outputs): see `compensated`.
+COMPENSATIONS = (
+    ("magnitude + bias correction", "magnitude", True, False),
+    ("wanda + bias correction", "wanda", True, False),
+    ("sparsegpt + bias correction", "sparsegpt", True, False),
+    ("sparsegpt on the refit to dense outputs", "sparsegpt", False, True),
+    ("sparsegpt on the refit + bias correction", "sparsegpt", True, True),
 )
 
 
@@ -83,6 +95,58 @@ def wanda_on_dense_norms(model, calibration, layers: list[str]) -> None:
     with torch.no_grad():
         for name, mask in keep.items():
             modules[name].weight.mul_(mask)
+
+
+def compensated(model, method: str, batches: list[dict], names: list[str], bias: bool, refit: bool) -> None:
+    """Prune the named Linears 2:4 layer by layer as sparsify does, plus two corrections from the
+    literature that are not part of Wanda or SparseGPT, to measure what they would add:
+    - bias: each layer's bias absorbs its mean output shift against the dense model,
+      b += W mu_dense - W' mu (bias correction, Nagel et al. 2019, with the dense model's mean input);
+    - refit (sparsegpt only): W is first refitted by least squares so that X W^T reproduces the dense
+      model's output X_dense W^T (asymmetric calibration, as in GPTAQ), then SparseGPT prunes the refit.
+    Masks are multiplied into the weights (none kept). Assumes each Linear runs once per batch."""
+    modules = dict(model.named_modules())
+    seen: dict[str, list] = {name: [] for name in names}
+    done: set[str] = set()
+
+    def record(name, args):
+        if name not in done:  # the execution-order pass (dense model), then the layer's own pass
+            seen[name].append(args[0].reshape(-1, args[0].shape[-1]).double())
+
+    handles = [modules[n].register_forward_pre_hook(lambda _, args, n=n: record(n, args)) for n in names]
+
+    def apply(name, module, keep, new_weight):
+        dense_x, x = torch.cat(seen[name][: len(batches)]), torch.cat(seen[name][-len(batches) :])
+        W = module.weight.detach().double()
+        if method == "magnitude":
+            keep = pysparse24.mask(W.float(), n=2, m=4, dim=1)
+        if refit:
+            H = x.T @ x
+            damping = 0.01 * H.diagonal().mean() * torch.eye(H.shape[0], dtype=H.dtype)
+            fitted = torch.linalg.solve(H + damping, x.T @ dense_x @ W.T).T
+            new_weight, keep, _ = oneshot.sparsegpt_prune(fitted, H * (2 / x.shape[0]), 2, 4)
+        new = (W * keep if new_weight is None else new_weight.double()).to(module.weight.dtype)
+        with torch.no_grad():
+            if bias:
+                module.bias.add_((W @ dense_x.mean(0) - new.double() @ x.mean(0)).to(module.bias.dtype))
+            module.weight.copy_(new)
+        done.add(name)
+        del seen[name][:]
+
+    try:
+        oneshot.prune_in_order(
+            model,
+            [(name, modules[name]) for name in names],
+            "wanda" if method == "magnitude" else method,
+            batches,
+            2,
+            4,
+            apply,
+            progress=False,
+        )
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def layer_inputs(model, names: list[str], batches: list[dict]) -> dict[str, torch.Tensor]:
@@ -161,6 +225,14 @@ def run_minilm(args) -> dict:
         print(f"  {kind}: " + ", ".join(f"{m} {r['calibration']:.3f} / {r['held_out']:.3f}" for m, r in rows.items()))
     if args.reconstruction_only:
         return results
+    for label, method, bias, refit in COMPENSATIONS:
+        model = copy.deepcopy(dense)
+        started = time.perf_counter()
+        compensated(model, method, batches, names, bias, refit)
+        results.setdefault("compensation", {})[label] = measure(model, time.perf_counter() - started)
+        show(label, results["compensation"][label])
+    if args.compensation_only:
+        return results
     similarity = reference.double() @ reference.double().T
     similarity.fill_diagonal_(-float("inf"))
     best = similarity.topk(2, dim=1).values
@@ -196,17 +268,10 @@ def run_minilm(args) -> dict:
 
 
 def recalibrated_batch_norms(model, images: list[torch.Tensor]):
-    """A copy whose BatchNorm running statistics are re-estimated (cumulative average) on `images`."""
+    """A copy whose BatchNorm running statistics are re-estimated on `images`."""
     model = copy.deepcopy(model)
-    for module in model.modules():
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            module.reset_running_stats()
-            module.momentum = None
-    model.train()
-    with torch.no_grad():
-        for batch in images:
-            model(batch)
-    return model.eval()
+    sparse_torch.recalibrate_batch_norms(model, images)
+    return model
 
 
 def run_digits(args) -> dict:
@@ -246,6 +311,11 @@ def main() -> None:
     parser.add_argument("--more", type=int, default=768, help="MiniLM: extra calibration sentences from the other file")
     parser.add_argument(
         "--reconstruction-only", action="store_true", help="MiniLM: only the layer reconstruction errors"
+    )
+    parser.add_argument(
+        "--compensation-only",
+        action="store_true",
+        help="MiniLM: the reconstruction errors and the bias-correction / refit variants only",
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--threads", type=int, default=1)

@@ -11,7 +11,7 @@ from reference import reference_mask
 from torch import nn
 from torch_models import ConvNet, randomize_batch_norms, seeded
 
-from pysparse24.torch import sparse_layers, sparsify, undo
+from pysparse24.torch import recalibrate_batch_norms, sparse_layers, sparsify, undo
 from pysparse24.torch.oneshot import SingularHessian, gemm_input, gemm_weight, inverse_hessian_factor, sparsegpt_prune
 from pysparse24.torch.permutation import channels_last_matrix
 
@@ -414,3 +414,47 @@ def test_layers_reading_one_tensor_share_a_pass_with_the_same_result(rng, method
     assert separate.passes == 5 * len(batches)
     for name, module, _ in sparse_layers(separate):
         assert torch.equal(module.weight.detach(), weights["copy"][name]), name
+
+
+def test_recalibrate_batch_norms_averages_each_batchs_statistics(rng):
+    seeded(rng)
+    model = randomize_batch_norms(ConvNet()).train()
+    batches = [torch.randn(6, 3, 8, 8) * 3 + 1 for _ in range(4)]
+    seen = {"bn1": [], "bn2": []}
+    for name in seen:
+        getattr(model, name).register_forward_pre_hook(lambda module, args, name=name: seen[name].append(args[0]))
+    assert recalibrate_batch_norms(model, batches) == 2
+
+    # bn1 reads conv1's output, computed here independently; bn2 what the hook saw.
+    with torch.no_grad():
+        inputs = {"bn1": [model.conv1(b).double() for b in batches], "bn2": [x.double() for x in seen["bn2"]]}
+    assert len(seen["bn1"]) == len(seen["bn2"]) == len(batches)
+    for name, xs in inputs.items():
+        bn = getattr(model, name)
+        means = torch.stack([x.mean((0, 2, 3)) for x in xs]).mean(0)
+        variances = torch.stack([x.var((0, 2, 3), unbiased=True) for x in xs]).mean(0)
+        torch.testing.assert_close(bn.running_mean.double(), means, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(bn.running_var.double(), variances, rtol=1e-5, atol=1e-5)
+        assert bn.momentum == 0.1 and int(bn.num_batches_tracked) == len(batches)
+    assert model.training and model.bn1.training  # modes restored
+
+
+def test_recalibrate_batch_norms_restores_the_model_when_it_fails(rng):
+    seeded(rng)
+    model = randomize_batch_norms(ConvNet())
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(ValueError, match="calibration batch 1 does not run through the model"):
+        recalibrate_batch_norms(model, [torch.randn(2, 3, 8, 8), torch.randn(2, 5, 8, 8)])
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(value, before[key], rtol=0, atol=0)
+    assert not model.training and not model.bn2.training and model.bn2.momentum == 0.1
+
+    model.unused = nn.BatchNorm1d(4)  # never called by forward
+    with pytest.raises(ValueError, match=r"\['unused'\] saw no calibration data"):
+        recalibrate_batch_norms(model, [torch.randn(2, 3, 8, 8)])
+    torch.testing.assert_close(model.bn1.running_mean, before["bn1.running_mean"], rtol=0, atol=0)
+
+    with pytest.raises(ValueError, match="no BatchNorm layer"):
+        recalibrate_batch_norms(nn.Linear(4, 4), [torch.randn(2, 4)])
+    with pytest.raises(TypeError, match="iterable of batches"):
+        recalibrate_batch_norms(model, torch.randn(2, 3, 8, 8))

@@ -260,6 +260,53 @@ def _forward(model: nn.Module, batches: list, index: int) -> None:
         ) from error
 
 
+def recalibrate_batch_norms(model: nn.Module, calibration) -> int:
+    """Re-estimate every BatchNorm's running mean and variance on `calibration` (an iterable of model
+    inputs, as for sparsify), each batch weighted equally (momentum=None), with the rest of the model
+    in eval mode and no gradients. Pruning a conv shifts the statistics of the BatchNorm after it; the
+    dense model's statistics then mis-normalize every later layer (on the digits CNN this is most of
+    magnitude's and Wanda's one-shot loss). Returns how many BatchNorm layers were re-estimated. A
+    model without BatchNorm statistics, a batch the model rejects or a BatchNorm no batch reaches is
+    a ValueError, and the model is left as it was."""
+    named = [
+        (name, module)
+        for name, module in model.named_modules()
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats
+    ]
+    norms = [module for _, module in named]
+    if not norms:
+        raise ValueError("the model has no BatchNorm layer with running statistics to re-estimate")
+    batches = _batches(calibration)
+    saved = [{name: buffer.clone() for name, buffer in norm.named_buffers(recurse=False)} for norm in norms]
+    momenta = [norm.momentum for norm in norms]
+    modes = {module: module.training for module in model.modules()}
+    finished = False
+    try:
+        model.eval()
+        for norm in norms:
+            norm.reset_running_stats()
+            norm.momentum = None  # cumulative average over the batches, not an exponential one
+            norm.train()
+        with torch.no_grad():
+            for index in range(len(batches)):
+                _forward(model, batches, index)
+        unreached = [name for name, norm in named if not norm.num_batches_tracked]
+        if unreached:
+            raise ValueError(
+                f"BatchNorm layer(s) {unreached} saw no calibration data: their statistics cannot be re-estimated"
+            )
+        finished = True
+    finally:
+        for norm, momentum, buffers in zip(norms, momenta, saved):
+            norm.momentum = momentum
+            if not finished:  # leave the model as it was, not half re-estimated
+                for name, value in buffers.items():
+                    getattr(norm, name).copy_(value)
+        for module, training in modes.items():
+            module.train(training)
+    return len(norms)
+
+
 def _execution_order(model: nn.Module, layers: list[tuple[str, nn.Module]], batches: list):
     """Runs every batch once. Returns the layers in the order they first run, in groups of consecutive
     layers that read the very same input tensor (unmodified, once per batch: attention's query, key

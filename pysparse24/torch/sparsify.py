@@ -173,7 +173,8 @@ def sparsify(
     inputs (tensors, tuples of positional arguments or dicts of keyword arguments; e.g. a few hundred
     samples), and prune layer by layer in the order the model runs them (see pysparse24.torch.oneshot).
     sparsegpt also updates the kept weights; `damping` (fraction of the Hessian's mean diagonal) and
-    `block_size` are its parameters. `progress` shows a bar per layer for the one-shot methods.
+    `block_size` are its parameters. `progress` shows a bar per layer for the one-shot methods. On a
+    CNN with BatchNorm, follow a one-shot prune with `recalibrate_batch_norms(model, calibration)`.
 
     Run `permute_channels` first to keep more magnitude. The existing optimizer still works: the
     weight Parameter object is kept (it moves to `<layer>.parametrizations.weight.original`)."""

@@ -1,10 +1,11 @@
-"""A/B of the pysparse24::linear op between two source trees, in 1-thread thread CPU time.
+"""A/B of the pysparse24::linear and ::conv2d ops between two source trees, in 1-thread thread CPU time.
 
     python benchmarks/ab_linear_call.py OLD_TREE NEW_TREE [--rounds 5]
 
 Each round runs one fresh process per tree (old, then new: interleaved), each timing
 torch.ops.pysparse24.linear against F.linear on the same seeded inputs: GPUNet-0's squeeze-excite
-1x1 convs and an 8x8 weight at N = 1 (call overhead) and the LLaMA-7B MLP GEMVs. Prints the median
+1x1 convs and an 8x8 weight at N = 1 (call overhead) and the LLaMA-7B MLP GEMVs; the small shapes
+also as torch.ops.pysparse24.conv2d against F.conv2d on a (1, K, 1, 1) input. Prints the median
 of the rounds per case. Both trees must be built (setup.py build_ext --inplace). For a machine
 shared with other work: thread CPU time counts only this thread's cycles (memory stalls included).
 """
@@ -55,6 +56,13 @@ def one_round(seed: int) -> dict:
                     op = per_call_ns(lambda: torch.ops.pysparse24.linear(x, c.values, c.meta, b), reps)
                     dense = per_call_ns(lambda: F.linear(x, w, b), reps)
                     out[f"{key} op {unit}"], out[f"{key} F.linear {unit}"] = op / scale, dense / scale
+                    if shapes is SMALL:  # the same weight as a 1x1 conv over one pixel
+                        x4, w4, one, zero = x.view(1, K, 1, 1), w.view(M, K, 1, 1), [1, 1], [0, 0]
+                        op = per_call_ns(
+                            lambda: torch.ops.pysparse24.conv2d(x4, c.values, c.meta, b, one, one, zero, one), reps
+                        )
+                        dense = per_call_ns(lambda: F.conv2d(x4, w4, b), reps)
+                        out[f"{key} conv op {unit}"], out[f"{key} F.conv2d {unit}"] = op / scale, dense / scale
     return out
 
 

@@ -205,7 +205,8 @@ def _state(t) -> tuple | None:
     return None if t is None else (t._version, t.data_ptr(), t.shape)
 
 
-def _is_ready(values, meta, bias) -> bool:
+def weight_is_checked(values, meta, bias) -> bool:
+    """Whether these very tensors passed _ready_weight's checks and have not changed since."""
     entry = _READY.get(id(values))
     if entry is None:
         return False
@@ -223,7 +224,7 @@ def _ready_weight(values, meta, bias, check_weight) -> tuple:
     caller's rules, then the metadata codes), C-contiguous and aligned (a non-contiguous view, or a
     tensor whose address is not a multiple of its element size, is copied, as _arrays.native does).
     Remembered when no copy was needed."""
-    if _is_ready(values, meta, bias):
+    if weight_is_checked(values, meta, bias):
         return values, meta, bias
     if check_weight is not None:
         check_weight(values, meta, bias)

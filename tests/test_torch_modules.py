@@ -289,26 +289,41 @@ def test_compile_fullgraph_and_export(rng, mode):
         assert torch.equal(got, want)
 
 
-def test_conv_fake_strides_match_the_real_output(rng):
+@pytest.mark.parametrize(
+    "kernel, stride, padding, hw",
+    [
+        (3, 2, 1, (7, 5)),
+        (1, 1, 0, (7, 5)),  # pointwise: channels_last input is the GEMM operand
+        (1, 1, 0, (1, 1)),  # squeeze-excite: one pixel, both layouts at once
+        (3, 1, 0, (3, 3)),  # a 1x1 output from a 3x3 kernel
+    ],
+)
+def test_conv_fake_strides_and_values_match_the_real_output(rng, kernel, stride, padding, hw):
     """Compiled graphs trust the fake implementation's strides: they must be the real ones."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    conv = SparseConv2d.from_dense(pruned_(nn.Conv2d(8, 16, 3, stride=2, padding=1), rng))
+    dense = pruned_(nn.Conv2d(8, 16, kernel, stride=stride, padding=padding), rng)
+    conv = SparseConv2d.from_dense(dense)
     for memory_format in (torch.channels_last, torch.contiguous_format):
-        x = random_input(rng, (2, 8, 7, 5), torch.float32).to(memory_format=memory_format)
-        real = conv(x)
+        x = random_input(rng, (2, 8, *hw), torch.float32).to(memory_format=memory_format)
+        with torch.no_grad():
+            real = conv(x)
         with FakeTensorMode(allow_non_fake_inputs=True) as mode:
             fake = torch.ops.pysparse24.conv2d(
                 mode.from_tensor(x),
                 mode.from_tensor(conv.values),
                 mode.from_tensor(conv.meta),
                 mode.from_tensor(conv.bias),
-                [3, 3],
-                [2, 2],
-                [1, 1],
+                [kernel, kernel],
+                [stride, stride],
+                [padding, padding],
                 [1, 1],
             )
         assert (fake.shape, fake.stride(), fake.dtype) == (real.shape, real.stride(), real.dtype)
+        w, b = dense.weight.double(), dense.bias.double()
+        want = F.conv2d(x.double(), w, b, stride=stride, padding=padding)
+        magnitude = F.conv2d(x.double().abs(), w.abs(), b.abs(), stride=stride, padding=padding)
+        assert_matches_float64(real, want, magnitude, torch.float32)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.int8])

@@ -219,14 +219,7 @@ class SparseConv2d(_SparseModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.ops.pysparse24.conv2d(
-            x,
-            self.values,
-            self.meta,
-            self.bias,
-            list(self.kernel_size),
-            list(self.stride),
-            list(self.padding),
-            list(self.dilation),
+            x, self.values, self.meta, self.bias, self.kernel_size, self.stride, self.padding, self.dilation
         )
 
     def extra_repr(self) -> str:

@@ -31,7 +31,7 @@ import pysparse24
 from pysparse24 import _arrays
 from pysparse24.formats import Compressed
 from pysparse24.groups import PACKED_K_MULTIPLE, cusparselt_padded, cusparselt_problem, packed_k_problem
-from pysparse24.matmul import conv2d_nhwc, conv_output_hw, large_n_regime, run_torch_linear
+from pysparse24.matmul import conv2d_nhwc, conv_output_hw, large_n_regime, run_torch_linear, weight_is_checked
 
 DTYPES = (torch.float32, torch.bfloat16, torch.int8)
 
@@ -160,13 +160,14 @@ def _linear_fake(x, values, meta, bias):
 
 def _conv_geometry(x, values, kernel_size, stride, padding, dilation) -> tuple[int, int]:
     """Checks the conv hyperparameters against x and the weight; returns the output (height, width)."""
-    for name, pair, low in (
+    limits = (
         ("kernel_size", kernel_size, 1),
         ("stride", stride, 1),
         ("padding", padding, 0),
         ("dilation", dilation, 1),
-    ):
-        if len(pair) != 2 or any(v < low for v in pair):
+    )
+    for name, pair, low in limits:
+        if len(pair) != 2 or min(pair) < low:
             raise ValueError(f"{name} must be two integers >= {low}, got {list(pair)}")
     if x.dim() != 4:
         raise ValueError(f"conv2d input must be 4-D (N, C, H, W), got shape {tuple(x.shape)}")
@@ -218,6 +219,10 @@ def implicit_im2col(x_nhwc: Tensor, values: Tensor, kernel_size, stride, padding
 
 def _conv_gemm(x_nhwc: Tensor, values, meta, bias, kernel_size, stride, padding, dilation, out_hw) -> Tensor:
     """The conv as one GEMM, (N*OH*OW, K_out): by implicit im2col where it applies, else over the patches."""
+    if (*kernel_size, *stride, *padding) == (1, 1, 1, 1, 0, 0) and x_nhwc.is_contiguous() and not x_nhwc.is_cuda:
+        # Pointwise over a channels_last input (or 1x1 pixels): the input is the GEMM operand.
+        cols = x_nhwc.view(-1, x_nhwc.shape[3])
+        return run_torch_linear(cols, values, meta, bias, check_weight=_check_weight)  # x checked by the op
     if implicit_im2col(x_nhwc, values, kernel_size, stride, padding, out_hw):
         if x_nhwc.stride(3) != 1:  # channel runs contiguous: one copy of the input, 1/(R*S) of the patches
             x_nhwc = x_nhwc.contiguous()
@@ -225,7 +230,7 @@ def _conv_gemm(x_nhwc: Tensor, values, meta, bias, kernel_size, stride, padding,
     cols = patches(x_nhwc, kernel_size, stride, padding, dilation, out_hw)
     if x_nhwc.is_cuda:
         return _cuda_linear(cols, values, meta, bias)
-    return run_torch_linear(cols, values, meta, bias, check_weight=_check_weight)  # x checked by _check_conv
+    return run_torch_linear(cols, values, meta, bias, check_weight=_check_weight)  # x checked by the op
 
 
 _LIB.define(
@@ -252,8 +257,13 @@ def conv2d(
 @_implements("conv2d", "CPU", "CUDA")
 def _conv2d(x, values, meta, bias, kernel_size, stride, padding, dilation):
     _refuse_grad(x, values, bias)
-    oh, ow = _check_conv(x, values, meta, bias, kernel_size, stride, padding, dilation)
+    if not weight_is_checked(values, meta, bias):  # the CPU kernels remember a weight once checked
+        _check_weight(values, meta, bias)
+    _check_input(x, values, "conv2d input")
+    oh, ow = _conv_geometry(x, values, kernel_size, stride, padding, dilation)
     y = _conv_gemm(x.permute(0, 2, 3, 1), values, meta, bias, kernel_size, stride, padding, dilation, (oh, ow))
+    if oh == ow == 1 and not returns_channels_last(x):  # (N, K) is already the contiguous (N, K, 1, 1)
+        return y.view(x.shape[0], values.shape[0], 1, 1)
     y = y.view(x.shape[0], oh, ow, values.shape[0]).permute(0, 3, 1, 2)  # channels_last strides
     if returns_channels_last(x):
         return y

@@ -67,6 +67,7 @@ class TracedCall:
     spec: LayerSpec | None  # dense spec timed for it; None when the vocabulary cannot express it
     skipped: str | None = None  # why spec is None
     note: str | None = None  # how the spec differs from the layer, when it does (same work)
+    sparse_problem: str | None = None  # why the layer cannot run 2:4 at all (its 2:4 spec is not timed)
 
 
 def _linear_spec(module, x, batch: int, precision: str) -> tuple[LayerSpec | None, str | None, str | None]:
@@ -138,6 +139,8 @@ def trace(model, example_input, precision: str | None = None) -> list[TracedCall
     import torch
     from torch import nn
 
+    from pysparse24.torch.modules import ineligibility
+
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(example_input, torch.Tensor) or example_input.dim() < 1:
@@ -157,10 +160,10 @@ def trace(model, example_input, precision: str | None = None) -> list[TracedCall
                 x = args[0]
                 make = _linear_spec if isinstance(module, nn.Linear) else _conv_spec
                 spec, skipped, note = make(module, x, batch, precision)
+                shape = tuple(module.weight.shape)
+                problem = ineligibility(module)
                 calls.append(
-                    TracedCall(
-                        name, type(module).__name__, tuple(x.shape), tuple(module.weight.shape), spec, skipped, note
-                    )
+                    TracedCall(name, type(module).__name__, tuple(x.shape), shape, spec, skipped, note, problem)
                 )
             except Exception as exc:  # the tracer's own failure, not the model's
                 raise _TraceError(f"tracing layer {name!r} failed: {type(exc).__name__}: {exc}") from exc
@@ -334,6 +337,8 @@ def summarize(
             row.sparse_ms = _finite(sum(sparse[k] for k in keys))
             if row.dense_ms is None:
                 row.reason = errors.get(keys[0], "no dense measurement in the table")
+            elif first.sparse_problem:
+                row.reason = f"cannot run 2:4: {first.sparse_problem}"
             elif row.sparse_ms is None:
                 sparse_key = group[0].spec.replace(sparsity="2:4").key()
                 row.reason = errors.get(sparse_key, "no 2:4 measurement in the table")
@@ -482,9 +487,15 @@ def advise(
     if table_path.exists():
         with LatencyTable(table_path) as lut:
             ensure_same_context(lut.context, context, "this backend")
-    measure = [s.replace(sparsity=sp) for s in specs for sp in ("dense", "2:4")]
+    # Each layer's dense spec, and its 2:4 spec where the layer can run 2:4 at all: timing the others
+    # would only fill the table with errors.
+    capable = [c.spec for c in calls if c.spec is not None and c.sparse_problem is None]
+    measure = specs + [s.replace(sparsity="2:4") for s in capable]
     report = build_table(table_path, measure, ref, workers=workers, progress=progress)
     log(report.summary())
+    incapable = sorted({c.layer for c in calls if c.spec is not None and c.sparse_problem})
+    if incapable:
+        log(f"{len(incapable)} layer(s) cannot run 2:4 and were timed dense only (reasons in the advice)")
     if report.interrupted:
         raise KeyboardInterrupt
     with _backend_here(ref) as here, LatencyTable(table_path) as lut:

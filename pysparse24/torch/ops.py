@@ -205,29 +205,33 @@ def patches(x_nhwc: Tensor, kernel_size, stride, padding, dilation, out_hw) -> T
     return view.reshape(n * oh * ow, r * s * c)
 
 
+def patches_are_the_input(x_nhwc: Tensor, kernel_size, stride, padding) -> bool:
+    """A 1x1, stride-1, unpadded conv over a contiguous (N, H, W, C) input (a channels_last tensor's,
+    or one pixel's): its patch matrix is the input itself, read in place."""
+    return (*kernel_size, *stride, *padding) == (1, 1, 1, 1, 0, 0) and x_nhwc.is_contiguous()
+
+
 def implicit_im2col(x_nhwc: Tensor, values: Tensor, kernel_size, stride, padding, out_hw) -> bool:
     """Whether the conv runs by implicit im2col (the CPU large-N kernels pack straight from the
     input) rather than over an explicit patch matrix. The explicit one stays where those kernels do
     not run: few output pixels (the small-N kernels read a patch matrix), bfloat16 on CPUs with
-    AVX-512 BF16 (its lane kernels), int8, and the GPU (cuSPARSELt takes a dense matrix). A 1x1,
-    stride-1, unpadded conv on a channels_last input needs neither: its patches are the input."""
-    pointwise = (tuple(kernel_size), tuple(stride), tuple(padding)) == ((1, 1), (1, 1), (0, 0))
-    if x_nhwc.is_cuda or (pointwise and x_nhwc.is_contiguous()):
+    AVX-512 BF16 (its lane kernels), int8, and the GPU (cuSPARSELt takes a dense matrix); and where
+    the patches are the input (patches_are_the_input), it needs neither."""
+    if x_nhwc.is_cuda or patches_are_the_input(x_nhwc, kernel_size, stride, padding):
         return False
     return large_n_regime(_arrays.dtype_name(values), x_nhwc.shape[0] * out_hw[0] * out_hw[1])
 
 
 def _conv_gemm(x_nhwc: Tensor, values, meta, bias, kernel_size, stride, padding, dilation, out_hw) -> Tensor:
-    """The conv as one GEMM, (N*OH*OW, K_out): by implicit im2col where it applies, else over the patches."""
-    if (*kernel_size, *stride, *padding) == (1, 1, 1, 1, 0, 0) and x_nhwc.is_contiguous() and not x_nhwc.is_cuda:
-        # Pointwise over a channels_last input (or 1x1 pixels): the input is the GEMM operand.
+    """The conv as one GEMM, (N*OH*OW, K_out): over the input itself, by implicit im2col, or over the patches."""
+    if patches_are_the_input(x_nhwc, kernel_size, stride, padding):
         cols = x_nhwc.view(-1, x_nhwc.shape[3])
-        return run_torch_linear(cols, values, meta, bias, check_weight=_check_weight)  # x checked by the op
-    if implicit_im2col(x_nhwc, values, kernel_size, stride, padding, out_hw):
+    elif implicit_im2col(x_nhwc, values, kernel_size, stride, padding, out_hw):
         if x_nhwc.stride(3) != 1:  # channel runs contiguous: one copy of the input, 1/(R*S) of the patches
             x_nhwc = x_nhwc.contiguous()
         return conv2d_nhwc(x_nhwc, compressed(values, meta), bias, kernel_size, stride, padding, dilation)
-    cols = patches(x_nhwc, kernel_size, stride, padding, dilation, out_hw)
+    else:
+        cols = patches(x_nhwc, kernel_size, stride, padding, dilation, out_hw)
     if x_nhwc.is_cuda:
         return _cuda_linear(cols, values, meta, bias)
     return run_torch_linear(cols, values, meta, bias, check_weight=_check_weight)  # x checked by the op

@@ -182,6 +182,23 @@ def test_layers_are_pruned_in_execution_order_on_pruned_activations(rng):
     assert not np.array_equal(got, second_mask(dense.first))  # which differs from seeing the dense one
 
 
+def test_a_pruned_weight_is_computed_once_while_calibrating(rng, monkeypatch):
+    """The calibration passes re-run the pruned layers: their masked weight is cached, not recomputed."""
+    from pysparse24.torch.sparsify import FixedMask
+
+    seeded(rng)
+    products = []
+    masked = FixedMask.forward
+    monkeypatch.setattr(FixedMask, "forward", lambda self, weight: products.append(self) or masked(self, weight))
+    model = randomize_batch_norms(ConvNet())
+    sparsify(model, method="sparsegpt", calibration=calibration_batches((2, 3, 8, 8), 4), progress=False)
+    # conv2 and conv3 run in the passes of the later layers (conv3, fc1): once each; fc1 in none.
+    assert sorted(map(id, products)) == sorted(id(m.parametrizations.weight[0]) for m in (model.conv2, model.conv3))
+    products.clear()
+    model(torch.randn(2, 3, 8, 8))  # outside sparsify, nothing is cached
+    assert len(products) == 3
+
+
 def test_layers_selects_and_reports_the_rest(rng):
     seeded(rng)
     model = ConvNet()

@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 import pysparse24
 
@@ -386,7 +387,9 @@ def prune_in_order(
     modes = {module: module.training for module in model.modules()}
     model.eval()
     try:
-        with torch.no_grad():
+        # parametrize.cached: a pruned layer's weight (its FixedMask product, fixed from then on) is
+        # computed once, not in every forward pass that runs through it (a fifth of the time on MiniLM).
+        with torch.no_grad(), parametrize.cached():
             groups, calls = _execution_order(model, layers, batches)
             with _Progress(method, len(layers), len(batches), progress) as bar:
                 for group in groups:

@@ -267,13 +267,6 @@ def run_minilm(args) -> dict:
     return results
 
 
-def recalibrated_batch_norms(model, images: list[torch.Tensor]):
-    """A copy whose BatchNorm running statistics are re-estimated on `images`."""
-    model = copy.deepcopy(model)
-    sparse_torch.recalibrate_batch_norms(model, images)
-    return model
-
-
 def run_digits(args) -> dict:
     runs = []
     for seed in args.seeds:
@@ -287,7 +280,7 @@ def run_digits(args) -> dict:
         wanda_on_dense_norms(pruned["wanda_dense_norms"], batches, ["conv2", "conv3", "fc1"])
         for label, model in pruned.items():
             run["all"][label] = accuracy(model, test_data)
-            run["bn_recalibrated"][label] = accuracy(recalibrated_batch_norms(model, batches), test_data)
+            run["bn_recalibrated"][label] = accuracy(ev.recalibrated_batch_norms(model, batches), test_data)
         for layer in ("conv2", "conv3", "fc1"):
             for method in ev.METHODS:
                 model = copy.deepcopy(dense)

@@ -260,6 +260,13 @@ def retrain_curve(model, train_data, test_data, steps: int, every: int, lr: floa
     return curve
 
 
+def recalibrated_batch_norms(model, images: list[torch.Tensor]):
+    """A copy whose BatchNorm running statistics are re-estimated on `images`."""
+    model = copy.deepcopy(model)
+    sparse_torch.recalibrate_batch_norms(model, images)
+    return model
+
+
 DIGITS_EPOCHS, DIGITS_LR, DIGITS_CALIBRATION = 30, 3e-3, 256
 
 
@@ -290,9 +297,7 @@ def run_digits(args) -> dict:
             run["one_shot"][method] = accuracy(model, test_data)
             # The same pruned model with its BatchNorm statistics re-estimated on the calibration images;
             # the retraining curve starts from the model as pruned (training re-estimates them anyway).
-            recalibrated = copy.deepcopy(model)
-            sparse_torch.recalibrate_batch_norms(recalibrated, batches)
-            run["bn_recalibrated"][method] = accuracy(recalibrated, test_data)
+            run["bn_recalibrated"][method] = accuracy(recalibrated_batch_norms(model, batches), test_data)
             run["curves"][method] = retrain_curve(
                 model, train_data, test_data, args.retrain_steps, args.every, args.lr / 10, seed + 1
             )

@@ -15,6 +15,7 @@ Either way the choice of the n kept per group is `pysparse24.mask` on the scores
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Mapping
 
@@ -261,6 +262,20 @@ def _forward(model: nn.Module, batches: list, index: int) -> None:
         ) from error
 
 
+@contextlib.contextmanager
+def _in_eval_mode(model: nn.Module):
+    """The model in eval mode (dropout off, BatchNorm statistics frozen) without gradients; each
+    module's own mode restored afterwards."""
+    modes = {module: module.training for module in model.modules()}
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        for module, training in modes.items():
+            module.train(training)
+
+
 def recalibrate_batch_norms(model: nn.Module, calibration) -> int:
     """Re-estimate every BatchNorm's running mean and variance on `calibration` (an iterable of model
     inputs, as for sparsify), each batch weighted equally (momentum=None), with the rest of the model
@@ -269,42 +284,37 @@ def recalibrate_batch_norms(model: nn.Module, calibration) -> int:
     magnitude's and Wanda's one-shot loss). Returns how many BatchNorm layers were re-estimated. A
     model without BatchNorm statistics, a batch the model rejects or a BatchNorm no batch reaches is
     a ValueError, and the model is left as it was."""
-    named = [
-        (name, module)
+    norms = {
+        name: module
         for name, module in model.named_modules()
         if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats
-    ]
-    norms = [module for _, module in named]
+    }
     if not norms:
         raise ValueError("the model has no BatchNorm layer with running statistics to re-estimate")
     batches = _batches(calibration)
-    saved = [{name: buffer.clone() for name, buffer in norm.named_buffers(recurse=False)} for norm in norms]
-    momenta = [norm.momentum for norm in norms]
-    modes = {module: module.training for module in model.modules()}
+    saved = {name: {key: b.clone() for key, b in norm.named_buffers(recurse=False)} for name, norm in norms.items()}
+    momenta = {name: norm.momentum for name, norm in norms.items()}
     finished = False
     try:
-        model.eval()
-        for norm in norms:
-            norm.reset_running_stats()
-            norm.momentum = None  # cumulative average over the batches, not an exponential one
-            norm.train()
-        with torch.no_grad():
+        with _in_eval_mode(model):
+            for norm in norms.values():
+                norm.reset_running_stats()
+                norm.momentum = None  # cumulative average over the batches, not an exponential one
+                norm.train()
             for index in range(len(batches)):
                 _forward(model, batches, index)
-        unreached = [name for name, norm in named if not norm.num_batches_tracked]
+        unreached = [name for name, norm in norms.items() if not norm.num_batches_tracked]
         if unreached:
             raise ValueError(
                 f"BatchNorm layer(s) {unreached} saw no calibration data: their statistics cannot be re-estimated"
             )
         finished = True
     finally:
-        for norm, momentum, buffers in zip(norms, momenta, saved):
-            norm.momentum = momentum
+        for name, norm in norms.items():
+            norm.momentum = momenta[name]
             if not finished:  # leave the model as it was, not half re-estimated
-                for name, value in buffers.items():
-                    getattr(norm, name).copy_(value)
-        for module, training in modes.items():
-            module.train(training)
+                for key, value in saved[name].items():
+                    getattr(norm, key).copy_(value)
     return len(norms)
 
 
@@ -383,45 +393,38 @@ def prune_in_order(
     if not 0 <= damping:
         raise ValueError(f"damping must be >= 0, got {damping}")
     batches = _batches(calibration)
-    # Calibrate in eval mode (dropout off, BatchNorm statistics frozen), then restore each module's mode.
-    modes = {module: module.training for module in model.modules()}
-    model.eval()
-    try:
-        # parametrize.cached: a pruned layer's weight (its FixedMask product, fixed from then on) is
-        # computed once, not in every forward pass that runs through it (a fifth of the time on MiniLM).
-        with torch.no_grad(), parametrize.cached():
-            groups, calls = _execution_order(model, layers, batches)
-            with _Progress(method, len(layers), len(batches), progress) as bar:
-                for group in groups:
-                    names = ", ".join(name for name, _ in group)
-                    bar.layer(names)
-                    collectors = [_Collector(name, method) for name, _ in group]
-                    handles = [
-                        module.register_forward_pre_hook(c.hook, with_kwargs=True)
-                        for (_, module), c in zip(group, collectors)
-                    ]
-                    try:
-                        for index in range(len(batches)):
-                            current = _Pass(sum(calls[name][index] for name, _ in group))
-                            for collector in collectors:
-                                collector.batch, collector.current = index, current
-                            if current.remaining:
-                                _forward(model, batches, index)
-                            bar.batch()
-                    finally:
-                        for handle in handles:
-                            handle.remove()
-                    bar.solving(names)
-                    for (name, module), collector in zip(group, collectors):
-                        apply(
-                            name,
-                            module,
-                            *_prune_layer(name, module, method, collector.statistic(), n, m, damping, block_size),
-                        )
-                        bar.done()
-    finally:
-        for module, training in modes.items():
-            module.train(training)
+    # parametrize.cached: a pruned layer's weight (its FixedMask product, fixed from then on) is
+    # computed once, not in every forward pass that runs through it (a fifth of the time on MiniLM).
+    with _in_eval_mode(model), parametrize.cached():
+        groups, calls = _execution_order(model, layers, batches)
+        with _Progress(method, len(layers), len(batches), progress) as bar:
+            for group in groups:
+                names = ", ".join(name for name, _ in group)
+                bar.layer(names)
+                collectors = [_Collector(name, method) for name, _ in group]
+                handles = [
+                    module.register_forward_pre_hook(c.hook, with_kwargs=True)
+                    for (_, module), c in zip(group, collectors)
+                ]
+                try:
+                    for index in range(len(batches)):
+                        current = _Pass(sum(calls[name][index] for name, _ in group))
+                        for collector in collectors:
+                            collector.batch, collector.current = index, current
+                        if current.remaining:
+                            _forward(model, batches, index)
+                        bar.batch()
+                finally:
+                    for handle in handles:
+                        handle.remove()
+                bar.solving(names)
+                for (name, module), collector in zip(group, collectors):
+                    apply(
+                        name,
+                        module,
+                        *_prune_layer(name, module, method, collector.statistic(), n, m, damping, block_size),
+                    )
+                    bar.done()
 
 
 def _prune_layer(name, module, method, statistic, n, m, damping, block_size):

@@ -181,7 +181,8 @@ def _conv_geometry(x, values, kernel_size, stride, padding, dilation) -> tuple[i
 
 
 def _check_conv(x, values, meta, bias, kernel_size, stride, padding, dilation) -> tuple[int, int]:
-    _check_weight(values, meta, bias)
+    if not weight_is_checked(values, meta, bias):  # the CPU kernels remember a weight once checked
+        _check_weight(values, meta, bias)
     _check_input(x, values, "conv2d input")
     return _conv_geometry(x, values, kernel_size, stride, padding, dilation)
 
@@ -211,13 +212,13 @@ def patches_are_the_input(x_nhwc: Tensor, kernel_size, stride, padding) -> bool:
     return (*kernel_size, *stride, *padding) == (1, 1, 1, 1, 0, 0) and x_nhwc.is_contiguous()
 
 
-def implicit_im2col(x_nhwc: Tensor, values: Tensor, kernel_size, stride, padding, out_hw) -> bool:
+def implicit_im2col(x_nhwc: Tensor, values: Tensor, out_hw) -> bool:
     """Whether the conv runs by implicit im2col (the CPU large-N kernels pack straight from the
     input) rather than over an explicit patch matrix. The explicit one stays where those kernels do
     not run: few output pixels (the small-N kernels read a patch matrix), bfloat16 on CPUs with
-    AVX-512 BF16 (its lane kernels), int8, and the GPU (cuSPARSELt takes a dense matrix); and where
-    the patches are the input (patches_are_the_input), it needs neither."""
-    if x_nhwc.is_cuda or patches_are_the_input(x_nhwc, kernel_size, stride, padding):
+    AVX-512 BF16 (its lane kernels), int8, and the GPU (cuSPARSELt takes a dense matrix). Asked only
+    where the patches are not the input (patches_are_the_input: that conv needs neither)."""
+    if x_nhwc.is_cuda:
         return False
     return large_n_regime(_arrays.dtype_name(values), x_nhwc.shape[0] * out_hw[0] * out_hw[1])
 
@@ -226,7 +227,7 @@ def _conv_gemm(x_nhwc: Tensor, values, meta, bias, kernel_size, stride, padding,
     """The conv as one GEMM, (N*OH*OW, K_out): over the input itself, by implicit im2col, or over the patches."""
     if patches_are_the_input(x_nhwc, kernel_size, stride, padding):
         cols = x_nhwc.view(-1, x_nhwc.shape[3])
-    elif implicit_im2col(x_nhwc, values, kernel_size, stride, padding, out_hw):
+    elif implicit_im2col(x_nhwc, values, out_hw):
         if x_nhwc.stride(3) != 1:  # channel runs contiguous: one copy of the input, 1/(R*S) of the patches
             x_nhwc = x_nhwc.contiguous()
         return conv2d_nhwc(x_nhwc, compressed(values, meta), bias, kernel_size, stride, padding, dilation)
@@ -261,10 +262,7 @@ def conv2d(
 @_implements("conv2d", "CPU", "CUDA")
 def _conv2d(x, values, meta, bias, kernel_size, stride, padding, dilation):
     _refuse_grad(x, values, bias)
-    if not weight_is_checked(values, meta, bias):  # the CPU kernels remember a weight once checked
-        _check_weight(values, meta, bias)
-    _check_input(x, values, "conv2d input")
-    oh, ow = _conv_geometry(x, values, kernel_size, stride, padding, dilation)
+    oh, ow = _check_conv(x, values, meta, bias, kernel_size, stride, padding, dilation)
     y = _conv_gemm(x.permute(0, 2, 3, 1), values, meta, bias, kernel_size, stride, padding, dilation, (oh, ow))
     if oh == ow == 1 and not returns_channels_last(x):  # (N, K) is already the contiguous (N, K, 1, 1)
         return y.view(x.shape[0], values.shape[0], 1, 1)
